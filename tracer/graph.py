@@ -1,0 +1,222 @@
+"""The plain-data graph: what capture produces and what render and check consume.
+
+Nothing in here refers to torch. A `Recording` can be written to JSON and read back
+unchanged, and the same traced code always gives the same ids in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+NodeKind = Literal["op", "leaf", "constant"]
+GraphKind = Literal["backward", "manual"]
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A tensor reduced to plain numbers: its values when small, a summary always.
+
+    `values` is the flattened tensor (row-major) when it has at most the capture's
+    `max_values` elements, else None. The statistics ignore NaN and Inf, which are counted.
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    values: tuple[float, ...] | None
+    norm: float
+    min: float
+    max: float
+    nan: int = 0
+    inf: int = 0
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def finite(self) -> bool:
+        return self.nan == 0 and self.inf == 0
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One input slot of an op: the gradient `src` sent down to `dst` during backward.
+
+    `slot` is the index in src's `next_functions` (which input of the op), `dst_output` the
+    output of dst that this input was. Edges to constants have no slot in autograd's sense;
+    they carry the position among the op's tensor arguments and never a gradient.
+    """
+
+    src: int
+    dst: int
+    slot: int
+    dst_output: int = 0
+    grad: TensorData | None = None
+
+
+@dataclass
+class Node:
+    """A `grad_fn` node (op), a leaf's `AccumulateGrad` (leaf), or an input needing no grad.
+
+    `grads` holds, per output of the node, the gradient that arrived at it during backward
+    (the sum over its incoming edges); None where none arrived or no backward ran.
+    `leaf_grad` is a leaf tensor's `.grad` after the pass.
+    """
+
+    id: int
+    kind: NodeKind
+    op: str  # grad_fn class name: "MulBackward0", "AccumulateGrad"; "" for a constant
+    name: str | None = None  # the variable name the user's code bound the tensor to
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    grads: list[TensorData | None] = field(default_factory=list)
+    leaf_grad: TensorData | None = None
+    step: int | None = None  # 1-based position in the engine's execution order
+
+
+@dataclass
+class Graph:
+    """One captured graph: a backward pass with its gradients, or a manual formula's graph.
+
+    `roots` are the ids of the nodes backward started from, in the order given; `seeds`
+    the gradient fed into each root (None for a manual graph).
+    """
+
+    kind: GraphKind
+    label: str
+    nodes: list[Node]
+    edges: list[Edge]
+    roots: list[int]
+    seeds: list[TensorData | None]
+
+    def node(self, node_id: int) -> Node:
+        return self.nodes[node_id]
+
+    def ops(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == "op"]
+
+    def leaves(self) -> list[Node]:
+        return [n for n in self.nodes if n.kind == "leaf"]
+
+    def in_edges(self, node_id: int) -> list[Edge]:
+        return [e for e in self.edges if e.dst == node_id]
+
+    def out_edges(self, node_id: int) -> list[Edge]:
+        return [e for e in self.edges if e.src == node_id]
+
+
+@dataclass(frozen=True)
+class Check:
+    """Autograd's gradient of one tensor compared with the hand-derived one."""
+
+    name: str  # the tensor's variable name ("x"), or "input 0" where it has none
+    autograd: TensorData | None  # None when the tensor received no gradient
+    manual: TensorData
+    max_abs: float  # inf when the shapes differ or there is no gradient
+    max_rel: float
+    where: tuple[int, ...] | None  # index of the largest absolute error
+    rtol: float
+    atol: float
+    passed: bool
+    problem: str | None = None  # why no elementwise comparison was possible
+
+    def summary(self) -> str:
+        verdict = "agree" if self.passed else "DISAGREE"
+        if self.problem:
+            return f"{self.name}: {verdict}: {self.problem}"
+        at = "" if self.where is None else f" at {list(self.where)}"
+        return (
+            f"∂/∂{self.name}: autograd and manual {verdict}; "
+            f"max abs error {self.max_abs:.3g}{at}, max rel error {self.max_rel:.3g}"
+        )
+
+
+@dataclass
+class Recording:
+    """Everything one trace produced: its graphs in capture order and its checks."""
+
+    title: str = ""
+    graphs: list[Graph] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool | None:
+        """True when every check agrees, False when one does not, None with no check."""
+        if not self.checks:
+            return None
+        return all(c.passed for c in self.checks)
+
+    def backward_graphs(self) -> list[Graph]:
+        return [g for g in self.graphs if g.kind == "backward"]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, ensure_ascii=False, allow_nan=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Recording:
+        raw = json.loads(text)
+        return cls(
+            title=raw["title"],
+            graphs=[_graph_from(g) for g in raw["graphs"]],
+            checks=[_check_from(c) for c in raw["checks"]],
+        )
+
+
+def _tensor_from(raw: dict[str, Any] | None) -> TensorData | None:
+    if raw is None:
+        return None
+    values = raw["values"]
+    return TensorData(
+        shape=tuple(raw["shape"]),
+        dtype=raw["dtype"],
+        values=None if values is None else tuple(values),
+        norm=raw["norm"],
+        min=raw["min"],
+        max=raw["max"],
+        nan=raw["nan"],
+        inf=raw["inf"],
+    )
+
+
+def _graph_from(raw: dict[str, Any]) -> Graph:
+    nodes = [
+        Node(
+            id=n["id"],
+            kind=n["kind"],
+            op=n["op"],
+            name=n["name"],
+            shape=None if n["shape"] is None else tuple(n["shape"]),
+            dtype=n["dtype"],
+            grads=[_tensor_from(g) for g in n["grads"]],
+            leaf_grad=_tensor_from(n["leaf_grad"]),
+            step=n["step"],
+        )
+        for n in raw["nodes"]
+    ]
+    edges = [
+        Edge(e["src"], e["dst"], e["slot"], e["dst_output"], _tensor_from(e["grad"]))
+        for e in raw["edges"]
+    ]
+    seeds = [_tensor_from(s) for s in raw["seeds"]]
+    return Graph(raw["kind"], raw["label"], nodes, edges, list(raw["roots"]), seeds)
+
+
+def _check_from(raw: dict[str, Any]) -> Check:
+    where = raw["where"]
+    return Check(
+        name=raw["name"],
+        autograd=_tensor_from(raw["autograd"]),
+        manual=_tensor_from(raw["manual"]),  # type: ignore[arg-type]
+        max_abs=raw["max_abs"],
+        max_rel=raw["max_rel"],
+        where=None if where is None else tuple(where),
+        rtol=raw["rtol"],
+        atol=raw["atol"],
+        passed=raw["passed"],
+        problem=raw["problem"],
+    )

@@ -1,0 +1,92 @@
+"""Text for people: tensors printed the way torch prints them, and the check report.
+
+Both the picture (render) and the terminal (CLI, `Trace.check`) use these, so a number
+reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tracer.graph import Check, TensorData
+
+
+def format_numbers(values: tuple[float, ...]) -> list[str]:
+    """Four decimals as torch prints; scientific for all when the magnitudes call for it."""
+    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    scientific = bool(finite) and (max(finite) >= 1e8 or min(finite) < 1e-4)
+
+    def one(v: float) -> str:
+        if math.isnan(v):
+            return "nan"
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return f"{v:.4e}" if scientific else f"{v:.4f}"
+
+    return [one(v) for v in values]
+
+
+def _rows(t: TensorData, per_line: int) -> list[str]:
+    assert t.values is not None
+    numbers = format_numbers(t.values)
+    if len(t.shape) == 0:
+        return numbers
+    if len(t.shape) == 2 and t.shape[1] <= per_line:
+        width = t.shape[1]
+        return [", ".join(numbers[i : i + width]) for i in range(0, len(numbers), width)]
+    return [", ".join(numbers[i : i + per_line]) for i in range(0, len(numbers), per_line)]
+
+
+def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
+    """The tensor as lines of text: its values when kept, else a one-line summary."""
+    if t.values is not None:
+        rows = _rows(t, per_line)
+        if len(t.shape) == 0:
+            return rows
+        if len(rows) == 1:
+            return [f"[{rows[0]}]"]
+        return [f"[{rows[0]},"] + [f" {r}," for r in rows[1:-1]] + [f" {rows[-1]}]"]
+    return [summary_line(t)]
+
+
+def summary_line(t: TensorData) -> str:
+    shape = "×".join(str(s) for s in t.shape)
+    lo, hi, norm = format_numbers((t.min, t.max, t.norm))
+    text = f"{shape} {t.dtype}: ‖·‖ {norm}, min {lo}, max {hi}"
+    if t.nan or t.inf:
+        text += f", {t.nan} NaN, {t.inf} Inf"
+    return text
+
+
+def shape_text(shape: tuple[int, ...] | None) -> str:
+    if shape is None:
+        return ""
+    return "scalar" if len(shape) == 0 else "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def verdict_text(check: Check) -> str:
+    return "✓ agree" if check.passed else "✗ DISAGREE"
+
+
+def format_check(check: Check) -> str:
+    """The terminal report of one check: both gradients, the largest error, the verdict."""
+    pad = " " * 12
+    lines = [f"∂f/∂{check.name}"]
+
+    def block(title: str, t: TensorData | None) -> None:
+        body = ["(none)"] if t is None else format_tensor(t, per_line=5)
+        lines.append(f"  {title:<10}{body[0]}")
+        lines.extend(pad + row for row in body[1:])
+
+    block("autograd", check.autograd)
+    block("manual", check.manual)
+    if check.problem:
+        lines.append(f"  {check.problem}")
+    else:
+        at = "" if check.where is None else f" at index {list(check.where)}"
+        lines.append(
+            f"  largest error: {check.max_abs:.3g} absolute{at}, {check.max_rel:.3g} relative "
+            f"(rtol {check.rtol:g}, atol {check.atol:g})"
+        )
+    lines.append(f"  {verdict_text(check)}")
+    return "\n".join(lines)

@@ -1,0 +1,279 @@
+"""The trace session: `with tracer.trace() as t:` runs the user's code under observation.
+
+A TorchFunctionMode sees every torch call in the block. Ordinary ops pass straight through
+(we only note which inputs needed no grad, to draw them as constants); a call to
+`Tensor.backward`, `torch.autograd.backward` or `torch.autograd.grad` is captured: the graph
+is walked and hooked just before the engine runs, and unhooked just after.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from tracer.capture import DEFAULT_MAX_VALUES, GradFn, GraphCapture, root_node
+from tracer.check import compare
+from tracer.graph import Check, Graph, Recording
+
+_BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
+
+# Frames of these modules are machinery, not the user's code, when looking for names.
+_INTERNAL_MODULES = ("torch", "contextlib", "tracer.session", "tracer.capture", "tracer.check")
+# The exercise runner (tracer.exercises itself, not the modules of exercises under it).
+_INTERNAL_EXACT = ("tracer.exercises",)
+
+
+def _is_internal(frame: FrameType) -> bool:
+    module = frame.f_globals.get("__name__", "")
+    if module in _INTERNAL_EXACT:
+        return True
+    return any(module == m or module.startswith(m + ".") for m in _INTERNAL_MODULES)
+
+
+def user_frame(start: FrameType | None) -> FrameType | None:
+    """The innermost frame at or above `start` that belongs to the user's code."""
+    frame = start
+    while frame is not None and _is_internal(frame):
+        frame = frame.f_back
+    return frame
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [v for v in value if isinstance(v, torch.Tensor)]
+    return []
+
+
+class _Recorder(TorchFunctionMode):
+    """Routes every torch call in the traced block through the session."""
+
+    def __init__(self, session: Trace) -> None:
+        super().__init__()
+        self.session = session
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func in _BACKWARD_CALLS:
+            return self.session._run_backward(func, args, kwargs)
+        out = func(*args, **kwargs)
+        self.session._note_constants(args, kwargs, out)
+        return out
+
+
+class Trace:
+    """Records every backward pass run inside `with`, and the checks made against them.
+
+    After the block, `recording` is plain data (no torch objects): render it with
+    `render`, compare gradients with `check`.
+    """
+
+    def __init__(self, title: str = "", *, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+        self.recording = Recording(title=title)
+        self._mode: _Recorder | None = None
+        # Torch objects held only while the block runs, then dropped in __exit__.
+        self._names: dict[int, str] = {}
+        self._named: list[torch.Tensor] = []  # keeps named tensors alive, so ids stay unique
+        self._node_names: dict[GradFn, str] = {}
+        self._constants: dict[GradFn, list[tuple[int, torch.Tensor]]] = {}
+
+    # -- the block ---------------------------------------------------------------------
+
+    def __enter__(self) -> Trace:
+        self._mode = _Recorder(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._mode is not None
+        self._mode.__exit__(*exc)
+        self._mode = None
+        self._names.clear()
+        self._named.clear()
+        self._node_names.clear()
+        self._constants.clear()
+
+    @property
+    def graphs(self) -> list[Graph]:
+        return self.recording.graphs
+
+    @property
+    def checks(self) -> list[Check]:
+        return self.recording.checks
+
+    # -- names -------------------------------------------------------------------------
+
+    def name_tensors(self, namespace: Mapping[str, Any]) -> None:
+        """Learn variable names: each tensor in `namespace` is drawn with its name.
+
+        The first name a tensor is given wins; names starting with "_" are skipped.
+        """
+        for name, value in namespace.items():
+            if name.startswith("_") or not isinstance(value, torch.Tensor):
+                continue
+            if id(value) in self._names:
+                continue
+            self._names[id(value)] = name
+            self._named.append(value)
+            if value.grad_fn is not None:
+                fn, _ = root_node(value)
+                existing = self._node_names.get(fn)
+                self._node_names[fn] = name if existing is None else f"{existing}, {name}"
+
+    def _name_from_frame(self, frame: FrameType | None) -> None:
+        frame = user_frame(frame)
+        if frame is None:
+            return
+        self.name_tensors(frame.f_locals)
+        if frame.f_locals is not frame.f_globals:
+            self.name_tensors(frame.f_globals)
+
+    # -- capture -----------------------------------------------------------------------
+
+    def _note_constants(self, args: tuple, kwargs: dict, out: Any) -> None:
+        outputs = [t for t in _tensors(out) if t.grad_fn is not None]
+        if not outputs:
+            return
+        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
+        constants = [(i, t) for i, t in enumerate(inputs) if not t.requires_grad]
+        if not constants:
+            return
+        inputs_nodes = {root_node(t)[0] for t in inputs if t.requires_grad}
+        for o in outputs:
+            self._constants.setdefault(_constant_user(o.grad_fn, inputs_nodes), constants)
+
+    def _capture(self, roots: Iterable[torch.Tensor], kind: str, label: str) -> GraphCapture:
+        return GraphCapture(
+            [root_node(t) for t in roots],
+            kind=kind,  # type: ignore[arg-type]
+            label=label,
+            names=self._names,
+            node_names=self._node_names,
+            constants=self._constants,
+            max_values=self.max_values,
+        )
+
+    def _run_backward(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        bound = inspect.signature(func).bind(*args, **kwargs)
+        params = bound.arguments
+        if func is torch.Tensor.backward:
+            roots, seeds = [params["self"]], [params.get("gradient")]
+        elif func is torch.autograd.backward:
+            roots = _tensors(params["tensors"])
+            seeds = _seeds(params.get("grad_tensors"), len(roots))
+        else:  # torch.autograd.grad
+            roots = _tensors(params["outputs"])
+            seeds = _seeds(params.get("grad_outputs"), len(roots))
+        if not roots or any(not r.requires_grad for r in roots):
+            return func(*args, **kwargs)  # torch raises its own, clear error
+        self._name_from_frame(sys._getframe(1))
+        n = len(self.recording.backward_graphs()) + 1
+        capture = self._capture(roots, "backward", f"autograd: backward pass {n}")
+        capture.hook()
+        result: Any = None
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            # Hooks come off even when backward raises: nothing of ours stays in the graph.
+            filled = [
+                torch.ones_like(r) if s is None else torch.as_tensor(s, dtype=r.dtype)
+                for r, s in zip(roots, seeds, strict=True)
+            ]
+            returned = None
+            if func is torch.autograd.grad and result is not None:
+                inputs = _tensors(params["inputs"])
+                returned = {root_node(i)[0]: g for i, g in zip(inputs, result) if g is not None}
+            graph = capture.finish(filled, returned)
+        self.recording.graphs.append(graph)
+        return result
+
+    # -- after the block ---------------------------------------------------------------
+
+    def check(
+        self,
+        tensor: torch.Tensor,
+        manual: torch.Tensor,
+        *,
+        name: str | None = None,
+        rtol: float | None = None,
+        atol: float | None = None,
+        quiet: bool = False,
+    ) -> Check:
+        """Compare `tensor.grad` with the hand-derived `manual`; print and return the result.
+
+        When `manual` was computed from tensors that require grad it has a graph of its
+        own: that graph is captured too and drawn beside autograd's.
+        """
+        self._name_from_frame(sys._getframe(1))
+        if name is None:
+            name = self._names.get(id(tensor)) or f"input {len(self.recording.checks)}"
+        if manual.grad_fn is not None:
+            graph = self._capture([manual], "manual", f"manual ∂f/∂{name}").finish()
+            self.recording.graphs.append(graph)
+        result = compare(name, tensor.grad, manual, rtol=rtol, atol=atol, max_values=self.max_values)
+        self.recording.checks.append(result)
+        if not quiet:
+            from tracer.report import format_check
+
+            print(format_check(result))
+        return result
+
+    def render(self, path: str | Path, **options: Any) -> Path:
+        """Write the recording to `path`; the format follows the suffix (see render.write)."""
+        from tracer.render import write
+
+        return write(self.recording, path, **options)
+
+    def _repr_svg_(self) -> str:
+        from tracer.render import render_svg
+
+        return render_svg(self.recording)
+
+
+def _constant_user(output: GradFn, stop: set[GradFn]) -> GradFn:
+    """The node of this call's own subgraph that took the constants as inputs.
+
+    A composite op (matmul of a vector by a matrix: unsqueeze, mm, squeeze) makes several
+    nodes in one call; the constants belong to the first, breadth-first from the output,
+    that has an input needing no grad (a None in its next_functions).
+    """
+    queue, seen = deque([output]), {output}
+    while queue:
+        fn = queue.popleft()
+        if any(child is None for child, _ in fn.next_functions):
+            return fn
+        for child, _ in fn.next_functions:
+            if child not in seen and child not in stop:
+                seen.add(child)
+                queue.append(child)
+    return output
+
+
+def _seeds(given: Any, n: int) -> list[Any]:
+    if given is None:
+        return [None] * n
+    if isinstance(given, torch.Tensor):
+        return [given]
+    return list(given)
+
+
+def trace(title: str = "", *, max_values: int = DEFAULT_MAX_VALUES) -> Trace:
+    """Trace every backward pass run inside the `with` block.
+
+    >>> with tracer.trace() as t:
+    ...     f = torch.log(1 + torch.dot(x, x))
+    ...     f.backward()
+    >>> t.render("graph.svg")
+    """
+    return Trace(title, max_values=max_values)
