@@ -27,12 +27,13 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv"
     python3 -m venv .venv
 fi
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# pip's notes about this machine's local package index are noise here: drop them.
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | sed '/^WARNING: Location/d'; }
 if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
     echo "setup: installing torch 2.13.0 (CPU)"
     pip install torch==2.13.0
 fi
 echo "setup: installing tracer and its test tools"
-pip install -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip install -e ".[dev]"
 .venv/bin/python -c 'import tracer, torch, graphviz, typer' # fail here, not later, if anything is missing
 echo "setup: done (activate with: source .venv/bin/activate)"

@@ -13,7 +13,7 @@
 from tracer.errors import TracerError
 from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
 from tracer.render import render_dot, render_svg, write
-from tracer.session import Trace, trace
+from tracer.session import Trace, check, trace
 
 __all__ = [
     "Check",
@@ -24,6 +24,7 @@ __all__ = [
     "TensorData",
     "Trace",
     "TracerError",
+    "check",
     "render_dot",
     "render_svg",
     "trace",

@@ -55,6 +55,10 @@ def _tensors(value: Any) -> list[torch.Tensor]:
     return []
 
 
+# The traces whose `with` block is running, innermost last: `tracer.check` reports to it.
+_ACTIVE: list[Trace] = []
+
+
 class _Recorder(TorchFunctionMode):
     """Routes every torch call in the traced block through the session."""
 
@@ -93,10 +97,12 @@ class Trace:
     def __enter__(self) -> Trace:
         self._mode = _Recorder(self)
         self._mode.__enter__()
+        _ACTIVE.append(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         assert self._mode is not None
+        _ACTIVE.remove(self)
         self._mode.__exit__(*exc)
         self._mode = None
         self._names.clear()
@@ -266,6 +272,30 @@ def _seeds(given: Any, n: int) -> list[Any]:
     if isinstance(given, torch.Tensor):
         return [given]
     return list(given)
+
+
+def check(
+    tensor: torch.Tensor,
+    manual: torch.Tensor,
+    *,
+    name: str | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    quiet: bool = False,
+) -> Check:
+    """Compare `tensor.grad` with `manual`: inside a trace it is recorded there (see
+    `Trace.check`); outside one it is only compared, printed and returned."""
+    if _ACTIVE:
+        return _ACTIVE[-1].check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet)
+    frame = user_frame(sys._getframe(1))
+    if name is None and frame is not None:
+        name = next((k for k, v in frame.f_locals.items() if v is tensor), None)
+    result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
+    if not quiet:
+        from tracer.report import format_check
+
+        print(format_check(result))
+    return result
 
 
 def trace(title: str = "", *, max_values: int = DEFAULT_MAX_VALUES) -> Trace:
