@@ -190,9 +190,9 @@ def output_format(path: str | Path) -> str:
 def check_writable(path: str | Path) -> Path:
     """Fail early, with one clear line, when `path` cannot be written."""
     path = Path(path)
-    output_format(path)
     if path.is_dir():
         raise TracerError(f"cannot write {path}: it is a directory; give a file name")
+    output_format(path)
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise TracerError(f"cannot write {path}: the directory {parent} does not exist")
@@ -224,7 +224,10 @@ def write(recording: Recording, path: str | Path) -> Path:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise TracerError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
