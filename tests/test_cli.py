@@ -30,7 +30,8 @@ def test_exercise_a_writes_a_real_svg(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("suffix", "starts"), [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("dot", b"digraph"), ("json", b"{")]
+    ("suffix", "starts"),
+    [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("dot", b"digraph"), ("json", b"{")],
 )
 def test_exercise_b_every_format(tmp_path: Path, suffix: str, starts: bytes) -> None:
     r = trace("exercise-b", "--out", f"graph.{suffix}", cwd=tmp_path)
@@ -91,17 +92,40 @@ def test_missing_dot_says_how_to_install_and_clobbers_nothing(tmp_path: Path) ->
 def test_non_editable_install_gives_a_working_trace(tmp_path: Path) -> None:
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(ROOT)],
-        check=True, capture_output=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
     assert (target / "cli.py").exists() and (target / "tracer" / "render.py").exists()
     env = {**os.environ, "PYTHONPATH": str(target)}
     code = "import cli, tracer; print(tracer.__file__)"
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert r.stdout.startswith(str(target))
-    r = subprocess.run([str(target / "bin" / "trace"), "exercise-b", "--out", "g.svg"],
-                       cwd=tmp_path, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [str(target / "bin" / "trace"), "exercise-b", "--out", "g.svg"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "g.svg").exists()

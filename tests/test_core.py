@@ -92,7 +92,12 @@ def test_every_node_once_and_leaves_tied_to_their_tensors() -> None:
         f = torch.log(1 + z)
         f.backward()
     g = t.graphs[0]
-    assert [n.op for n in g.nodes] == ["LogBackward0", "AddBackward0", "DotBackward0", "AccumulateGrad"]
+    assert [n.op for n in g.nodes] == [
+        "LogBackward0",
+        "AddBackward0",
+        "DotBackward0",
+        "AccumulateGrad",
+    ]
     (leaf,) = g.leaves()
     assert (leaf.name, leaf.shape, leaf.dtype) == ("x", (10,), "float64")
     assert [(e.src, e.dst, e.slot) for e in g.edges] == [(0, 1, 0), (1, 2, 0), (2, 3, 0), (2, 3, 1)]
@@ -150,9 +155,11 @@ def test_tracing_never_changes_the_numbers_and_leaves_no_hook() -> None:
         torch.manual_seed(0)
         x = torch.randn(7, dtype=torch.float32, requires_grad=True)
         W = torch.randn(4, 7, requires_grad=True)
+
         def loss():
             h = torch.tanh(W @ x)
             return torch.log1p((h * h).sum()) + torch.softmax(h, 0).max()
+
         if traced:
             with tracer.trace() as t:
                 loss().backward()
@@ -161,7 +168,7 @@ def test_tracing_never_changes_the_numbers_and_leaves_no_hook() -> None:
         return x.grad, W.grad, None
 
     gx, gW, _ = run(False)
-    tx, tW, t = run(True)
+    tx, tW, _ = run(True)
     assert torch.equal(gx, tx) and torch.equal(gW, tW)
 
     # No hook is left: a later backward through the same nodes records nothing.
@@ -251,7 +258,7 @@ def test_check_reports_largest_error_and_where() -> None:
 def test_autograd_grad_and_autograd_backward_are_captured() -> None:
     x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
     with tracer.trace() as t:
-        (g,) = torch.autograd.grad((x * x).sum(), x)
+        (_g,) = torch.autograd.grad((x * x).sum(), x)
         torch.autograd.backward([(3 * x).sum()])
     assert [gr.kind for gr in t.graphs] == ["backward", "backward"]
     leaf = t.graphs[0].leaves()[0]

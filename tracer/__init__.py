@@ -1,13 +1,13 @@
 """tracer: trace PyTorch's autograd graph, draw the gradient flow, check it against the math.
 
-    import torch, tracer
-    x = torch.tensor([0.1801, 0.3444], dtype=torch.float64, requires_grad=True)
-    with tracer.trace() as t:
-        z = torch.dot(x, x)
-        f = torch.log(1 + z)
-        f.backward()
-    t.check(x, manual=2 * x / (1 + z))
-    t.render("graph.svg")
+import torch, tracer
+x = torch.tensor([0.1801, 0.3444], dtype=torch.float64, requires_grad=True)
+with tracer.trace() as t:
+    z = torch.dot(x, x)
+    f = torch.log(1 + z)
+    f.backward()
+t.check(x, manual=2 * x / (1 + z))
+t.render("graph.svg")
 """
 
 from tracer.errors import TracerError

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch.autograd.graph import get_gradient_edge
 
-from tracer.graph import Edge, Graph, GraphKind, Node, TensorData
+from tracer.graph import Edge, Graph, GraphKind, Node, NodeKind, Saved, TensorData
 
 # Tensors with up to this many elements keep their values; larger ones only a summary.
 DEFAULT_MAX_VALUES = 64
@@ -59,13 +59,26 @@ def root_node(t: torch.Tensor) -> tuple[GradFn, int]:
     return edge.node, edge.output_nr
 
 
-class GraphCapture:
-    """One graph being captured. Holds torch objects only until `finish` returns the Graph.
+@dataclass
+class Known:
+    """What the session learnt about the graph's tensors before capture (all may be empty).
 
-    `constants` maps a grad_fn to the tensors needing no grad that its op was called with
-    (seen by the forward recorder); `names` maps a tensor's id to the variable name the
-    user's code gave it; both may be empty.
+    `names`: a tensor's id -> the variable name the user's code gave it; `node_names`: a
+    grad_fn -> the names of the tensors it produced; `constants`: a grad_fn -> the inputs
+    needing no grad that its op was called with (position, tensor); `forward`: (grad_fn,
+    output_nr) -> the value the op computed; `origin`: a grad_fn -> the backward pass
+    that made it (higher order).
     """
+
+    names: Mapping[int, str] = field(default_factory=dict)
+    node_names: Mapping[GradFn, str] = field(default_factory=dict)
+    constants: Mapping[GradFn, Sequence[tuple[int, torch.Tensor]]] = field(default_factory=dict)
+    forward: Mapping[tuple[GradFn, int], TensorData] = field(default_factory=dict)
+    origin: Callable[[GradFn], str | None] = lambda fn: None
+
+
+class GraphCapture:
+    """One graph being captured. Holds torch objects only until `finish` returns the Graph."""
 
     def __init__(
         self,
@@ -73,14 +86,15 @@ class GraphCapture:
         *,
         kind: GraphKind,
         label: str,
-        names: Mapping[int, str],
-        node_names: Mapping[GradFn, str],
-        constants: Mapping[GradFn, Sequence[tuple[int, torch.Tensor]]],
+        known: Known,
         max_values: int = DEFAULT_MAX_VALUES,
+        create_graph: bool = False,
     ) -> None:
         self.max_values = max_values
         self.kind: GraphKind = kind
         self.label = label
+        self.create_graph = create_graph
+        self._known = known
         self._index: dict[GradFn, int] = {}
         self._fns: list[GradFn] = []
         self._nodes: list[Node] = []
@@ -88,45 +102,75 @@ class GraphCapture:
         self._edge_at: dict[tuple[int, int], int] = {}  # (src, slot) -> position in _edges
         self._hooks: list[torch.utils.hooks.RemovableHandle] = []
         self._step = 0
-        self._walk([fn for fn, _ in roots], names, node_names, constants)
+        self._walk([fn for fn, _ in roots])
         self.roots = [self._index[fn] for fn, _ in roots]
 
     # -- structure ---------------------------------------------------------------------
 
-    def _add(self, fn: GradFn, names: Mapping[int, str], node_names: Mapping[GradFn, str]) -> int:
+    def _add(self, fn: GradFn) -> int:
         node_id = len(self._nodes)
         self._index[fn] = node_id
         self._fns.append(fn)
+        known = self._known
         variable = getattr(fn, "variable", None)  # only AccumulateGrad has one
         if isinstance(variable, torch.Tensor):
-            self._nodes.append(
-                Node(
-                    id=node_id,
-                    kind="leaf",
-                    op=type(fn).__name__,
-                    name=names.get(id(variable)),
-                    shape=tuple(variable.shape),
-                    dtype=str(variable.dtype).removeprefix("torch."),
-                )
-            )
+            node = self._tensor_node(node_id, "leaf", variable)
+            node.op = type(fn).__name__
         else:
-            self._nodes.append(
-                Node(id=node_id, kind="op", op=type(fn).__name__, name=node_names.get(fn))
+            outputs = len(fn._input_metadata) if hasattr(fn, "_input_metadata") else 1
+            forward = [known.forward.get((fn, i)) for i in range(max(outputs, 1))]
+            first = forward[0]
+            node = Node(
+                id=node_id,
+                kind="op",
+                op=type(fn).__name__,
+                name=known.node_names.get(fn),
+                shape=None if first is None else first.shape,
+                dtype=None if first is None else first.dtype,
+                forward=forward,
+                saved=self._saved(fn),
+                origin=known.origin(fn),
             )
+        self._nodes.append(node)
         return node_id
 
-    def _walk(
-        self,
-        roots: list[GradFn],
-        names: Mapping[int, str],
-        node_names: Mapping[GradFn, str],
-        constants: Mapping[GradFn, Sequence[tuple[int, torch.Tensor]]],
-    ) -> None:
+    def _tensor_node(self, node_id: int, kind: NodeKind, t: torch.Tensor) -> Node:
+        return Node(
+            id=node_id,
+            kind=kind,
+            op="",
+            name=self._known.names.get(id(t)),
+            shape=tuple(t.shape),
+            dtype=str(t.dtype).removeprefix("torch."),
+            forward=[summarize(t, self.max_values)],
+        )
+
+    def _saved(self, fn: GradFn) -> list[Saved]:
+        """What autograd kept on `fn` for its backward, read before backward frees it."""
+        saved = []
+        for attr in dir(fn):
+            if not attr.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(fn, attr)
+            except RuntimeError:  # already freed by an earlier backward
+                continue
+            name = attr.removeprefix("_saved_")
+            if isinstance(value, torch.Tensor):
+                source = self._known.names.get(id(value))
+                if source is None and value.grad_fn is fn:
+                    source = "output"
+                saved.append(Saved(name, tensor=self._summary(value), source=source))
+            elif value is not None:
+                saved.append(Saved(name, text=_short(value)))
+        return saved
+
+    def _walk(self, roots: list[GradFn]) -> None:
         constant_ids: dict[int, int] = {}  # id(tensor) -> node id, so a shared constant is one node
         queue: deque[GradFn] = deque()
         for fn in roots:
             if fn not in self._index:
-                self._add(fn, names, node_names)
+                self._add(fn)
                 queue.append(fn)
         while queue:
             fn = queue.popleft()
@@ -135,30 +179,37 @@ class GraphCapture:
                 if child is None:
                     continue  # an input that needs no gradient: drawn from `constants` below
                 if child not in self._index:
-                    self._add(child, names, node_names)
+                    self._add(child)
                     queue.append(child)
                 self._edge_at[(src, slot)] = len(self._edges)
                 self._edges.append(Edge(src, self._index[child], slot, output_nr))
-            for position, tensor in constants.get(fn, ()):
+            for position, tensor in self._known.constants.get(fn, ()):
                 if id(tensor) not in constant_ids:
                     constant_ids[id(tensor)] = len(self._nodes)
-                    self._nodes.append(
-                        Node(
-                            id=len(self._nodes),
-                            kind="constant",
-                            op="",
-                            name=names.get(id(tensor)),
-                            shape=tuple(tensor.shape),
-                            dtype=str(tensor.dtype).removeprefix("torch."),
-                        )
-                    )
+                    self._nodes.append(self._tensor_node(len(self._nodes), "constant", tensor))
                 self._edges.append(Edge(src, constant_ids[id(tensor)], position))
+
+    def nodes(self) -> list[GradFn]:
+        """The grad_fn objects captured (valid until `finish`)."""
+        return list(self._fns)
+
+    def add_unreached(self, tensors: Sequence[torch.Tensor]) -> None:
+        """Draw leaves the caller asked gradients for but that are not in the graph."""
+        for t in tensors:
+            if t.grad_fn is None and t.requires_grad and root_node(t)[0] not in self._index:
+                fn = root_node(t)[0]
+                self._index[fn] = len(self._nodes)
+                self._fns.append(fn)
+                node = self._tensor_node(len(self._nodes), "leaf", t)
+                node.op = type(fn).__name__
+                self._nodes.append(node)
 
     # -- gradient flow -----------------------------------------------------------------
 
     def hook(self) -> None:
         """Register the read-only hooks that record the gradient flow of the next backward."""
-        for node_id, fn in enumerate(self._fns):
+        for fn in self._fns:
+            node_id = self._index[fn]
             self._hooks.append(fn.register_prehook(self._on_arrive(node_id)))
             self._hooks.append(fn.register_hook(self._on_leave(node_id)))
 
@@ -197,7 +248,8 @@ class GraphCapture:
         for handle in self._hooks:
             handle.remove()
         self._hooks.clear()
-        for fn, node in zip(self._fns, self._nodes, strict=False):
+        for fn in self._fns:
+            node = self._nodes[self._index[fn]]
             if node.kind == "leaf" and fn.variable.grad is not None:
                 node.leaf_grad = self._summary(fn.variable.grad)
             if results and fn in results and not any(node.grads):
@@ -209,7 +261,13 @@ class GraphCapture:
             edges=self._edges,
             roots=self.roots,
             seeds=[self._summary(s) for s in seeds] if seeds else [None] * len(self.roots),
+            create_graph=self.create_graph,
         )
         self._fns.clear()
         self._index.clear()
         return graph
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -59,12 +59,28 @@ class Edge:
     grad: TensorData | None = None
 
 
+@dataclass(frozen=True)
+class Saved:
+    """One thing autograd saved on a node for its backward (`_saved_self` → name "self").
+
+    `source` says where a saved tensor came from when we know: the variable name of an
+    input ("x"), or "output" when the node saved its own result.
+    """
+
+    name: str
+    tensor: TensorData | None = None
+    text: str | None = None  # a non-tensor saved value (sizes, dims, scalars), as text
+    source: str | None = None
+
+
 @dataclass
 class Node:
     """A `grad_fn` node (op), a leaf's `AccumulateGrad` (leaf), or an input needing no grad.
 
-    `grads` holds, per output of the node, the gradient that arrived at it during backward
-    (the sum over its incoming edges); None where none arrived or no backward ran.
+    Per output of the node: `forward` holds the value the op computed (seen while tracing
+    the forward pass; None where the op ran inside a composite call or outside the trace)
+    and `grads` the gradient that arrived during backward (the sum over its incoming
+    edges; None where none arrived). A leaf or constant has one output, the tensor itself.
     `leaf_grad` is a leaf tensor's `.grad` after the pass.
     """
 
@@ -74,9 +90,18 @@ class Node:
     name: str | None = None  # the variable name the user's code bound the tensor to
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
+    forward: list[TensorData | None] = field(default_factory=list)
     grads: list[TensorData | None] = field(default_factory=list)
     leaf_grad: TensorData | None = None
     step: int | None = None  # 1-based position in the engine's execution order
+    saved: list[Saved] = field(default_factory=list)
+    # "backward pass 1" when an earlier create_graph=True pass made this node (higher order)
+    origin: str | None = None
+
+    @property
+    def received_no_gradient(self) -> bool:
+        """A leaf that backward never reached (an unused input, or one left out)."""
+        return self.kind == "leaf" and self.step is None and not any(self.grads)
 
 
 @dataclass
@@ -93,6 +118,13 @@ class Graph:
     edges: list[Edge]
     roots: list[int]
     seeds: list[TensorData | None]
+    create_graph: bool = False  # the pass built a graph of its gradients (higher order)
+
+    @property
+    def steps(self) -> list[Node]:
+        """The nodes in the order the engine ran them."""
+        ran = [n for n in self.nodes if n.step is not None]
+        return sorted(ran, key=lambda n: n.step or 0)
 
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id]
@@ -192,9 +224,15 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             name=n["name"],
             shape=None if n["shape"] is None else tuple(n["shape"]),
             dtype=n["dtype"],
+            forward=[_tensor_from(v) for v in n["forward"]],
             grads=[_tensor_from(g) for g in n["grads"]],
             leaf_grad=_tensor_from(n["leaf_grad"]),
             step=n["step"],
+            saved=[
+                Saved(v["name"], _tensor_from(v["tensor"]), v["text"], v["source"])
+                for v in n["saved"]
+            ],
+            origin=n["origin"],
         )
         for n in raw["nodes"]
     ]
@@ -203,7 +241,9 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
         for e in raw["edges"]
     ]
     seeds = [_tensor_from(s) for s in raw["seeds"]]
-    return Graph(raw["kind"], raw["label"], nodes, edges, list(raw["roots"]), seeds)
+    return Graph(
+        raw["kind"], raw["label"], nodes, edges, list(raw["roots"]), seeds, raw["create_graph"]
+    )
 
 
 def _check_from(raw: dict[str, Any]) -> Check:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from tracer.graph import Check, TensorData
+from tracer.graph import Check, Graph, Node, Recording, TensorData
 
 
 def format_numbers(values: tuple[float, ...]) -> list[str]:
@@ -90,3 +90,50 @@ def format_check(check: Check) -> str:
         )
     lines.append(f"  {verdict_text(check)}")
     return "\n".join(lines)
+
+
+def _bad(t: TensorData | None) -> str | None:
+    if t is None or t.finite:
+        return None
+    parts = [f"{n} {what}" for n, what in ((t.nan, "NaN"), (t.inf, "Inf")) if n]
+    return " and ".join(parts)
+
+
+def node_title(node: Node) -> str:
+    if node.kind == "op":
+        return f"{node.op} ({node.name})" if node.name else node.op
+    return node.name or node.op or "constant"
+
+
+def problems(recording: Recording) -> list[str]:
+    """What a reader should not miss: NaN or Inf anywhere, and leaves left without gradient."""
+    found: list[str] = []
+    for graph in recording.graphs:
+        where = graph.label.split(" (")[0]
+        for node in graph.nodes:
+            for kind, tensors in (("value", node.forward), ("gradient", node.grads)):
+                for t in tensors:
+                    if bad := _bad(t):
+                        found.append(f"{bad} in the {kind} of {node_title(node)}, {where}")
+            if bad := _bad(node.leaf_grad):
+                found.append(f"{bad} in {node_title(node)}.grad, {where}")
+            if graph.kind == "backward" and node.received_no_gradient:
+                found.append(f"{node_title(node)} received no gradient (unused input?), {where}")
+        found.extend(_edge_problems(graph, where))
+    return found
+
+
+def _edge_problems(graph: Graph, where: str) -> list[str]:
+    found = []
+    for edge in graph.edges:
+        if bad := _bad(edge.grad):
+            src, dst = node_title(graph.node(edge.src)), node_title(graph.node(edge.dst))
+            found.append(f"{bad} in the gradient from {src} to {dst}, {where}")
+    return found
+
+
+def format_report(recording: Recording) -> str:
+    """Every check, then every problem: what the CLI prints after a trace."""
+    parts = [format_check(c) for c in recording.checks]
+    parts.extend(f"⚠ {p}" for p in problems(recording))
+    return "\n".join(parts)

@@ -20,9 +20,9 @@ import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from tracer.capture import DEFAULT_MAX_VALUES, GradFn, GraphCapture, root_node
+from tracer.capture import DEFAULT_MAX_VALUES, GradFn, GraphCapture, Known, root_node, summarize
 from tracer.check import compare
-from tracer.graph import Check, Graph, Recording
+from tracer.graph import Check, Graph, Node, Recording, TensorData
 
 _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
@@ -71,7 +71,7 @@ class _Recorder(TorchFunctionMode):
         if func in _BACKWARD_CALLS:
             return self.session._run_backward(func, args, kwargs)
         out = func(*args, **kwargs)
-        self.session._note_constants(args, kwargs, out)
+        self.session._note_forward(args, kwargs, out)
         return out
 
 
@@ -91,6 +91,10 @@ class Trace:
         self._named: list[torch.Tensor] = []  # keeps named tensors alive, so ids stay unique
         self._node_names: dict[GradFn, str] = {}
         self._constants: dict[GradFn, list[tuple[int, torch.Tensor]]] = {}
+        self._forward: dict[tuple[GradFn, int], TensorData] = {}
+        self._forward_fns: set[GradFn] = set()  # the nodes whose op the forward recorder saw
+        self._in_earlier_pass: set[GradFn] = set()  # nodes of the graphs captured so far
+        self._made_by: str | None = None  # the latest pass run with create_graph=True
 
     # -- the block ---------------------------------------------------------------------
 
@@ -109,6 +113,9 @@ class Trace:
         self._named.clear()
         self._node_names.clear()
         self._constants.clear()
+        self._forward.clear()
+        self._forward_fns.clear()
+        self._in_earlier_pass.clear()
 
     @property
     def graphs(self) -> list[Graph]:
@@ -117,6 +124,31 @@ class Trace:
     @property
     def checks(self) -> list[Check]:
         return self.recording.checks
+
+    @property
+    def steps(self) -> list[Node]:
+        """The nodes of the latest backward pass, in the order the engine ran them."""
+        passes = self.recording.backward_graphs()
+        return passes[-1].steps if passes else []
+
+    def call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run `fn(*args, **kwargs)` inside the trace, learning its local variable names.
+
+        Names are read from the function's frame as it returns, so tensors it computed are
+        named even when backward runs later, outside it.
+        """
+        code = fn.__code__ if hasattr(fn, "__code__") else None
+
+        def profile(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "return" and frame.f_code is code:
+                self.name_tensors(frame.f_locals)
+
+        previous = sys.getprofile()
+        sys.setprofile(profile)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            sys.setprofile(previous)
 
     # -- names -------------------------------------------------------------------------
 
@@ -147,10 +179,14 @@ class Trace:
 
     # -- capture -----------------------------------------------------------------------
 
-    def _note_constants(self, args: tuple, kwargs: dict, out: Any) -> None:
+    def _note_forward(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """Remember each output's value, and which inputs needing no grad the op took."""
         outputs = [t for t in _tensors(out) if t.grad_fn is not None]
         if not outputs:
             return
+        for o in outputs:
+            self._forward[(o.grad_fn, o.output_nr)] = summarize(o, self.max_values)
+            self._forward_fns.add(o.grad_fn)
         inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         constants = [(i, t) for i, t in enumerate(inputs) if not t.requires_grad]
         if not constants:
@@ -159,15 +195,32 @@ class Trace:
         for o in outputs:
             self._constants.setdefault(_constant_user(o.grad_fn, inputs_nodes), constants)
 
-    def _capture(self, roots: Iterable[torch.Tensor], kind: str, label: str) -> GraphCapture:
+    def _origin(self, fn: GradFn) -> str | None:
+        """Which backward pass made `fn`: one not seen in the forward pass or an earlier
+        graph, after a pass that ran with create_graph=True."""
+        if self._made_by is None or fn in self._in_earlier_pass:
+            return None
+        if fn in self._forward_fns:
+            return None
+        return self._made_by
+
+    def _capture(
+        self, roots: Iterable[torch.Tensor], kind: str, label: str, create_graph: bool = False
+    ) -> GraphCapture:
+        known = Known(
+            names=self._names,
+            node_names=self._node_names,
+            constants=self._constants,
+            forward=self._forward,
+            origin=self._origin,
+        )
         return GraphCapture(
             [root_node(t) for t in roots],
             kind=kind,  # type: ignore[arg-type]
             label=label,
-            names=self._names,
-            node_names=self._node_names,
-            constants=self._constants,
+            known=known,
             max_values=self.max_values,
+            create_graph=create_graph,
         )
 
     def _run_backward(self, func: Any, args: tuple, kwargs: dict) -> Any:
@@ -185,7 +238,15 @@ class Trace:
             return func(*args, **kwargs)  # torch raises its own, clear error
         self._name_from_frame(sys._getframe(1))
         n = len(self.recording.backward_graphs()) + 1
-        capture = self._capture(roots, "backward", f"autograd: backward pass {n}")
+        create_graph = bool(params.get("create_graph"))
+        label = f"autograd: backward pass {n}"
+        if create_graph:
+            label += " (create_graph: its gradients have a graph)"
+        capture = self._capture(roots, "backward", label, create_graph)
+        asked = params.get("inputs")
+        if asked is not None:
+            capture.add_unreached(_tensors(asked))
+        self._in_earlier_pass.update(capture.nodes())
         capture.hook()
         result: Any = None
         try:
@@ -199,8 +260,16 @@ class Trace:
             returned = None
             if func is torch.autograd.grad and result is not None:
                 inputs = _tensors(params["inputs"])
-                returned = {root_node(i)[0]: g for i, g in zip(inputs, result) if g is not None}
+                returned = {
+                    root_node(i)[0]: g
+                    for i, g in zip(inputs, result, strict=False)
+                    if g is not None
+                }
             graph = capture.finish(filled, returned)
+        if create_graph:
+            self._made_by = f"backward pass {n}"
+        if any(node.origin for node in graph.nodes):
+            graph.label += f" (through the graph {self._made_by} made)"
         self.recording.graphs.append(graph)
         return result
 
@@ -227,7 +296,9 @@ class Trace:
         if manual.grad_fn is not None:
             graph = self._capture([manual], "manual", f"manual ∂f/∂{name}").finish()
             self.recording.graphs.append(graph)
-        result = compare(name, tensor.grad, manual, rtol=rtol, atol=atol, max_values=self.max_values)
+        result = compare(
+            name, tensor.grad, manual, rtol=rtol, atol=atol, max_values=self.max_values
+        )
         self.recording.checks.append(result)
         if not quiet:
             from tracer.report import format_check

@@ -1,0 +1,173 @@
+"""Issue 4: forward values, names, backward order, saved tensors, detail levels, problems,
+second order — on graphs whose values and order are known by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import tracer
+from tracer.exercises import get
+from tracer.render import RenderOptions, render_dot
+from tracer.report import format_report, problems
+
+f64 = torch.float64
+
+
+def worked_example(x0: float = 0.7) -> tuple[tracer.Trace, torch.Tensor]:
+    """MML §5.6 (eq. 5.109): a and c each feed two nodes."""
+    x = torch.tensor(x0, dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        a = x**2
+        b = torch.exp(a)
+        c = a + b
+        d = torch.sqrt(c)
+        e = torch.cos(c)
+        f = d + e
+        f.backward()
+    return t, x
+
+
+def by_name(graph: tracer.Graph) -> dict[str, tracer.Node]:
+    return {n.name: n for n in graph.nodes if n.name}
+
+
+def test_each_node_shows_its_forward_value_and_the_gradient_that_reached_it() -> None:
+    t, _x = worked_example(0.7)
+    nodes = by_name(t.graphs[0])
+    a = 0.7**2
+    b = math.exp(a)
+    c = a + b
+    values = {
+        "a": a,
+        "b": b,
+        "c": c,
+        "d": math.sqrt(c),
+        "e": math.cos(c),
+        "f": math.sqrt(c) + math.cos(c),
+    }
+    for name, want in values.items():
+        assert nodes[name].forward[0].values == pytest.approx((want,), rel=1e-15), name
+    # The gradients, by the chain rule by hand (MML eq. 5.110-5.115).
+    df_dc = 1 / (2 * math.sqrt(c)) - math.sin(c)
+    grads = {"f": 1.0, "d": 1.0, "e": 1.0, "c": df_dc, "b": df_dc, "a": df_dc * (1 + b)}
+    for name, want in grads.items():
+        assert nodes[name].grads[0].values == pytest.approx((want,), rel=1e-12), name
+    assert nodes["x"].leaf_grad.values == pytest.approx((2 * 0.7 * df_dc * (1 + b),), rel=1e-12)
+    assert nodes["x"].forward[0].values == (0.7,)
+
+
+def test_names_come_from_the_code_and_none_are_invented() -> None:
+    t, _ = worked_example()
+    graph = t.graphs[0]
+    assert sorted(n.name for n in graph.nodes if n.name) == ["a", "b", "c", "d", "e", "f", "x"]
+    assert [n.op for n in graph.nodes if n.name is None] == []
+    ex = get("exercise-a").run().graphs[0]
+    assert {n.op: n.name for n in ex.nodes} == {
+        "LogBackward0": "f",
+        "AddBackward0": None,
+        "DotBackward0": "z",
+        "AccumulateGrad": "x",
+    }
+
+
+def test_names_from_a_function_traced_by_the_api() -> None:
+    def model(w: torch.Tensor) -> torch.Tensor:
+        hidden = torch.tanh(w * 3)
+        loss = (hidden**2).sum()
+        return loss
+
+    w = torch.tensor([0.1, 0.2], dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        out = t.call(model, w)
+        out.backward()  # outside the function: its locals are gone by now
+    names = {n.op: n.name for n in t.graphs[0].nodes}
+    assert names["TanhBackward0"] == "hidden"
+    assert names["SumBackward0"] == "loss"  # the first name a tensor got wins
+    assert names["AccumulateGrad"] == "w"
+
+
+def test_backward_order_is_the_engines_and_is_shown_as_a_badge() -> None:
+    t, _ = worked_example()
+    graph = t.graphs[0]
+    order = [n.name for n in graph.steps]
+    # f first; e was made after d, so the engine (latest first) runs it before d; c only
+    # once both d and e are done; a only after c and b; the leaf x last.
+    assert order == ["f", "e", "d", "c", "b", "a", "x"]
+    assert [n.name for n in t.steps] == order
+    dot = render_dot(t.recording)
+    assert 'BGCOLOR="#555555"' in dot and ">7</FONT>" in dot
+
+
+def test_saved_tensors_on_request_including_inputs() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        y = x * x
+        s = torch.exp(y).sum()
+        s.backward()
+    nodes = {n.op: n for n in t.graphs[0].nodes}
+    saved = {v.name: v for v in nodes["MulBackward0"].saved}
+    assert saved["self"].source == "x" and saved["other"].source == "x"
+    assert saved["self"].tensor.values == (1.0, 2.0)
+    exp_saved = {v.name: v for v in nodes["ExpBackward0"].saved}
+    assert exp_saved["result"].source == "output"
+    slide = render_dot(t.recording, RenderOptions("slide"))
+    assert "saved" not in slide
+    assert "saved self = x" in render_dot(t.recording, RenderOptions("slide", saved=True))
+    assert "saved self = x" in render_dot(t.recording, RenderOptions("full"))
+
+
+def test_detail_levels() -> None:
+    recording = get("exercise-b").run()
+    slide = render_dot(recording, RenderOptions("slide"))
+    full = render_dot(recording, RenderOptions("full"))
+    assert "SinBackward0" in slide and "[0.3547, -0.7758" in slide  # ops and gradients
+    for extra in (">value<", "float64 [5]", "saved"):
+        assert extra not in slide and extra in full
+
+
+def test_nan_and_inf_stand_out_and_are_named() -> None:
+    x = torch.tensor([0.0, 4.0], dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        r = torch.sqrt(x)
+        r.sum().backward()
+    found = problems(t.recording)
+    assert any("1 Inf" in p and "AccumulateGrad" not in p and "x.grad" in p for p in found), found
+    assert any("from SqrtBackward0 (r) to x" in p for p in found), found
+    assert "#d62728" in render_dot(t.recording)
+    assert "⚠" in format_report(t.recording)
+
+
+def test_a_leaf_that_received_no_gradient_is_marked() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
+    unused = torch.tensor([3.0], dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        _gx, gu = torch.autograd.grad((x * x).sum(), [x, unused], allow_unused=True)
+    assert gu is None
+    marked = [n for n in t.graphs[0].nodes if n.received_no_gradient]
+    assert [n.name for n in marked] == ["unused"]
+    assert any("unused received no gradient" in p for p in problems(t.recording))
+    assert "received no gradient" in render_dot(t.recording)
+
+
+def test_second_order_draws_both_passes_told_apart() -> None:
+    x = torch.tensor([1.0, -2.0], dtype=f64, requires_grad=True)
+    v = torch.tensor([0.5, 3.0], dtype=f64)
+    with tracer.trace() as t:
+        f = (x**3).sum()
+        (g,) = torch.autograd.grad(f, x, create_graph=True)
+        hvp = (g * v).sum()
+        hvp.backward()
+    first, second = t.graphs
+    assert first.create_graph and not second.create_graph
+    assert "create_graph" in first.label and "made" in second.label
+    assert not any(n.origin for n in first.nodes)
+    made = [n for n in second.nodes if n.origin == "backward pass 1"]
+    assert made and all(n.kind == "op" for n in made)
+    names = by_name(second)
+    assert names["hvp"].origin is None  # made by the forward code
+    assert names["g"].origin == "backward pass 1"  # made by the first backward
+    assert torch.equal(x.grad, 6 * x.detach() * v)  # the Hessian-vector product
+    assert "made by backward pass 1" in render_dot(t.recording)
