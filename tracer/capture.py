@@ -8,6 +8,8 @@ they return None, so autograd's numbers are untouched, and `finish` removes them
 
 from __future__ import annotations
 
+import functools
+import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,21 +28,44 @@ DEFAULT_MAX_VALUES = 64
 GradFn = Any
 
 
-@torch.no_grad()
 def summarize(t: torch.Tensor, max_values: int = DEFAULT_MAX_VALUES) -> TensorData:
     """Reduce a tensor to plain numbers (values when small, statistics always)."""
     d = t.detach()
     if d.is_complex():
         d = torch.view_as_real(d)  # the statistics of the real and imaginary parts
-    d = d.to("cpu", torch.float64)
-    nan = int(torch.isnan(d).sum())
-    inf = int(torch.isinf(d).sum())
-    finite = d[torch.isfinite(d)]
-    if finite.numel():
-        lo, hi, norm = float(finite.min()), float(finite.max()), float(finite.norm())
-    else:
-        lo = hi = norm = float("nan")
-    values = tuple(d.flatten().tolist()) if d.numel() <= max_values else None
+    if d.numel() <= max_values:
+        # Small tensors, the common case in teaching: one copy out, statistics in Python.
+        values = tuple(float(v) for v in d.cpu().flatten().tolist())
+        finite = [v for v in values if math.isfinite(v)]
+        nan = sum(1 for v in values if math.isnan(v))
+        inf = len(values) - len(finite) - nan
+        if finite:
+            lo, hi, norm = min(finite), max(finite), math.sqrt(math.fsum(v * v for v in finite))
+        else:
+            lo = hi = norm = math.nan
+        return _tensor_data(t, values, norm, lo, hi, nan, inf)
+    with torch.no_grad():
+        d = d.to("cpu", torch.float64)
+        finite_mask = torch.isfinite(d)
+        nan = int(torch.isnan(d).sum())
+        inf = d.numel() - int(finite_mask.sum()) - nan
+        finite = d[finite_mask]
+        if finite.numel():
+            lo, hi, norm = float(finite.min()), float(finite.max()), float(finite.norm())
+        else:
+            lo = hi = norm = math.nan
+    return _tensor_data(t, None, norm, lo, hi, nan, inf)
+
+
+def _tensor_data(
+    t: torch.Tensor,
+    values: tuple[float, ...] | None,
+    norm: float,
+    lo: float,
+    hi: float,
+    nan: int,
+    inf: int,
+) -> TensorData:
     return TensorData(
         shape=tuple(t.shape),
         dtype=str(t.dtype).removeprefix("torch."),
@@ -148,9 +173,7 @@ class GraphCapture:
     def _saved(self, fn: GradFn) -> list[Saved]:
         """What autograd kept on `fn` for its backward, read before backward frees it."""
         saved = []
-        for attr in dir(fn):
-            if not attr.startswith("_saved_"):
-                continue
+        for attr in _saved_attributes(type(fn)):
             try:
                 value = getattr(fn, attr)
             except RuntimeError:  # already freed by an earlier backward
@@ -266,6 +289,16 @@ class GraphCapture:
         self._fns.clear()
         self._index.clear()
         return graph
+
+
+@functools.cache
+def _saved_attributes(node_type: type) -> tuple[str, ...]:
+    """The `_saved_*` attributes of a grad_fn class (dir() is slow: once per class).
+
+    Symbolic sizes and strides (`_saved_self_sym_sizes`) are autograd's bookkeeping, not
+    tensors a reader cares about: left out.
+    """
+    return tuple(a for a in dir(node_type) if a.startswith("_saved_") and "_sym_" not in a)
 
 
 def _short(value: object, limit: int = 40) -> str:

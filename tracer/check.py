@@ -33,6 +33,7 @@ def compare(
     rtol: float | None = None,
     atol: float | None = None,
     max_values: int = DEFAULT_MAX_VALUES,
+    of: str | None = None,
 ) -> Check:
     """Compare `grad` (autograd's) with `manual` elementwise, as `torch.allclose` would."""
     manual = manual.detach()
@@ -44,7 +45,7 @@ def compare(
     def failed(problem: str) -> Check:
         autograd = None if grad is None else summarize(grad, max_values)
         inf = float("inf")
-        return Check(name, autograd, manual_data, inf, inf, None, rtol, atol, False, problem)
+        return Check(name, autograd, manual_data, inf, inf, None, rtol, atol, False, problem, of)
 
     if grad is None:
         return failed("autograd gave no gradient (is requires_grad set, and did backward run?)")
@@ -73,4 +74,5 @@ def compare(
         rtol=rtol,
         atol=atol,
         passed=passed,
+        of=of,
     )

@@ -156,14 +156,20 @@ class Check:
     atol: float
     passed: bool
     problem: str | None = None  # why no elementwise comparison was possible
+    of: str | None = None  # the name of what was differentiated ("f", "L"), when it has one
+
+    @property
+    def derivative(self) -> str:
+        """"∂f/∂x", or "∂/∂x" when the differentiated output has no name."""
+        return f"∂{self.of or ''}/∂{self.name}"
 
     def summary(self) -> str:
         verdict = "agree" if self.passed else "DISAGREE"
         if self.problem:
-            return f"{self.name}: {verdict}: {self.problem}"
+            return f"{self.derivative}: {verdict}: {self.problem}"
         at = "" if self.where is None else f" at {list(self.where)}"
         return (
-            f"∂/∂{self.name}: autograd and manual {verdict}; "
+            f"{self.derivative}: autograd and manual {verdict}; "
             f"max abs error {self.max_abs:.3g}{at}, max rel error {self.max_rel:.3g}"
         )
 
@@ -259,4 +265,5 @@ def _check_from(raw: dict[str, Any]) -> Check:
         atol=raw["atol"],
         passed=raw["passed"],
         problem=raw["problem"],
+        of=raw["of"],
     )

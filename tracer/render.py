@@ -20,7 +20,7 @@ import graphviz
 
 from tracer.errors import TracerError
 from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
-from tracer.report import format_tensor, problems, shape_text, verdict_text
+from tracer.report import format_error, format_tensor, problems, shape_text, verdict_text
 
 # Colours: ops blue, leaves yellow, constants grey, gradients orange, problems red.
 OP_FILL = "#dceaf7"
@@ -237,10 +237,10 @@ def _title(recording: Recording) -> str:
 
 def _check_line(check: Check) -> str:
     if check.problem:
-        return f"∂f/∂{check.name}: autograd vs manual: {verdict_text(check)}: {check.problem}"
+        return f"{check.derivative}: autograd vs manual: {verdict_text(check)}: {check.problem}"
     return (
-        f"∂f/∂{check.name}: autograd vs manual: {verdict_text(check)} "
-        f"(largest error {check.max_abs:.2g})"
+        f"{check.derivative}: autograd vs manual: {verdict_text(check)} "
+        f"(largest error {format_error(check.max_abs)})"
     )
 
 
@@ -268,8 +268,11 @@ def render_svg(recording: Recording, options: RenderOptions | None = None) -> st
 
 
 def _pipe(recording: Recording, fmt: str, options: RenderOptions | None = None) -> bytes:
+    dot = to_dot(recording, options)
+    if fmt == "png":
+        dot.attr(dpi="144")  # 72 dpi makes 9-point labels unreadable on a slide
     try:
-        return to_dot(recording, options).pipe(format=fmt)
+        return dot.pipe(format=fmt)
     except graphviz.ExecutableNotFound:
         raise TracerError(
             "Graphviz's `dot` program was not found: install it (Debian/Ubuntu: "

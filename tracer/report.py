@@ -21,32 +21,50 @@ def format_numbers(values: tuple[float, ...]) -> list[str]:
             return "nan"
         if math.isinf(v):
             return "inf" if v > 0 else "-inf"
-        return f"{v:.4e}" if scientific else f"{v:.4f}"
+        text = f"{v:.4e}" if scientific else f"{v:.4f}"
+        return text.removeprefix("-") if float(text) == 0 else text  # no "-0.0000"
 
     return [one(v) for v in values]
 
 
-def _rows(t: TensorData, per_line: int) -> list[str]:
-    assert t.values is not None
-    numbers = format_numbers(t.values)
-    if len(t.shape) == 0:
-        return numbers
-    if len(t.shape) == 2 and t.shape[1] <= per_line:
-        width = t.shape[1]
-        return [", ".join(numbers[i : i + width]) for i in range(0, len(numbers), width)]
-    return [", ".join(numbers[i : i + per_line]) for i in range(0, len(numbers), per_line)]
+def format_error(error: float) -> str:
+    """An error for the picture: rounding-level ones (which vary by CPU and maths library)
+    as "< 1e-12", so the picture and its DOT are the same on every machine."""
+    if error == 0:
+        return "0"
+    if error < 1e-12:
+        return "< 1e-12"
+    return f"{error:.2g}"
+
+
+def _vector(numbers: list[str], per_line: int) -> list[str]:
+    """A 1-D row in brackets, wrapped every `per_line` numbers."""
+    rows = [", ".join(numbers[i : i + per_line]) for i in range(0, len(numbers), per_line)]
+    if len(rows) <= 1:
+        return [f"[{rows[0] if rows else ''}]"]
+    return [f"[{rows[0]},"] + [f" {r}," for r in rows[1:-1]] + [f" {rows[-1]}]"]
 
 
 def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
-    """The tensor as lines of text: its values when kept, else a one-line summary."""
-    if t.values is not None:
-        rows = _rows(t, per_line)
-        if len(t.shape) == 0:
-            return rows
-        if len(rows) == 1:
-            return [f"[{rows[0]}]"]
-        return [f"[{rows[0]},"] + [f" {r}," for r in rows[1:-1]] + [f" {rows[-1]}]"]
-    return [summary_line(t)]
+    """The tensor as lines of text, nested as torch prints it; a summary when too large."""
+    if t.values is None:
+        return [summary_line(t)]
+    numbers = format_numbers(t.values)
+    if len(t.shape) == 0:
+        return numbers
+    if len(t.shape) == 1:
+        return _vector(numbers, per_line)
+    # A matrix (or more): one bracketed row per line, the leading dimensions flattened.
+    width = t.shape[-1]
+    rows = [_vector(numbers[i : i + width], per_line) for i in range(0, len(numbers), width)]
+    if not rows:
+        return ["[]"]
+    for row in rows[:-1]:
+        row[-1] += ","
+    lines = [line for row in rows for line in row]
+    lines = ["[" + lines[0]] + [" " + line for line in lines[1:]]
+    lines[-1] += "]"
+    return lines
 
 
 def summary_line(t: TensorData) -> str:
@@ -71,7 +89,7 @@ def verdict_text(check: Check) -> str:
 def format_check(check: Check) -> str:
     """The terminal report of one check: both gradients, the largest error, the verdict."""
     pad = " " * 12
-    lines = [f"∂f/∂{check.name}"]
+    lines = [check.derivative]
 
     def block(title: str, t: TensorData | None) -> None:
         body = ["(none)"] if t is None else format_tensor(t, per_line=5)

@@ -293,12 +293,14 @@ class Trace:
         self._name_from_frame(sys._getframe(1))
         if name is None:
             name = self._names.get(id(tensor)) or f"input {len(self.recording.checks)}"
-        if manual.grad_fn is not None:
-            graph = self._capture([manual], "manual", f"manual ∂f/∂{name}").finish()
-            self.recording.graphs.append(graph)
+        passes = self.recording.backward_graphs()
+        of = passes[-1].node(passes[-1].roots[0]).name if passes else None
         result = compare(
-            name, tensor.grad, manual, rtol=rtol, atol=atol, max_values=self.max_values
+            name, tensor.grad, manual, rtol=rtol, atol=atol, max_values=self.max_values, of=of
         )
+        if manual.grad_fn is not None:
+            graph = self._capture([manual], "manual", f"manual {result.derivative}").finish()
+            self.recording.graphs.append(graph)
         self.recording.checks.append(result)
         if not quiet:
             from tracer.report import format_check

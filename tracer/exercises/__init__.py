@@ -30,7 +30,7 @@ from tracer.session import trace
 Manual = Mapping[torch.Tensor, torch.Tensor]
 
 # The modules holding exercises, in the order `trace list` shows them.
-_MODULES = ("lecture",)
+_MODULES = ("lecture", "chapter5", "classic")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,97 @@
+"""The gallery's classic machine-learning gradients: losses, a small network, log|det|.
+
+Same rules as chapter5: small seeded float64 inputs, only the checked inputs require grad,
+and the manual gradient is the closed form, never autograd.
+"""
+
+import torch
+
+from tracer.exercises import Manual, exercise
+
+f64 = torch.float64
+
+
+def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    """Seeded standard-normal float64 values."""
+    return torch.randn(shape, generator=gen, dtype=f64)
+
+
+@exercise(
+    "logistic",
+    title="logistic (classic): L = −Σ[y log σ(Xw) + (1 − y) log(1 − σ(Xw))]",
+    source="classic: logistic regression, summed binary cross-entropy",
+    formula="L = −Σₙ[yₙ log pₙ + (1 − yₙ) log(1 − pₙ)], p = σ(Xw)",
+    manual="∂L/∂w = Xᵀ(σ(Xw) − y)",
+    shapes="X ∈ ℝ⁴ˣ³, w ∈ ℝ³, y ∈ {0, 1}⁴",
+)
+def logistic() -> Manual:
+    gen = torch.Generator().manual_seed(1)
+    X = _randn(gen, 4, 3)
+    w = _randn(gen, 3).requires_grad_()
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=f64)
+    p = torch.sigmoid(torch.mv(X, w))
+    L = -torch.sum(y * torch.log(p) + (1 - y) * torch.log(1 - p))
+    L.backward()
+    return {w: torch.mv(X.T, torch.sigmoid(torch.mv(X, w)) - y)}
+
+
+@exercise(
+    "softmax-ce",
+    title="softmax-ce (classic): L = −Σₖ yₖ log softmax(z)ₖ",
+    source="classic: softmax cross-entropy",
+    formula="L = −Σₖ yₖ log softmax(z)ₖ, with Σₖ yₖ = 1",
+    manual="∂L/∂z = softmax(z) − y",
+    shapes="z, y ∈ ℝ⁴ (y a probability vector)",
+)
+def softmax_ce() -> Manual:
+    gen = torch.Generator().manual_seed(2)
+    z = _randn(gen, 4).requires_grad_()
+    y = torch.softmax(_randn(gen, 4), dim=0)  # soft labels: Σy = 1
+    L = -torch.sum(y * torch.log_softmax(z, dim=0))
+    L.backward()
+    return {z: torch.softmax(z, dim=0) - y}
+
+
+@exercise(
+    "mlp",
+    title="mlp (classic): two-layer tanh network, L = ½‖Ŷ − Y‖²",
+    source="classic: backpropagation through a two-layer MLP",
+    formula="H = tanh(XW₁ᵀ + b₁), Ŷ = HW₂ᵀ + b₂, L = ½‖Ŷ − Y‖²_F",
+    manual=(
+        "Δ₂ = Ŷ − Y, ∂L/∂W₂ = Δ₂ᵀH, ∂L/∂b₂ = Σₙ Δ₂; "
+        "Δ₁ = (Δ₂W₂) ⊙ (1 − H²), ∂L/∂W₁ = Δ₁ᵀX, ∂L/∂b₁ = Σₙ Δ₁"
+    ),
+    shapes="X ∈ ℝ²ˣ³, W₁ ∈ ℝ³ˣ³, b₁ ∈ ℝ³, W₂ ∈ ℝ²ˣ³, b₂ ∈ ℝ², Y, Ŷ ∈ ℝ²ˣ²",
+)
+def mlp() -> Manual:
+    gen = torch.Generator().manual_seed(3)
+    X = _randn(gen, 2, 3)
+    Y = _randn(gen, 2, 2)
+    W1 = _randn(gen, 3, 3).requires_grad_()
+    b1 = _randn(gen, 3).requires_grad_()
+    W2 = _randn(gen, 2, 3).requires_grad_()
+    b2 = _randn(gen, 2).requires_grad_()
+    H = torch.tanh(X @ W1.T + b1)
+    Ŷ = H @ W2.T + b2
+    L = 0.5 * torch.sum((Ŷ - Y) ** 2)
+    L.backward()
+    with torch.no_grad():  # the backpropagation formulas by hand, with no graph of their own
+        Δ2 = Ŷ - Y
+        Δ1 = (Δ2 @ W2) * (1 - H**2)
+        return {W1: Δ1.T @ X, b1: Δ1.sum(dim=0), W2: Δ2.T @ H, b2: Δ2.sum(dim=0)}
+
+
+@exercise(
+    "logdet",
+    title="logdet (classic): L = log|det X|",
+    source="classic: Jacobi's formula, d log|det X| = tr(X⁻¹ dX)",
+    formula="L = log|det X|",
+    manual="∂L/∂X = X⁻ᵀ",
+    shapes="X ∈ ℝ³ˣ³ invertible",
+)
+def logdet() -> Manual:
+    gen = torch.Generator().manual_seed(4)
+    X = (_randn(gen, 3, 3) + 3 * torch.eye(3, dtype=f64)).requires_grad_()
+    L = torch.linalg.slogdet(X).logabsdet
+    L.backward()
+    return {X: torch.linalg.inv(X).T}
