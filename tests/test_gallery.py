@@ -16,8 +16,7 @@ from typer.testing import CliRunner
 
 import cli
 from tracer.exercises import Exercise, all_exercises
-from tracer.gallery import README, build_gallery, check_gallery
-from tracer.gallery import VIEW
+from tracer.gallery import README, VIEW, build_gallery, check_gallery
 from tracer.render import render_dot
 
 EXERCISES = all_exercises()

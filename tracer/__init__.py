@@ -30,3 +30,10 @@ __all__ = [
     "trace",
     "write",
 ]
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """`%load_ext tracer` in Jupyter: the `%%trace` cell magic (see tracer.jupyter)."""
+    from tracer.jupyter import load_ipython_extension as load
+
+    load(ipython)

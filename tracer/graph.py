@@ -160,7 +160,7 @@ class Check:
 
     @property
     def derivative(self) -> str:
-        """"∂f/∂x", or "∂/∂x" when the differentiated output has no name."""
+        """ "∂f/∂x", or "∂/∂x" when the differentiated output has no name."""
         return f"∂{self.of or ''}/∂{self.name}"
 
     def summary(self) -> str:

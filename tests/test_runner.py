@@ -1,0 +1,351 @@
+"""`trace run` and `trace notebook`: the user's own code, one picture per backward call."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from typer.testing import CliRunner
+
+from cli import app
+from tracer.graph import Recording
+from tracer.runner import cell_code
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+TRACE = str(Path(sys.executable).parent / "trace")
+
+
+def cli(*args: str | Path):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
+
+
+def one_error_line(result, code: int = 2) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def script(tmp_path: Path, text: str, name: str = "script.py") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def notebook(tmp_path: Path, *cells: str, name: str = "nb.ipynb") -> Path:
+    nb = new_notebook(cells=[new_markdown_cell("# a notebook")] + [new_code_cell(c) for c in cells])
+    path = tmp_path / name
+    nbformat.write(nb, path)
+    return path
+
+
+def svg_text(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    root = ET.fromstring(text)  # well-formed XML, an <svg> document
+    assert root.tag == "{http://www.w3.org/2000/svg}svg"
+    return text
+
+
+def backward_lines(path: Path) -> list[int]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [i + 1 for i, line in enumerate(lines) if ".backward(" in line]
+
+
+SIMPLE = """\
+import torch
+x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+f = (x * x).sum()
+f.backward()
+"""
+
+
+# -- the lecture, as a script and as a notebook (the real `trace` command) ---------------------
+
+
+def test_lecture_script(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [TRACE, "run", str(EXAMPLES / "lecture.py"), "--out", "pics"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert r.returncode == 0, r.stderr
+    a, b = backward_lines(EXAMPLES / "lecture.py")
+    first, second = tmp_path / "pics" / f"01-line{a}.svg", tmp_path / "pics" / f"02-line{b}.svg"
+    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == [first.name, second.name]
+    one, two = svg_text(first), svg_text(second)
+    for op in ("LogBackward0", "DotBackward0", "AccumulateGrad", "agree"):
+        assert op in one
+    for op in ("SinBackward0", "MvBackward0", "SqueezeBackward4", "agree"):
+        assert op in two  # the manual formula's graph too: it was compared with allclose
+    assert "SinBackward0" not in one and "LogBackward0" not in two
+    assert "✓ x (check)" in r.stdout and "✓ x (allclose)" in r.stdout
+    assert f"lecture.py:{a}" in r.stdout and f"lecture.py:{b}" in r.stdout
+    assert "exercise b: allclose True" in r.stdout  # the script's own output
+
+
+def test_lecture_notebook(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [TRACE, "notebook", str(EXAMPLES / "lecture.ipynb"), "--out", "pics"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # `%load_ext tracer` is skipped silently, `%%trace` runs its body
+    cells = nbformat.read(EXAMPLES / "lecture.ipynb", as_version=4).cells
+    code = [c.source for c in cells if c.cell_type == "code"]
+    a, b = [i + 1 for i, source in enumerate(code) if ".backward(" in source]
+    pictures = sorted((tmp_path / "pics").iterdir())
+    assert [p.name.split("-line")[0] for p in pictures] == [f"01-cell{a}", f"02-cell{b}"]
+    one, two = svg_text(pictures[0]), svg_text(pictures[1])
+    assert "LogBackward0" in one and "agree" in one
+    assert "SinBackward0" in two and "SqueezeBackward4" in two and "agree" in two
+    assert "✓ x (check)" in r.stdout and "✓ x (allclose)" in r.stdout
+    assert f"cell {a}:" in r.stdout and f"cell {b}:" in r.stdout
+
+
+def test_lecture_files_run_as_plain_python() -> None:
+    r = subprocess.run(
+        [sys.executable, str(EXAMPLES / "lecture.py")], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    nbformat.validate(nbformat.read(EXAMPLES / "lecture.ipynb", as_version=4))
+
+
+# -- scripts ------------------------------------------------------------------------------------
+
+
+def test_script_runs_as_python_would(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    script(tmp_path / "sub", "def grad_of(x):\n    (x * x).sum().backward()\n", "helper_one.py")
+    path = script(
+        tmp_path / "sub",
+        """\
+        import json, os, sys
+        import torch
+        import helper_one  # found through sys.path[0], the script's folder
+
+        x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        helper_one.grad_of(x)
+        if __name__ == "__main__":
+            seen = {"argv": sys.argv, "path0": sys.path[0], "cwd": os.getcwd(), "file": __file__}
+            with open("seen.json", "w") as f:
+                json.dump(seen, f)
+        """,
+    )
+    result = cli("run", path, "--out", tmp_path / "out", "--lr", "0.1", "pos")
+    assert result.exit_code == 0, result.output
+    seen = json.loads(Path("seen.json").read_text())  # written in the working directory
+    assert seen["argv"] == [str(path), "--lr", "0.1", "pos"]
+    assert seen["path0"] == str(tmp_path / "sub")
+    assert seen["file"] == str(path)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["01-helper_one-line2.svg"]
+    assert "helper_one.py:2" in result.stdout
+
+
+def test_names_passes_and_checks_per_backward_call(tmp_path: Path) -> None:
+    path = script(
+        tmp_path,
+        """\
+        import torch
+        import tracer
+
+        x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        y = x * 3
+        f = y.sum()
+        f.backward()
+        tracer.check(x, torch.full((2,), 3.0, dtype=torch.float64), quiet=True)
+
+        w = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+        g = (w * w).sum()
+        (dw,) = torch.autograd.grad(g, w)
+        ok = torch.allclose(dw, 2 * w.detach())
+        assert ok
+        """,
+    )
+    result = cli("run", path, "--out", tmp_path / "out", "--format", "json")
+    assert result.exit_code == 0, result.output
+    one, two = sorted((tmp_path / "out").iterdir())
+    assert (one.name, two.name) == ("01-line7.json", "02-line12.json")
+    first, second = (Recording.from_json(p.read_text()) for p in (one, two))
+    assert "script.py:7" in first.title
+    assert {n.name for n in first.graphs[0].nodes} >= {"x", "y", "f"}  # module-level names
+    assert [c.name for c in first.checks] == ["x"] and first.passed
+    assert [c.name for c in second.checks] == ["w"] and second.passed
+    assert len(second.graphs) == 1  # 2 * w.detach() has no graph to draw
+    assert "✓ x (check)" in result.stdout and "✓ w (allclose)" in result.stdout
+
+
+def test_allclose_that_fails_is_a_failed_check(tmp_path: Path) -> None:
+    path = script(
+        tmp_path,
+        SIMPLE + "print('same?', torch.allclose(x.grad, x))\n"
+        "print('unrelated', torch.allclose(x.detach(), x.detach()))\n",
+    )
+    result = cli("run", path, "--out", tmp_path / "out")
+    assert result.exit_code == 1, result.output  # the picture is written; the verdict fails
+    assert "same? False" in result.stdout and "✗ x (allclose)" in result.stdout
+    assert result.stdout.count("(allclose)") == 1  # the allclose without a gradient is no check
+    assert "DISAGREE" in svg_text(tmp_path / "out" / "01-line4.svg")
+
+
+@pytest.mark.parametrize("fmt", ["png", "pdf", "dot"])
+def test_picture_formats(tmp_path: Path, fmt: str) -> None:
+    result = cli("run", script(tmp_path, SIMPLE), "--out", tmp_path / "o", "-f", fmt)
+    assert result.exit_code == 0, result.output
+    data = (tmp_path / "o" / f"01-line4.{fmt}").read_bytes()
+    assert data.startswith({"png": b"\x89PNG", "pdf": b"%PDF", "dot": b"digraph"}[fmt])
+
+
+def test_detail_and_older_pictures(tmp_path: Path) -> None:
+    path = script(tmp_path, SIMPLE)
+    assert cli("run", path, "--out", tmp_path / "o", "--detail", "slide").exit_code == 0
+    path.write_text("\n" + SIMPLE)  # the backward call moves to line 5
+    result = cli("run", path, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["01-line4.svg", "01-line5.svg"]
+    assert "also holds 1 older picture" in result.stdout
+
+
+def test_exit_zero_ends_the_script_normally(tmp_path: Path) -> None:
+    path = script(tmp_path, SIMPLE + "import sys\nsys.exit(0)\nraise ValueError\n")
+    assert cli("run", path, "--out", tmp_path / "o").exit_code == 0
+
+
+# -- bad input: one line, non-zero exit, pictures made so far kept ------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert "no such file" in one_error_line(cli("run", tmp_path / "nope.py"))
+    assert "no such file" in one_error_line(cli("notebook", tmp_path / "nope.ipynb"))
+
+
+def test_syntax_error(tmp_path: Path) -> None:
+    path = script(tmp_path, "import torch\nx = (1,\ny = 2\n")
+    line = one_error_line(cli("run", path, "--out", tmp_path / "o"))
+    assert "script.py:" in line and "SyntaxError" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_backward(tmp_path: Path) -> None:
+    path = script(tmp_path, "import torch\nprint(torch.ones(2).sum())\n")
+    line = one_error_line(cli("run", path, "--out", tmp_path / "o"))
+    assert "no backward pass was run" in line and "nothing to draw" in line
+
+
+def test_backward_twice_suggests_retain_graph(tmp_path: Path) -> None:
+    path = script(tmp_path, SIMPLE + "f.backward()\n")
+    line = one_error_line(cli("run", path, "--out", tmp_path / "o"))
+    assert "script.py:5" in line and "retain_graph=True" in line
+    assert (tmp_path / "o" / "01-line4.svg").exists()  # the first pass's picture is kept
+
+
+def test_exception_in_the_script(tmp_path: Path) -> None:
+    path = script(tmp_path, SIMPLE + "def broken():\n    return 1 / 0\n\nbroken()\n")
+    result = cli("run", path, "--out", tmp_path / "o")
+    line = one_error_line(result)
+    assert line == "error: script.py:6: ZeroDivisionError: division by zero".replace(
+        "script.py", str(path)
+    )
+    assert "01-line4.svg" in result.stdout  # the summary lists the picture made so far
+    svg_text(tmp_path / "o" / "01-line4.svg")
+
+
+def test_bad_out_and_format_fail_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = script(tmp_path, "open('ran', 'w').close()\n" + SIMPLE)
+    (tmp_path / "file").write_text("")
+    assert "is a file" in one_error_line(cli("run", path, "--out", tmp_path / "file"))
+    assert "svg" in one_error_line(cli("run", path, "--out", tmp_path / "o", "-f", "gif"))
+    assert "folder" in one_error_line(cli("run", path, "--out", tmp_path / "graph.svg"))
+    assert "detail" in one_error_line(cli("run", path, "--detail", "huge"))
+    assert not Path("ran").exists()
+
+
+def test_notebook_given_to_run_and_script_to_notebook(tmp_path: Path) -> None:
+    nb = notebook(tmp_path, "x = 1")
+    assert "trace notebook" in one_error_line(cli("run", nb))
+    line = one_error_line(cli("notebook", script(tmp_path, SIMPLE)))
+    assert "not a notebook" in line and "invalid JSON" in line and "trace run" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"cells": [', "invalid JSON at line 1"),
+        ('{"a": 1}', "not a notebook"),
+        ('{"cells": 3, "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "not a valid"),
+    ],
+)
+def test_not_a_notebook(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "bad.ipynb"
+    path.write_text(text)
+    assert expected in one_error_line(cli("notebook", path, "--out", tmp_path / "o"))
+
+
+# -- notebooks ----------------------------------------------------------------------------------
+
+
+def test_notebook_cell_error_keeps_pictures(tmp_path: Path) -> None:
+    path = notebook(tmp_path, SIMPLE, "y = 2\n\nraise ValueError('boom')")
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert one_error_line(result) == "error: cell 2, line 3: ValueError: boom"
+    svg_text(tmp_path / "o" / "01-cell1-line4.svg")
+
+
+def test_notebook_magics_are_skipped_with_a_warning(tmp_path: Path) -> None:
+    path = notebook(
+        tmp_path,
+        "%matplotlib inline\nimport torch\n!echo hi",
+        "%%bash\necho skipped",
+        "%%time\nx = torch.ones(2, requires_grad=True)\nx.sum().backward()",
+        "x.grad",
+    )
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "cell 1, line 1: skipped IPython magic `%matplotlib inline`" in result.stderr
+    assert "cell 1, line 3: skipped shell command `!echo hi`" in result.stderr
+    assert "cell 2: skipped: `%%bash` is an IPython cell magic" in result.stderr
+    assert "tensor([1., 1.])" in result.stdout  # the last expression is shown, as in Jupyter
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["01-cell3-line3.svg"]
+
+
+def test_notebook_runs_in_its_folder_as_main(tmp_path: Path) -> None:
+    (tmp_path / "nbdir").mkdir()
+    path = notebook(
+        tmp_path / "nbdir",
+        "import os, sys\nassert __name__ == '__main__'\nopen('here', 'w').write(os.getcwd())",
+        SIMPLE,
+    )
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "nbdir" / "here").read_text() == str(tmp_path / "nbdir")
+    assert (tmp_path / "o" / "01-cell2-line4.svg").exists()
+
+
+def test_cell_code_keeps_python_and_line_numbers() -> None:
+    warnings: list[str] = []
+    keep = "y = (10\n% 3)\n"  # a modulo at the start of a continuation line: plain Python
+    assert cell_code(keep, 1, warnings.append) == keep.rstrip("\n")
+    code = cell_code("if True:\n    %time x = 1\n    y = 2", 2, warnings.append)
+    assert code == "if True:\n    pass\n    y = 2"
+    assert cell_code("%load_ext tracer\nz = 1", 3, warnings.append) == "pass\nz = 1"
+    assert warnings == ["cell 2, line 2: skipped IPython magic `%time x = 1`"]
