@@ -55,8 +55,10 @@ def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
     if len(t.shape) == 1:
         return _vector(numbers, per_line)
     # A matrix (or more): one bracketed row per line, the leading dimensions flattened.
-    width = t.shape[-1]
-    rows = [_vector(numbers[i : i + width], per_line) for i in range(0, len(numbers), width)]
+    # A row of up to 6 stays on one line even where vectors wrap sooner: a matrix should
+    # look like one.
+    width, row_length = t.shape[-1], max(per_line, 6)
+    rows = [_vector(numbers[i : i + width], row_length) for i in range(0, len(numbers), width)]
     if not rows:
         return ["[]"]
     for row in rows[:-1]:
