@@ -109,7 +109,8 @@ class Graph:
     """One captured graph: a backward pass with its gradients, or a manual formula's graph.
 
     `roots` are the ids of the nodes backward started from, in the order given; `seeds`
-    the gradient fed into each root (None for a manual graph).
+    the gradient fed into each root (None for a manual graph). `source` is where the user's
+    code called backward: (file name as in the code object, line); None for a manual graph.
     """
 
     kind: GraphKind
@@ -119,6 +120,7 @@ class Graph:
     roots: list[int]
     seeds: list[TensorData | None]
     create_graph: bool = False  # the pass built a graph of its gradients (higher order)
+    source: tuple[str, int] | None = None
 
     @property
     def steps(self) -> list[Node]:
@@ -144,7 +146,12 @@ class Graph:
 
 @dataclass(frozen=True)
 class Check:
-    """Autograd's gradient of one tensor compared with the hand-derived one."""
+    """Autograd's gradient of one tensor compared with the hand-derived one.
+
+    `after` is how many backward passes the trace had recorded when the comparison was
+    made (0: before any); `how` is what made it: "check" (tracer.check) or "allclose" (the
+    code's own torch.allclose on a gradient, whose verdict `passed` is).
+    """
 
     name: str  # the tensor's variable name ("x"), or "input 0" where it has none
     autograd: TensorData | None  # None when the tensor received no gradient
@@ -157,6 +164,8 @@ class Check:
     passed: bool
     problem: str | None = None  # why no elementwise comparison was possible
     of: str | None = None  # the name of what was differentiated ("f", "L"), when it has one
+    after: int = 0
+    how: str = "check"
 
     @property
     def derivative(self) -> str:
@@ -191,6 +200,23 @@ class Recording:
 
     def backward_graphs(self) -> list[Graph]:
         return [g for g in self.graphs if g.kind == "backward"]
+
+    def per_pass(self) -> list[Recording]:
+        """One Recording per backward pass, with this one's title: the pass's graph, the
+        manual graphs captured after it (before the next pass), and the checks made after it.
+
+        Manual graphs and checks from before the first pass are in none.
+        """
+        parts: list[Recording] = []
+        for graph in self.graphs:
+            if graph.kind == "backward":
+                parts.append(Recording(title=self.title, graphs=[graph]))
+            elif parts:
+                parts[-1].graphs.append(graph)
+        for check in self.checks:
+            if 0 < check.after <= len(parts):
+                parts[check.after - 1].checks.append(check)
+        return parts
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, ensure_ascii=False, allow_nan=True) + "\n"
@@ -247,8 +273,16 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
         for e in raw["edges"]
     ]
     seeds = [_tensor_from(s) for s in raw["seeds"]]
+    source = raw.get("source")
     return Graph(
-        raw["kind"], raw["label"], nodes, edges, list(raw["roots"]), seeds, raw["create_graph"]
+        raw["kind"],
+        raw["label"],
+        nodes,
+        edges,
+        list(raw["roots"]),
+        seeds,
+        raw["create_graph"],
+        None if source is None else (source[0], source[1]),
     )
 
 
@@ -266,4 +300,6 @@ def _check_from(raw: dict[str, Any]) -> Check:
         passed=raw["passed"],
         problem=raw["problem"],
         of=raw["of"],
+        after=raw.get("after", 0),
+        how=raw.get("how", "check"),
     )

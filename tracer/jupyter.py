@@ -21,7 +21,8 @@ import sys
 from typing import Any
 
 from tracer.errors import TracerError
-from tracer.runner import Locator, Pass, PassTrace
+from tracer.runner import Locator, Pass, passes
+from tracer.session import Trace
 
 _USAGE = "usage: %%trace [NAME]  (NAME: a variable to keep the Trace in)"
 
@@ -59,17 +60,18 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
     # A cached name: tracebacks then show the cell's lines.
     filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
     code = shell.compile(tree, filename, "exec")
-    run = PassTrace(locate=Locator(filename, shown=f"In [{shell.execution_count}]"))
+    locate = Locator(filename, shown=f"In [{shell.execution_count}]")
+    t = Trace()
     value = None
     try:
-        with run:
+        with t:
             exec(code, shell.user_ns)
             if last is not None:
                 value = eval(shell.compile(last, filename, "eval"), shell.user_ns)
     finally:
         if name:
-            shell.user_ns[name] = run.trace
-        show_passes(run.passes())  # also when the cell raised: the passes made so far
+            shell.user_ns[name] = t
+        show_passes(passes(t.recording, locate))  # also when the cell raised: those so far
     return value
 
 

@@ -7,8 +7,10 @@ The code is executed in this process, unchanged, exactly as `python script.py` (
 made after it: `tracer.check(...)` calls, and `torch.allclose(...)` calls that involve a
 gradient (a leaf's `.grad`, or a result of `torch.autograd.grad`).
 
-`PassTrace` is the engine (also used by the Jupyter `%%trace` magic); `run_script`,
-`run_notebook`, `write_pictures` and `summary_table` are what the CLI calls.
+The trace (`tracer.session.Trace`) notes where each backward call was made and which pass
+each comparison came after; `passes` splits its recording into one `Pass` per backward call
+(also for the Jupyter `%%trace` magic). `run_script`, `run_notebook`, `write_pictures` and
+`summary_table` are what the CLI calls.
 """
 
 from __future__ import annotations
@@ -24,25 +26,19 @@ import sysconfig
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
-import torch
-from torch.overrides import TorchFunctionMode
-
 from tracer.capture import DEFAULT_MAX_VALUES
-from tracer.check import compare
 from tracer.errors import TracerError
 from tracer.graph import Check, Recording
 from tracer.render import FORMATS, RenderOptions, write
-from tracer.session import Trace, user_frame
+from tracer.session import Trace
 
 PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json")
 
-_BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
-_ALLCLOSE = {torch.allclose, torch.Tensor.allclose}
 _FREED_GRAPH = "Trying to backward through the graph a second time"
 _CELL_FILE = re.compile(r"^<cell (\d+)>$")
 
@@ -95,9 +91,6 @@ class Locator:
             return Location(self.shown or filename, line)
         shown = os.path.relpath(path, self.cwd) if path.startswith(self.cwd + os.sep) else path
         return Location(shown, line, main=False)
-
-    def of_frame(self, frame: FrameType) -> Location:
-        return self(frame.f_code.co_filename, frame.f_lineno)
 
 
 def _library_dirs() -> tuple[str, ...]:
@@ -152,25 +145,13 @@ def describe_error(error: BaseException, locate: Locator) -> str:
 
 
 @dataclass
-class Comparison:
-    """A comparison the code made: `how` is "check" (tracer.check) or "allclose"."""
-
-    how: str
-    check: Check
-
-    def text(self) -> str:
-        mark = "✓" if self.check.passed else "✗"
-        return f"{mark} {self.check.name} ({self.how})"
-
-
-@dataclass
 class Pass:
-    """One backward call: its graph (and any manual graphs checked after it) and checks."""
+    """One backward call: where the code made it, and its own Recording (its graph, the
+    manual graphs captured after it, and the comparisons made after it)."""
 
     number: int
     location: Location | None
     recording: Recording
-    comparisons: list[Comparison] = field(default_factory=list)
 
     @property
     def nodes(self) -> int:
@@ -185,208 +166,22 @@ class Pass:
         return f"{self.number:0{width}d}-{slug}.{fmt}"
 
 
-class _Observer(TorchFunctionMode):
-    """Entered just below the trace's own mode, it sees each call after the trace has.
-
-    A backward call reaches it once the trace has captured the graph (and named its
-    tensors from the user's frame, which this mode is not part of), just before the graph
-    is recorded: the moment to note where the call was made. An allclose involving a
-    gradient becomes a check.
-    """
-
-    def __init__(self, owner: PassTrace) -> None:
-        super().__init__()
-        self.owner = owner
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        kwargs = kwargs or {}
-        if func in _BACKWARD_CALLS:
-            self.owner._backward_starts(sys._getframe(1))
-            out = func(*args, **kwargs)
-            if func is torch.autograd.grad:
-                self.owner._note_grad_results(args, kwargs, out, sys._getframe(1))
-            return out
-        out = func(*args, **kwargs)
-        if func in _ALLCLOSE and isinstance(out, bool):
-            self.owner._note_allclose(args, kwargs, out, sys._getframe(1))
-        return out
+def passes(recording: Recording, locate: Locator | None = None) -> list[Pass]:
+    """One Pass per backward call (see `Recording.per_pass`), titled with where it was made."""
+    locate = locate or Locator()
+    out: list[Pass] = []
+    for number, part in enumerate(recording.per_pass(), start=1):
+        source = part.graphs[0].source
+        where = None if source is None else locate(*source)
+        title = f"backward pass {number}" + (f" at {where}" if where else "")
+        part.title = f"{part.title}: {title}" if part.title else title
+        out.append(Pass(number, where, part))
+    return out
 
 
-def _caller(frame: FrameType | None) -> FrameType | None:
-    """The frame that made a torch call, skipping torch's and the trace's dispatch."""
-    while frame is not None:
-        module = frame.f_globals.get("__name__", "")
-        dispatch = module == "tracer.session" and frame.f_code.co_name == "__torch_function__"
-        if not (module == "torch" or module.startswith("torch.") or dispatch):
-            return frame
-        frame = frame.f_back
-    return None
-
-
-class PassTrace:
-    """A `tracer.trace()` that also knows, for each backward pass, where it was called and
-    which comparisons came after it (a comparison belongs to the latest backward pass).
-
-        with PassTrace(locate=Locator("script.py")) as run:
-            ...  # the user's code
-        run.passes()  # one Pass per backward call, each with its own Recording
-    """
-
-    def __init__(
-        self,
-        title: str = "",
-        *,
-        max_values: int = DEFAULT_MAX_VALUES,
-        locate: Locator | None = None,
-    ) -> None:
-        self.trace = Trace(title, max_values=max_values)
-        self.max_values = max_values
-        self.locate = locate or Locator()
-        self._observer = _Observer(self)
-        # graph index -> (number of checks before the pass, where backward was called)
-        self._starts: dict[int, tuple[int, Location | None]] = {}
-        self._allclose: set[int] = set()  # ids of the checks that came from allclose
-        self._allclose_checks: list[Check] = []  # keeps those ids valid
-        self._grad_results: dict[int, tuple[torch.Tensor, str]] = {}
-
-    def __enter__(self) -> PassTrace:
-        self._observer.__enter__()
-        try:
-            self.trace.__enter__()
-        except BaseException:
-            self._observer.__exit__(None, None, None)
-            raise
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.trace.__exit__(*exc)
-        finally:
-            self._observer.__exit__(*exc)
-            self._grad_results.clear()
-
-    # -- seen by the observer ------------------------------------------------------------
-
-    def _backward_starts(self, frame: FrameType | None) -> None:
-        user = user_frame(frame)
-        where = None if user is None else self.locate.of_frame(user)
-        recording = self.trace.recording
-        self._starts[len(recording.graphs)] = (len(recording.checks), where)
-
-    def _note_grad_results(self, args: tuple, kwargs: dict, out: Any, frame: Any) -> None:
-        inputs = kwargs.get("inputs", args[1] if len(args) > 1 else ())
-        inputs = [inputs] if isinstance(inputs, torch.Tensor) else list(inputs)
-        user = user_frame(frame)
-        for i, (tensor, grad) in enumerate(zip(inputs, out or (), strict=False)):
-            if isinstance(grad, torch.Tensor):
-                name = _name_in(user, tensor) or f"input {i}"
-                self._grad_results[id(grad)] = (grad, name)
-
-    def _note_allclose(self, args: tuple, kwargs: dict, out: bool, frame: Any) -> None:
-        caller = _caller(frame)
-        if caller is None or caller.f_globals.get("__name__", "").split(".")[0] == "tracer":
-            return  # tracer's own comparison (tracer.check uses allclose)
-        a = args[0] if args else kwargs.get("input", kwargs.get("self"))
-        b = args[1] if len(args) > 1 else kwargs.get("other")
-        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-            return
-        rtol = float(args[2] if len(args) > 2 else kwargs.get("rtol", 1e-5))
-        atol = float(args[3] if len(args) > 3 else kwargs.get("atol", 1e-8))
-        found, manual = self._gradient_of(a, caller), b
-        if found is None:
-            found, manual = self._gradient_of(b, caller), a
-        if found is None:
-            return  # no gradient involved: not a comparison we report
-        name, leaf, grad = found
-        user = user_frame(caller)
-        for namespace in _namespaces(user) if user is not None else ():
-            self.trace.name_tensors(namespace)  # so that the manual graph shows its names
-        if leaf is not None:  # as tracer.check: with the manual formula's graph when it has one
-            check = self._check((leaf, manual, name, rtol, atol))
-        else:
-            check = compare(name, grad, manual, rtol=rtol, atol=atol, max_values=self.max_values)
-            self.trace.recording.checks.append(check)
-        checks = self.trace.recording.checks
-        at = next(i for i in range(len(checks) - 1, -1, -1) if checks[i] is check)
-        checks[at] = replace(check, passed=out)  # the verdict the code itself saw
-        self._allclose.add(id(checks[at]))
-        self._allclose_checks.append(checks[at])
-
-    def _check(self, request: tuple[Any, ...]) -> Check:
-        # The trace names tensors from its caller's frame: keep them out of this one's locals.
-        return self.trace.check(
-            request[0], request[1], name=request[2], rtol=request[3], atol=request[4], quiet=True
-        )
-
-    def _gradient_of(
-        self, t: torch.Tensor, frame: FrameType | None
-    ) -> tuple[str, torch.Tensor | None, torch.Tensor] | None:
-        """(name, leaf, t) when `t` is a gradient: the `.grad` of the leaf named `name` in the
-        user's code, or a result of torch.autograd.grad (leaf None); else None."""
-        if id(t) in self._grad_results and self._grad_results[id(t)][0] is t:
-            return self._grad_results[id(t)][1], None, t
-        user = user_frame(frame)
-        if user is None:
-            return None
-        for namespace in _namespaces(user):
-            for name, value in namespace.items():
-                if name.startswith("_"):
-                    continue
-                if isinstance(value, torch.Tensor):
-                    if value.is_leaf and value.requires_grad and value.grad is t:
-                        return name, value, t
-                elif isinstance(value, torch.nn.Module):
-                    for pname, p in value.named_parameters():
-                        if p.grad is t:
-                            return f"{name}.{pname}", p, t
-        return None
-
-    # -- after the block -----------------------------------------------------------------
-
-    def passes(self) -> list[Pass]:
-        """One Pass per backward call, each with its graph, manual graphs and checks."""
-        recording = self.trace.recording
-        backward = [i for i, g in enumerate(recording.graphs) if g.kind == "backward"]
-        starts = [self._starts.get(i, (len(recording.checks), None)) for i in backward]
-        out: list[Pass] = []
-        for k, i in enumerate(backward):
-            first_check, where = starts[k]
-            end_graph = backward[k + 1] if k + 1 < len(backward) else len(recording.graphs)
-            end_check = starts[k + 1][0] if k + 1 < len(backward) else len(recording.checks)
-            checks = recording.checks[first_check:end_check]
-            title = f"backward pass {k + 1}" + (f" at {where}" if where else "")
-            if recording.title:
-                title = f"{recording.title}: {title}"
-            part = Recording(title=title, graphs=recording.graphs[i:end_graph], checks=checks)
-            comparisons = [
-                Comparison("allclose" if id(c) in self._allclose else "check", c) for c in checks
-            ]
-            out.append(Pass(k + 1, where, part, comparisons))
-        return out
-
-    def checks_before_any_pass(self) -> int:
-        """How many comparisons were made before the first backward pass (drawn nowhere)."""
-        recording = self.trace.recording
-        first = next((i for i, g in enumerate(recording.graphs) if g.kind == "backward"), None)
-        if first is None:
-            return len(recording.checks)
-        return self._starts.get(first, (0, None))[0]
-
-
-def _namespaces(frame: FrameType) -> list[dict[str, Any]]:
-    if frame.f_locals is frame.f_globals:
-        return [frame.f_globals]
-    return [frame.f_locals, frame.f_globals]
-
-
-def _name_in(frame: FrameType | None, tensor: torch.Tensor) -> str | None:
-    if frame is None:
-        return None
-    for namespace in _namespaces(frame):
-        for name, value in namespace.items():
-            if value is tensor and not name.startswith("_"):
-                return name
-    return None
+def _verdict(check: Check) -> str:
+    """How the comparison came out, and what made it: "✓ x (check)", "✗ w (allclose)"."""
+    return f"{'✓' if check.passed else '✗'} {check.name} ({check.how})"
 
 
 # -- running scripts and notebooks -------------------------------------------------------
@@ -433,7 +228,7 @@ def _run_traced(
     source: Path, locate: Locator, max_values: int, body: Callable[[], None]
 ) -> RunResult:
     error = None
-    with PassTrace(max_values=max_values, locate=locate) as run:
+    with Trace(max_values=max_values) as t:
         try:
             body()
         except SystemExit as e:
@@ -441,7 +236,8 @@ def _run_traced(
                 error = describe_error(e, locate)
         except (Exception, KeyboardInterrupt) as e:
             error = e.args[0] if isinstance(e, _CellError) else describe_error(e, locate)
-    return RunResult(source, run.passes(), error, run.checks_before_any_pass())
+    stray = sum(c.after == 0 for c in t.recording.checks)
+    return RunResult(source, passes(t.recording, locate), error, stray)
 
 
 def run_script(
@@ -664,7 +460,7 @@ def summary_table(result: RunResult) -> Any:
     for column in ("#", "called at", "nodes", "comparisons", "picture"):
         table.add_column(column, justify="right" if column in ("#", "nodes") else "left")
     for i, p in enumerate(result.passes):
-        verdicts = ", ".join(c.text() for c in p.comparisons) or "—"
+        verdicts = ", ".join(_verdict(c) for c in p.recording.checks) or "—"
         style = {True: "green", False: "red", None: ""}[p.passed]
         picture = result.pictures[i].name if i < len(result.pictures) else ""
         where = str(p.location) if p.location else "?"

@@ -3,7 +3,9 @@
 A TorchFunctionMode sees every torch call in the block. Ordinary ops pass straight through
 (we only note which inputs needed no grad, to draw them as constants); a call to
 `Tensor.backward`, `torch.autograd.backward` or `torch.autograd.grad` is captured: the graph
-is walked and hooked just before the engine runs, and unhooked just after.
+is walked and hooked just before the engine runs, and unhooked just after, and where the
+user's code made the call is noted. A `torch.allclose` the user's code makes on a gradient
+is recorded as a check, as `tracer.check` would record it, with the verdict the code saw.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import inspect
 import sys
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -23,8 +26,11 @@ from torch.utils._pytree import tree_flatten
 from tracer.capture import DEFAULT_MAX_VALUES, GradFn, GraphCapture, Known, root_node, summarize
 from tracer.check import compare
 from tracer.graph import Check, Graph, Node, Recording, TensorData
+from tracer.render import RenderOptions, render_svg, write
+from tracer.report import format_check
 
 _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
+_ALLCLOSE = {torch.allclose, torch.Tensor.allclose}
 
 # Frames of these modules are machinery, not the user's code, when looking for names.
 _INTERNAL_MODULES = ("torch", "contextlib", "tracer.session", "tracer.capture", "tracer.check")
@@ -32,19 +38,42 @@ _INTERNAL_MODULES = ("torch", "contextlib", "tracer.session", "tracer.capture", 
 _INTERNAL_EXACT = ("tracer.exercises",)
 
 
-def _is_internal(frame: FrameType) -> bool:
+def _module_in(frame: FrameType, modules: Iterable[str]) -> bool:
+    """Whether the frame's code is in one of `modules` or a module under one."""
     module = frame.f_globals.get("__name__", "")
-    if module in _INTERNAL_EXACT:
-        return True
-    return any(module == m or module.startswith(m + ".") for m in _INTERNAL_MODULES)
+    return any(module == m or module.startswith(m + ".") for m in modules)
+
+
+def _is_internal(frame: FrameType) -> bool:
+    return frame.f_globals.get("__name__", "") in _INTERNAL_EXACT or _module_in(
+        frame, _INTERNAL_MODULES
+    )
+
+
+def _outward(start: FrameType | None, skip: Callable[[FrameType], bool]) -> FrameType | None:
+    """The innermost frame at or above `start` that `skip` does not match."""
+    frame = start
+    while frame is not None and skip(frame):
+        frame = frame.f_back
+    return frame
 
 
 def user_frame(start: FrameType | None) -> FrameType | None:
     """The innermost frame at or above `start` that belongs to the user's code."""
-    frame = start
-    while frame is not None and _is_internal(frame):
-        frame = frame.f_back
-    return frame
+    return _outward(start, _is_internal)
+
+
+def _is_user_name(name: str) -> bool:
+    """A variable name worth showing: not private ("_x"), not a tool's ("@py_assert1")."""
+    return name.isidentifier() and not name.startswith("_")
+
+
+def _namespaces(frame: FrameType) -> list[Mapping[str, Any]]:
+    """Where the frame's code looks names up: its locals, then its globals (once, when the
+    code runs at module level, where the two are the same)."""
+    if frame.f_locals is frame.f_globals:
+        return [frame.f_globals]
+    return [frame.f_locals, frame.f_globals]
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
@@ -71,6 +100,10 @@ class _Recorder(TorchFunctionMode):
         if func in _BACKWARD_CALLS:
             return self.session._run_backward(func, args, kwargs)
         out = func(*args, **kwargs)
+        if func in _ALLCLOSE:
+            if isinstance(out, bool):
+                self.session._note_allclose(args, kwargs, out, sys._getframe(1))
+            return out
         self.session._note_forward(args, kwargs, out)
         return out
 
@@ -95,6 +128,9 @@ class Trace:
         self._forward_fns: set[GradFn] = set()  # the nodes whose op the forward recorder saw
         self._in_earlier_pass: set[GradFn] = set()  # nodes of the graphs captured so far
         self._made_by: str | None = None  # the latest pass run with create_graph=True
+        # Results of torch.autograd.grad by id (kept alive, so ids stay unique), with the
+        # name of the input each is the gradient of: allclose on one of them is a check.
+        self._grad_results: dict[int, tuple[torch.Tensor, str]] = {}
 
     # -- the block ---------------------------------------------------------------------
 
@@ -116,6 +152,7 @@ class Trace:
         self._forward.clear()
         self._forward_fns.clear()
         self._in_earlier_pass.clear()
+        self._grad_results.clear()
 
     @property
     def graphs(self) -> list[Graph]:
@@ -155,10 +192,10 @@ class Trace:
     def name_tensors(self, namespace: Mapping[str, Any]) -> None:
         """Learn variable names: each tensor in `namespace` is drawn with its name.
 
-        The first name a tensor is given wins; names starting with "_" are skipped.
+        The first name a tensor is given wins; private names ("_x") are skipped.
         """
         for name, value in namespace.items():
-            if name.startswith("_") or not isinstance(value, torch.Tensor):
+            if not _is_user_name(name) or not isinstance(value, torch.Tensor):
                 continue
             if id(value) in self._names:
                 continue
@@ -171,11 +208,8 @@ class Trace:
 
     def _name_from_frame(self, frame: FrameType | None) -> None:
         frame = user_frame(frame)
-        if frame is None:
-            return
-        self.name_tensors(frame.f_locals)
-        if frame.f_locals is not frame.f_globals:
-            self.name_tensors(frame.f_globals)
+        for namespace in _namespaces(frame) if frame is not None else ():
+            self.name_tensors(namespace)
 
     # -- capture -----------------------------------------------------------------------
 
@@ -236,7 +270,9 @@ class Trace:
             seeds = _seeds(params.get("grad_outputs"), len(roots))
         if not roots or any(not r.requires_grad for r in roots):
             return func(*args, **kwargs)  # torch raises its own, clear error
-        self._name_from_frame(sys._getframe(1))
+        user = user_frame(sys._getframe(1))
+        source = None if user is None else (user.f_code.co_filename, user.f_lineno)
+        self._name_from_frame(user)
         n = len(self.recording.backward_graphs()) + 1
         create_graph = bool(params.get("create_graph"))
         label = f"autograd: backward pass {n}"
@@ -265,7 +301,11 @@ class Trace:
                     for i, g in zip(inputs, result, strict=False)
                     if g is not None
                 }
+                for k, (i, g) in enumerate(zip(inputs, result, strict=False)):
+                    if isinstance(g, torch.Tensor):
+                        self._grad_results[id(g)] = (g, self._names.get(id(i)) or f"input {k}")
             graph = capture.finish(filled, returned)
+        graph.source = source
         if create_graph:
             self._made_by = f"backward pass {n}"
         if any(node.origin for node in graph.nodes):
@@ -293,30 +333,89 @@ class Trace:
         self._name_from_frame(sys._getframe(1))
         if name is None:
             name = self._names.get(id(tensor)) or f"input {len(self.recording.checks)}"
+        result = self._record(name, tensor.grad, manual, rtol=rtol, atol=atol)
+        if not quiet:
+            print(format_check(result))
+        return result
+
+    def _record(
+        self,
+        name: str,
+        grad: torch.Tensor | None,
+        manual: torch.Tensor,
+        *,
+        rtol: float | None,
+        atol: float | None,
+        how: str = "check",
+        verdict: bool | None = None,
+    ) -> Check:
+        """Compare and record, with the manual formula's graph when it has one; `verdict`,
+        when given, is the one the user's code saw (allclose's)."""
         passes = self.recording.backward_graphs()
         of = passes[-1].node(passes[-1].roots[0]).name if passes else None
         result = compare(
-            name, tensor.grad, manual, rtol=rtol, atol=atol, max_values=self.max_values, of=of
+            name, grad, manual, rtol=rtol, atol=atol, max_values=self.max_values, of=of
         )
+        passed = result.passed if verdict is None else verdict
+        result = replace(result, after=len(passes), how=how, passed=passed)
         if manual.grad_fn is not None:
             graph = self._capture([manual], "manual", f"manual {result.derivative}").finish()
             self.recording.graphs.append(graph)
         self.recording.checks.append(result)
-        if not quiet:
-            from tracer.report import format_check
-
-            print(format_check(result))
         return result
 
-    def render(self, path: str | Path, **options: Any) -> Path:
-        """Write the recording to `path`; the format follows the suffix (see render.write)."""
-        from tracer.render import write
+    def _note_allclose(self, args: tuple, kwargs: dict, verdict: bool, frame: FrameType) -> None:
+        """The code called allclose: when the user's code (not tracer's, which compares
+        with allclose too) compared a gradient with it, record that as a check."""
+        caller = _outward(frame, lambda f: _module_in(f, ("torch",)))
+        if caller is None or _module_in(caller, ("tracer",)):
+            return
+        a = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        b = args[1] if len(args) > 1 else kwargs.get("other")
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+            return
+        rtol = float(args[2] if len(args) > 2 else kwargs.get("rtol", 1e-5))
+        atol = float(args[3] if len(args) > 3 else kwargs.get("atol", 1e-8))
+        self._name_from_frame(caller)  # also the names the manual formula's graph shows
+        for grad, manual in ((a, b), (b, a)):
+            name = self._gradient_of(grad, caller)
+            if name is not None:
+                self._record(
+                    name, grad, manual, rtol=rtol, atol=atol, how="allclose", verdict=verdict
+                )
+                return
+        # Neither side is a gradient: not a comparison we report.
 
-        return write(self.recording, path, **options)
+    def _gradient_of(self, t: torch.Tensor, frame: FrameType) -> str | None:
+        """The name `t` is the gradient of, when it is one: a result of torch.autograd.grad,
+        the `.grad` of a named leaf, or that of a parameter of a module in the user's
+        namespaces ("model.weight"); else None."""
+        if id(t) in self._grad_results:
+            return self._grad_results[id(t)][1]
+        for tensor in self._named:
+            if tensor.is_leaf and tensor.requires_grad and tensor.grad is t:
+                return self._names[id(tensor)]
+        frame = user_frame(frame)
+        for namespace in _namespaces(frame) if frame is not None else ():
+            for name, value in namespace.items():
+                if isinstance(value, torch.nn.Module) and _is_user_name(name):
+                    for pname, p in value.named_parameters():
+                        if p.grad is t:
+                            return f"{name}.{pname}"
+        return None
 
-    def _repr_svg_(self) -> str:
-        from tracer.render import render_svg
+    def render(self, path: str | Path, options: RenderOptions | None = None) -> Path:
+        """Write the recording to `path`; the format follows the suffix (see render.write).
 
+        `options` picks the detail: `RenderOptions("slide")` for projecting; the default
+        is the full view.
+        """
+        return write(self.recording, path, options)
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter's picture of the trace; None (Jupyter then shows the text) with no graph."""
+        if not self.recording.graphs:
+            return None
         return render_svg(self.recording)
 
 
@@ -365,8 +464,6 @@ def check(
         name = next((k for k, v in frame.f_locals.items() if v is tensor), None)
     result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
     if not quiet:
-        from tracer.report import format_check
-
         print(format_check(result))
     return result
 
