@@ -12,7 +12,7 @@ t.render("graph.svg")
 
 from tracer.errors import TracerError
 from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
-from tracer.render import render_dot, render_svg, write
+from tracer.render import RenderOptions, render_dot, render_svg, write
 from tracer.session import Trace, check, trace
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Graph",
     "Node",
     "Recording",
+    "RenderOptions",
     "TensorData",
     "Trace",
     "TracerError",
