@@ -131,17 +131,12 @@ class Graph:
     def node(self, node_id: int) -> Node:
         return self.nodes[node_id]
 
-    def ops(self) -> list[Node]:
-        return [n for n in self.nodes if n.kind == "op"]
-
     def leaves(self) -> list[Node]:
         return [n for n in self.nodes if n.kind == "leaf"]
 
     def in_edges(self, node_id: int) -> list[Edge]:
         return [e for e in self.edges if e.dst == node_id]
 
-    def out_edges(self, node_id: int) -> list[Edge]:
-        return [e for e in self.edges if e.src == node_id]
 
 
 @dataclass(frozen=True)
