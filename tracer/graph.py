@@ -138,7 +138,6 @@ class Graph:
         return [e for e in self.edges if e.dst == node_id]
 
 
-
 @dataclass(frozen=True)
 class Check:
     """Autograd's gradient of one tensor compared with the hand-derived one.

@@ -461,7 +461,15 @@ def check(
         return _ACTIVE[-1].check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet)
     frame = user_frame(sys._getframe(1))
     if name is None and frame is not None:
-        name = next((k for k, v in frame.f_locals.items() if v is tensor), None)
+        name = next(
+            (
+                k
+                for namespace in _namespaces(frame)
+                for k, v in namespace.items()
+                if v is tensor and _is_user_name(k)
+            ),
+            None,
+        )
     result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
     if not quiet:
         print(format_check(result))

@@ -52,6 +52,11 @@ class Exercise:
         return t.recording
 
 
+def randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
+    """Seeded standard-normal float64 values: the exercises' inputs."""
+    return torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
 _REGISTRY: dict[str, Exercise] = {}
 
 

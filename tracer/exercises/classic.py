@@ -7,13 +7,9 @@ and the manual gradient is the closed form, never autograd.
 import torch
 
 from tracer.exercises import Manual, exercise
+from tracer.exercises import randn as _randn
 
 f64 = torch.float64
-
-
-def _randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
-    """Seeded standard-normal float64 values."""
-    return torch.randn(shape, generator=gen, dtype=f64)
 
 
 @exercise(
