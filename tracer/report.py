@@ -30,9 +30,7 @@ def format_numbers(values: tuple[float, ...]) -> list[str]:
 def format_error(error: float) -> str:
     """An error for the picture: rounding-level ones (which vary by CPU and maths library)
     as "< 1e-12", so the picture and its DOT are the same on every machine."""
-    if error == 0:
-        return "0"
-    if error < 1e-12:
+    if error < 1e-12:  # exact 0 on one machine is 1e-17 on another: one text for both
         return "< 1e-12"
     return f"{error:.2g}"
 
