@@ -11,7 +11,7 @@ import torch
 import tracer
 from tracer.exercises import get
 from tracer.render import RenderOptions, render_dot
-from tracer.report import format_report, problems
+from tracer.report import graph_title, format_report, problems
 
 f64 = torch.float64
 
@@ -103,7 +103,7 @@ def test_backward_order_is_the_engines_and_is_shown_as_a_badge() -> None:
 
 def test_saved_tensors_on_request_including_inputs() -> None:
     x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
-    with tracer.trace() as t:
+    with tracer.trace(saved=True) as t:
         y = x * x
         s = torch.exp(y).sum()
         s.backward()
@@ -116,7 +116,16 @@ def test_saved_tensors_on_request_including_inputs() -> None:
     slide = render_dot(t.recording, RenderOptions("slide"))
     assert "saved" not in slide
     assert "saved self = x" in render_dot(t.recording, RenderOptions("slide", saved=True))
-    assert "saved self = x" in render_dot(t.recording, RenderOptions("full"))
+    assert "saved self = x" in render_dot(t.recording, RenderOptions("full", saved=True))
+    # --saved means one thing in every view: without it, no view shows saved tensors
+    assert "saved" not in render_dot(t.recording, RenderOptions("full"))
+
+
+def test_saved_tensors_are_not_recorded_unless_asked() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        (x * x).sum().backward()
+    assert all(not n.saved for n in t.graphs[0].nodes)
 
 
 def test_detail_levels() -> None:
@@ -124,7 +133,7 @@ def test_detail_levels() -> None:
     slide = render_dot(recording, RenderOptions("slide"))
     full = render_dot(recording, RenderOptions("full"))
     assert "SinBackward0" in slide and "[0.3547, -0.7758" in slide  # ops and gradients
-    for extra in (">value<", "float64 [5]", "saved"):
+    for extra in (">value<", "float64 [5]"):
         assert extra not in slide and extra in full
 
 
@@ -162,12 +171,13 @@ def test_second_order_draws_both_passes_told_apart() -> None:
         hvp.backward()
     first, second = t.graphs
     assert first.create_graph and not second.create_graph
-    assert "create_graph" in first.label and "made" in second.label
-    assert not any(n.origin for n in first.nodes)
-    made = [n for n in second.nodes if n.origin == "backward pass 1"]
+    assert second.through == 1 and first.through is None
+    assert "create_graph" in graph_title(first) and "made" in graph_title(second)
+    assert not any(n.made_by for n in first.nodes)
+    made = [n for n in second.nodes if n.made_by == 1]
     assert made and all(n.kind == "op" for n in made)
     names = by_name(second)
-    assert names["hvp"].origin is None  # made by the forward code
-    assert names["g"].origin == "backward pass 1"  # made by the first backward
+    assert names["hvp"].made_by is None  # made by the forward code
+    assert names["g"].made_by == 1  # made by the first backward
     assert torch.equal(x.grad, 6 * x.detach() * v)  # the Hessian-vector product
     assert "made by backward pass 1" in render_dot(t.recording)

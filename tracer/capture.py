@@ -1,294 +1,411 @@
 """Capture: walk autograd's `grad_fn` graph into plain data, and record the gradient flow.
 
 `GraphCapture` is the one place that touches torch's graph. It walks from the roots
-breadth-first (iteratively, so depth is no limit), numbers each node once on discovery,
-and, for a backward pass, hangs a pre-hook and a hook on every node. The hooks only read:
-they return None, so autograd's numbers are untouched, and `finish` removes them all.
+breadth-first (iteratively, so depth is no limit) and numbers each node once on
+discovery. For a backward pass it hangs a pre-hook on every node and, where an edge's
+gradient cannot be read off the node it enters, a hook on the node that sends it. The
+hooks only keep references (they return None, so autograd's numbers are untouched) and
+`finish` removes them all; only then is anything summarised, once per distinct tensor
+(`tracer.summary`), and the torch objects are dropped.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch.autograd.graph import get_gradient_edge
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 
-from tracer.graph import Edge, Graph, GraphKind, Node, NodeKind, Saved, TensorData
+from tracer.graph import Edge, Graph, GraphKind, Node, Saved, TensorData
+from tracer.node_record import KEY, NodeRecord, record_of
+from tracer.summary import DEFAULT_MAX_VALUES, Summarizer
 
-# Tensors with up to this many elements keep their values; larger ones only a summary.
-DEFAULT_MAX_VALUES = 64
-
-# A grad_fn node as torch exposes it. Its Python object is cached by torch while alive, so
-# identity is stable as long as we hold a reference: we key our maps on the object itself.
+# A grad_fn node as torch exposes it. torch keeps its Python object alive with the node,
+# so identity is stable: we key our maps on the object itself while we hold it.
 GradFn = Any
 
-
-def summarize(t: torch.Tensor, max_values: int = DEFAULT_MAX_VALUES) -> TensorData:
-    """Reduce a tensor to plain numbers (values when small, statistics always)."""
-    d = t.detach()
-    if d.is_complex():
-        d = torch.view_as_real(d)  # the statistics of the real and imaginary parts
-    if d.numel() <= max_values:
-        # Small tensors, the common case in teaching: one copy out, statistics in Python.
-        values = tuple(float(v) for v in d.cpu().flatten().tolist())
-        finite = [v for v in values if math.isfinite(v)]
-        nan = sum(1 for v in values if math.isnan(v))
-        inf = len(values) - len(finite) - nan
-        if finite:
-            lo, hi, norm = min(finite), max(finite), math.sqrt(math.fsum(v * v for v in finite))
-        else:
-            lo = hi = norm = math.nan
-        return _tensor_data(t, values, norm, lo, hi, nan, inf)
-    with torch.no_grad():
-        d = d.to("cpu", torch.float64)
-        finite_mask = torch.isfinite(d)
-        nan = int(torch.isnan(d).sum())
-        inf = d.numel() - int(finite_mask.sum()) - nan
-        finite = d[finite_mask]
-        if finite.numel():
-            lo, hi, norm = float(finite.min()), float(finite.max()), float(finite.norm())
-        else:
-            lo = hi = norm = math.nan
-    return _tensor_data(t, None, norm, lo, hi, nan, inf)
+# torch stores an int64 default such as NLLLoss's ignore_index=-100 as uint64 in the node.
+_UINT64 = 2**64
 
 
-def _tensor_data(
-    t: torch.Tensor,
-    values: tuple[float, ...] | None,
-    norm: float,
-    lo: float,
-    hi: float,
-    nan: int,
-    inf: int,
-) -> TensorData:
-    return TensorData(
-        shape=tuple(t.shape),
-        dtype=str(t.dtype).removeprefix("torch."),
-        values=values,
-        norm=norm,
-        min=lo,
-        max=hi,
-        nan=nan,
-        inf=inf,
-    )
-
-
-def root_node(t: torch.Tensor) -> tuple[GradFn, int]:
+def root_node(t: torch.Tensor | GradientEdge) -> tuple[GradFn, int]:
     """The node and output index that a backward from `t` starts at."""
-    edge = get_gradient_edge(t)
+    edge = t if isinstance(t, GradientEdge) else get_gradient_edge(t)
     return edge.node, edge.output_nr
 
 
-@dataclass
-class Known:
-    """What the session learnt about the graph's tensors before capture (all may be empty).
-
-    `names`: a tensor's id -> the variable name the user's code gave it; `node_names`: a
-    grad_fn -> the names of the tensors it produced; `constants`: a grad_fn -> the inputs
-    needing no grad that its op was called with (position, tensor); `forward`: (grad_fn,
-    output_nr) -> the value the op computed; `origin`: a grad_fn -> the backward pass
-    that made it (higher order).
-    """
-
-    names: Mapping[int, str] = field(default_factory=dict)
-    node_names: Mapping[GradFn, str] = field(default_factory=dict)
-    constants: Mapping[GradFn, Sequence[tuple[int, torch.Tensor]]] = field(default_factory=dict)
-    forward: Mapping[tuple[GradFn, int], TensorData] = field(default_factory=dict)
-    origin: Callable[[GradFn], str | None] = lambda fn: None
-
-
 class GraphCapture:
-    """One graph being captured. Holds torch objects only until `finish` returns the Graph."""
+    """One graph being captured. Holds torch objects only until `finish` returns the Graph.
+
+    `name_of` gives a tensor's variable name (or None); a node's name is that of the
+    tensors it produced, kept on its record. `made_by` is the create_graph=True pass a
+    node not seen in the forward pass must come from (or None).
+    """
 
     def __init__(
         self,
         roots: Sequence[tuple[GradFn, int]],
         *,
         kind: GraphKind,
-        label: str,
-        known: Known,
+        number: int,
+        name_of: Callable[[torch.Tensor], str | None],
         max_values: int = DEFAULT_MAX_VALUES,
-        create_graph: bool = False,
+        saved: bool = False,
+        made_by: int | None = None,
     ) -> None:
-        self.max_values = max_values
         self.kind: GraphKind = kind
-        self.label = label
-        self.create_graph = create_graph
-        self._known = known
+        self.number = number
+        self._name_of = name_of
+        self._saved = saved
+        self._made_by = made_by
+        self._summary = Summarizer(max_values)
         self._index: dict[GradFn, int] = {}
         self._fns: list[GradFn] = []
+        self._records: list[NodeRecord | None] = []
         self._nodes: list[Node] = []
-        self._edges: list[Edge] = []
-        self._edge_at: dict[tuple[int, int], int] = {}  # (src, slot) -> position in _edges
-        self._hooks: list[torch.utils.hooks.RemovableHandle] = []
-        self._step = 0
+        # What each node's data will be once summarised: keys into the Summarizer.
+        self._forward_keys: dict[int, list[Hashable | None]] = {}
+        self._saved_keys: dict[int, list[tuple[str, Hashable | None, str | None, str | None]]] = {}
+        self._edges: list[tuple[int, int, int, int]] = []  # (src, dst, slot, dst_output)
+        self._constant_edges: list[tuple[int, int, int]] = []  # (src, constant node, position)
+        self._constant_ids: dict[int, int] = {}  # id(tensor) -> node id
+        self._leaves: dict[int, torch.Tensor] = {}  # node id -> the leaf tensor
+        self._hooks: list[Any] = []
+        self._arrivals: list[tuple[int, tuple[torch.Tensor | None, ...] | None]] = []
+        self._sent: dict[int, tuple[torch.Tensor | None, ...]] = {}  # node id -> grad_inputs
         self._walk([fn for fn, _ in roots])
         self.roots = [self._index[fn] for fn, _ in roots]
+        self._root_outputs = [output for _, output in roots]
 
     # -- structure ---------------------------------------------------------------------
 
+    def _walk(self, roots: list[GradFn]) -> None:
+        queue: deque[tuple[GradFn, int]] = deque()
+        index = self._index
+        for fn in roots:
+            if fn not in index:
+                queue.append((fn, self._add(fn)))
+        edges = self._edges
+        while queue:
+            fn, src = queue.popleft()
+            next_functions = fn.next_functions
+            record = self._records[src] or record_of(fn, next_functions)
+            record.captured += 1
+            self._records[src] = record
+            for slot, (child, output_nr) in enumerate(next_functions):
+                if child is None:
+                    continue  # an input that needs no gradient: drawn from the constants
+                dst = index.get(child)
+                if dst is None:
+                    dst = self._add(child)
+                    queue.append((child, dst))
+                edges.append((src, dst, slot, output_nr))
+        for node_id, fn in enumerate(self._fns):
+            record = self._records[node_id]
+            if record is not None and record.constants:
+                self._attach_constants(self._constant_user(fn), record.constants)
+
     def _add(self, fn: GradFn) -> int:
+        """Number a newly found node and note what is known of it (its record is made when
+        the walk reads its edges)."""
         node_id = len(self._nodes)
+        seen_before = fn.metadata.get(KEY)
         self._index[fn] = node_id
         self._fns.append(fn)
-        known = self._known
-        variable = getattr(fn, "variable", None)  # only AccumulateGrad has one
-        if isinstance(variable, torch.Tensor):
-            node = self._tensor_node(node_id, "leaf", variable)
-            node.op = type(fn).__name__
+        self._records.append(seen_before)
+        op = type(fn).__name__
+        if op == "AccumulateGrad":
+            variable = fn.variable
+            self._leaves[node_id] = variable
+            node = Node(
+                id=node_id,
+                kind="leaf",
+                op=op,
+                name=self._name_of(variable),
+                shape=tuple(variable.shape),
+                dtype=_dtype(variable),
+            )
+            self._forward_keys[node_id] = [self._summary.add(variable)]
         else:
-            outputs = len(fn._input_metadata) if hasattr(fn, "_input_metadata") else 1
-            forward = [known.forward.get((fn, i)) for i in range(max(outputs, 1))]
-            first = forward[0]
+            forward = seen_before.outputs() if seen_before is not None else None
+            first = None
+            if forward:
+                keys = [self._forward_key(forward.get(i)) for i in range(max(forward) + 1)]
+                self._forward_keys[node_id] = keys
+                first = forward.get(0)
+            # Not seen by the forward recorder nor by an earlier capture, after a pass that
+            # built a graph of its gradients: that pass made it.
+            fresh = seen_before is None or not (seen_before.seen_forward or seen_before.captured)
             node = Node(
                 id=node_id,
                 kind="op",
-                op=type(fn).__name__,
-                name=known.node_names.get(fn),
-                shape=None if first is None else first.shape,
-                dtype=None if first is None else first.dtype,
-                forward=forward,
-                saved=self._saved(fn),
-                origin=known.origin(fn),
+                op=op,
+                name=", ".join(seen_before.names) if seen_before and seen_before.names else None,
+                shape=_shape_of(first),
+                dtype=_dtype_of(first),
+                made_by=self._made_by if fresh else None,
             )
+            if self._saved:
+                self._saved_keys[node_id] = self._read_saved(fn)
         self._nodes.append(node)
         return node_id
 
-    def _tensor_node(self, node_id: int, kind: NodeKind, t: torch.Tensor) -> Node:
-        return Node(
-            id=node_id,
-            kind=kind,
-            op="",
-            name=self._known.names.get(id(t)),
-            shape=tuple(t.shape),
-            dtype=str(t.dtype).removeprefix("torch."),
-            forward=[summarize(t, self.max_values)],
-        )
+    def _forward_key(self, entry: Any) -> Hashable | TensorData | None:
+        if entry is None:
+            return None
+        if isinstance(entry, TensorData):
+            return entry  # summarised by an earlier pass through this graph
+        tensor, version = entry
+        return self._summary.add(tensor, version)
 
-    def _saved(self, fn: GradFn) -> list[Saved]:
+    def _read_saved(self, fn: GradFn) -> list[tuple[str, Hashable | None, str | None, str | None]]:
         """What autograd kept on `fn` for its backward, read before backward frees it."""
         saved = []
         for attr in _saved_attributes(type(fn)):
             try:
                 value = getattr(fn, attr)
-            except RuntimeError:  # already freed by an earlier backward
+            except Exception:  # freed by an earlier backward, or unreadable
                 continue
             name = attr.removeprefix("_saved_")
             if isinstance(value, torch.Tensor):
-                source = self._known.names.get(id(value))
+                source = self._name_of(value)
                 if source is None and value.grad_fn is fn:
                     source = "output"
-                saved.append(Saved(name, tensor=self._summary(value), source=source))
+                saved.append((name, self._summary.add(value), None, source))
             elif value is not None:
-                saved.append(Saved(name, text=_short(value)))
+                saved.append((name, None, _short(value), None))
         return saved
 
-    def _walk(self, roots: list[GradFn]) -> None:
-        constant_ids: dict[int, int] = {}  # id(tensor) -> node id, so a shared constant is one node
-        queue: deque[GradFn] = deque()
-        for fn in roots:
-            if fn not in self._index:
-                self._add(fn)
-                queue.append(fn)
+    def _constant_user(self, output: GradFn) -> GradFn:
+        """The node of one call's own subgraph that took its constants as inputs.
+
+        A composite op (matmul of a vector by a matrix: unsqueeze, mm, squeeze) makes
+        several nodes in one call; the constants belong to the first, breadth-first from
+        the output, that has an input needing no grad (a None in its next_functions). The
+        search stays inside the call: it stops at nodes another recorded call made.
+        """
+        queue, seen = deque([output]), {output}
         while queue:
             fn = queue.popleft()
-            src = self._index[fn]
-            for slot, (child, output_nr) in enumerate(fn.next_functions):
-                if child is None:
-                    continue  # an input that needs no gradient: drawn from `constants` below
-                if child not in self._index:
-                    self._add(child)
-                    queue.append(child)
-                self._edge_at[(src, slot)] = len(self._edges)
-                self._edges.append(Edge(src, self._index[child], slot, output_nr))
-            for position, tensor in self._known.constants.get(fn, ()):
-                if id(tensor) not in constant_ids:
-                    constant_ids[id(tensor)] = len(self._nodes)
-                    self._nodes.append(self._tensor_node(len(self._nodes), "constant", tensor))
-                self._edges.append(Edge(src, constant_ids[id(tensor)], position))
+            if any(child is None for child, _ in fn.next_functions):
+                return fn
+            for child, _ in fn.next_functions:
+                if child in seen or child not in self._index:
+                    continue
+                record = self._records[self._index[child]]
+                if (record is not None and record.seen_forward) or type(child).__name__ == (
+                    "AccumulateGrad"
+                ):
+                    continue  # made by another call
+                seen.add(child)
+                queue.append(child)
+        return output
 
-    def nodes(self) -> list[GradFn]:
-        """The grad_fn objects captured (valid until `finish`)."""
-        return list(self._fns)
+    def _attach_constants(
+        self, fn: GradFn, constants: Sequence[tuple[int, torch.Tensor, int]]
+    ) -> None:
+        src = self._index.get(fn)
+        if src is None:
+            return
+        for position, tensor, version in constants:
+            if id(tensor) not in self._constant_ids:
+                node_id = len(self._nodes)
+                self._constant_ids[id(tensor)] = node_id
+                self._nodes.append(
+                    Node(
+                        id=node_id,
+                        kind="constant",
+                        op="",
+                        name=self._name_of(tensor),
+                        shape=tuple(tensor.shape),
+                        dtype=_dtype(tensor),
+                    )
+                )
+                self._forward_keys[node_id] = [self._summary.add(tensor, version)]
+            self._constant_edges.append((src, self._constant_ids[id(tensor)], position))
 
-    def add_unreached(self, tensors: Sequence[torch.Tensor]) -> None:
+    def add_unreached(self, tensors: Sequence[torch.Tensor | GradientEdge]) -> None:
         """Draw leaves the caller asked gradients for but that are not in the graph."""
         for t in tensors:
-            if t.grad_fn is None and t.requires_grad and root_node(t)[0] not in self._index:
-                fn = root_node(t)[0]
-                self._index[fn] = len(self._nodes)
-                self._fns.append(fn)
-                node = self._tensor_node(len(self._nodes), "leaf", t)
-                node.op = type(fn).__name__
-                self._nodes.append(node)
+            if isinstance(t, GradientEdge) or t.grad_fn is not None or not t.requires_grad:
+                continue
+            fn = root_node(t)[0]
+            if fn not in self._index:
+                node_id = self._add(fn)
+                self._records[node_id] = record_of(fn)
 
     # -- gradient flow -----------------------------------------------------------------
 
-    def hook(self) -> None:
-        """Register the read-only hooks that record the gradient flow of the next backward."""
-        for fn in self._fns:
-            node_id = self._index[fn]
-            self._hooks.append(fn.register_prehook(self._on_arrive(node_id)))
-            self._hooks.append(fn.register_hook(self._on_leave(node_id)))
+    def hook(self, every_edge: bool = False) -> None:
+        """Register the read-only hooks that record the gradient flow of the next backward.
 
-    def _on_arrive(self, node_id: int) -> Callable[[tuple[torch.Tensor | None, ...]], None]:
-        def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-            self._step += 1
-            node = self._nodes[node_id]
-            node.step = self._step
-            node.grads = [self._summary(g) for g in grad_outputs]
+        Every node gets a pre-hook (the gradient that arrives, and the engine's order). The
+        gradient on an edge is the one its destination received, unless several edges (or
+        an edge and a seed) enter the same output: only the nodes sending into such an
+        output get a hook that keeps what they sent; `every_edge` hooks every node (when
+        some nodes will not run: `inputs=`, `torch.autograd.grad`).
+        """
+        incoming: dict[tuple[int, int], int] = {}
+        for root, output in zip(self.roots, self._root_outputs, strict=True):
+            incoming[(root, output)] = incoming.get((root, output), 0) + 1
+        for _, dst, _, output in self._edges:
+            incoming[(dst, output)] = incoming.get((dst, output), 0) + 1
+        senders = {
+            src for src, dst, _, output in self._edges if every_edge or incoming[(dst, output)] > 1
+        }
+        for node_id, fn in enumerate(self._fns):
+            leaf = self._leaves.get(node_id)
+            self._hooks.append(fn.register_prehook(self._on_arrive(node_id, leaf)))
+            if node_id in senders and leaf is None:
+                self._hooks.append(fn.register_hook(self._on_send(node_id)))
 
-        return prehook
+    def _on_arrive(self, node_id: int, leaf: torch.Tensor | None) -> Callable[..., None]:
+        arrivals = self._arrivals
+        if leaf is None:
 
-    def _on_leave(self, node_id: int) -> Callable[..., None]:
+            def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+                arrivals.append((node_id, grad_outputs))
+
+            return prehook
+
+        def leaf_prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+            # With no .grad yet, AccumulateGrad adopts the gradient itself, unless someone
+            # else holds it: keep nothing then (and read .grad after the pass), so that
+            # tracing never changes what .grad is.
+            arrivals.append((node_id, None if leaf.grad is None else grad_outputs))
+
+        return leaf_prehook
+
+    def _on_send(self, node_id: int) -> Callable[..., None]:
+        sent = self._sent
+
         def hook(grad_inputs: tuple[torch.Tensor | None, ...], _grad_outputs: Any) -> None:
-            for slot, grad in enumerate(grad_inputs):
-                at = self._edge_at.get((node_id, slot))
-                if at is not None and grad is not None:
-                    self._edges[at] = replace(self._edges[at], grad=self._summary(grad))
+            sent[node_id] = grad_inputs
 
         return hook
 
-    def _summary(self, t: torch.Tensor | None) -> TensorData | None:
-        return None if t is None else summarize(t, self.max_values)
+    def unhook(self) -> None:
+        """Remove every hook (also when backward raised)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
 
     def finish(
         self,
         seeds: Sequence[torch.Tensor | None] = (),
         results: Mapping[GradFn, torch.Tensor] | None = None,
     ) -> Graph:
-        """Remove every hook, read the leaves' `.grad`, and return the plain-data graph.
+        """Summarise what the pass touched and return the plain-data graph.
 
         `results` maps a node to the gradient `torch.autograd.grad` returned for it: that
         call does not run the leaves' AccumulateGrad, so their arriving gradient comes
         from here instead.
         """
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks.clear()
-        for fn in self._fns:
-            node = self._nodes[self._index[fn]]
-            if node.kind == "leaf" and fn.variable.grad is not None:
-                node.leaf_grad = self._summary(fn.variable.grad)
-            if results and fn in results and not any(node.grads):
-                node.grads = [self._summary(results[fn])]
+        self.unhook()
+        add = self._summary.add
+        arrived: dict[int, list[Hashable | None]] = {}
+        for step, (node_id, grads) in enumerate(self._arrivals, start=1):
+            self._nodes[node_id].step = step
+            if grads is not None:
+                arrived[node_id] = [None if g is None else add(g) for g in grads]
+        leaf_grads: dict[int, Hashable] = {}
+        for node_id, leaf in self._leaves.items():
+            if leaf.grad is not None:
+                leaf_grads[node_id] = add(leaf.grad)
+                if self._nodes[node_id].step is not None and node_id not in arrived:
+                    arrived[node_id] = [leaf_grads[node_id]]  # .grad was None: it is the arrival
+        for fn, grad in (results or {}).items():
+            node_id = self._index.get(fn)
+            if node_id is not None and node_id not in arrived and grad is not None:
+                arrived[node_id] = [add(grad)]
+        sent = {
+            node_id: [None if g is None else add(g) for g in grads]
+            for node_id, grads in self._sent.items()
+        }
+        seed_keys = [None if s is None else add(s) for s in seeds]
+        self._summary.run()
+        result = self._summary.result
+
+        def data(key: Hashable | TensorData | None) -> TensorData | None:
+            if key is None or isinstance(key, TensorData):
+                return key
+            return result(key)
+
+        nodes = self._nodes
+        for node_id, keys in self._forward_keys.items():
+            nodes[node_id].forward = [data(k) for k in keys]
+        for node_id, keys in arrived.items():
+            nodes[node_id].grads = [data(k) for k in keys]
+        for node_id, key in leaf_grads.items():
+            nodes[node_id].leaf_grad = data(key)
+        for node_id, saved in self._saved_keys.items():
+            nodes[node_id].saved = [
+                Saved(name, data(key), text, source) for name, key, text, source in saved
+            ]
+        for node_id, record in enumerate(self._records):
+            # Later passes through the same graph reuse the summaries; the tensors go.
+            if record is not None and record.seen_forward and nodes[node_id].kind == "op":
+                record.summarised(
+                    {i: value for i, value in enumerate(nodes[node_id].forward) if value}
+                )
+        incoming: dict[tuple[int, int], int] = {}
+        for _, dst, _, output in self._edges:
+            incoming[(dst, output)] = incoming.get((dst, output), 0) + 1
+        edges = []
+        for src, dst, slot, output in self._edges:
+            grad: TensorData | None = None
+            if src in sent:
+                grad = data(sent[src][slot]) if slot < len(sent[src]) else None
+            elif node_grads := self._nodes[dst].grads:
+                if incoming[(dst, output)] == 1 and output < len(node_grads):
+                    grad = node_grads[output]
+            edges.append(Edge(src, dst, slot, output, grad))
+        edges.extend(Edge(src, dst, position) for src, dst, position in self._constant_edges)
         graph = Graph(
             kind=self.kind,
-            label=self.label,
+            number=self.number,
             nodes=self._nodes,
-            edges=self._edges,
+            edges=edges,
             roots=self.roots,
-            seeds=[self._summary(s) for s in seeds] if seeds else [None] * len(self.roots),
-            create_graph=self.create_graph,
+            seeds=[data(k) for k in seed_keys] if seeds else [None] * len(self.roots),
         )
-        self._fns.clear()
-        self._index.clear()
+        self._release()
         return graph
+
+    def _release(self) -> None:
+        """Drop every torch object, root first (see tracer.node_record for why the order)."""
+        self._arrivals.clear()
+        self._sent.clear()
+        self._leaves.clear()
+        self._index.clear()
+        self._records.clear()
+        fns, self._fns = self._fns, []
+        fns.reverse()
+        while fns:
+            fns.pop()
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
+
+
+def _shape_of(entry: Any) -> tuple[int, ...] | None:
+    if entry is None:
+        return None
+    if isinstance(entry, TensorData):
+        return entry.shape
+    return tuple(entry[0].shape)
+
+
+def _dtype_of(entry: Any) -> str | None:
+    if entry is None:
+        return None
+    if isinstance(entry, TensorData):
+        return entry.dtype
+    return _dtype(entry[0])
 
 
 @functools.cache
@@ -302,5 +419,7 @@ def _saved_attributes(node_type: type) -> tuple[str, ...]:
 
 
 def _short(value: object, limit: int = 40) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 2**63:
+        value -= _UINT64  # torch's uint64 spelling of a negative default (-100)
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from tracer.capture import DEFAULT_MAX_VALUES, summarize
 from tracer.graph import Check
+from tracer.summary import DEFAULT_MAX_VALUES, summarize
 
 # torch.testing.assert_close's defaults: tight enough to catch a wrong formula, loose
 # enough for the rounding of two different but correct ways of computing the same thing.
@@ -22,6 +22,16 @@ _TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
 def tolerances(dtype: torch.dtype) -> tuple[float, float]:
     """(rtol, atol) for comparing tensors of this dtype."""
     return _TOLERANCES.get(dtype, (1.3e-6, 1e-5))
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The index of element `flat` of a row-major tensor of `shape` (torch.unravel_index
+    would import sympy: half a second on the check path)."""
+    index = []
+    for size in reversed(shape):
+        flat, i = divmod(flat, size) if size else (flat, 0)
+        index.append(i)
+    return tuple(reversed(index))
 
 
 @torch.no_grad()
@@ -62,7 +72,7 @@ def compare(
     scale = m.abs()
     rel = torch.where(err == 0, torch.zeros_like(err), err / scale)
     worst = int(torch.nan_to_num(err, nan=float("inf")).flatten().argmax()) if err.numel() else 0
-    where = tuple(int(i) for i in torch.unravel_index(torch.tensor(worst), err.shape))
+    where = _unravel(worst, tuple(err.shape))
     passed = bool(torch.allclose(a, m, rtol=rtol, atol=atol, equal_nan=True))
     return Check(
         name=name,

@@ -7,7 +7,8 @@ unchanged, and the same traced code always gives the same ids in the same order.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import dataclass, field, is_dataclass
 from typing import Any, Literal
 
 NodeKind = Literal["op", "leaf", "constant"]
@@ -20,6 +21,8 @@ class TensorData:
 
     `values` is the flattened tensor (row-major) when it has at most the capture's
     `max_values` elements, else None. The statistics ignore NaN and Inf, which are counted.
+    `note` says why a tensor was not summarised (a sparse or meta tensor, one overwritten
+    in place after it was recorded): then only its shape and dtype are known.
     """
 
     shape: tuple[int, ...]
@@ -30,6 +33,7 @@ class TensorData:
     max: float
     nan: int = 0
     inf: int = 0
+    note: str | None = None
 
     @property
     def numel(self) -> int:
@@ -41,6 +45,10 @@ class TensorData:
     @property
     def finite(self) -> bool:
         return self.nan == 0 and self.inf == 0
+
+    @property
+    def summarised(self) -> bool:
+        return self.note is None
 
 
 @dataclass(frozen=True)
@@ -78,10 +86,10 @@ class Node:
     """A `grad_fn` node (op), a leaf's `AccumulateGrad` (leaf), or an input needing no grad.
 
     Per output of the node: `forward` holds the value the op computed (seen while tracing
-    the forward pass; None where the op ran inside a composite call or outside the trace)
-    and `grads` the gradient that arrived during backward (the sum over its incoming
-    edges; None where none arrived). A leaf or constant has one output, the tensor itself.
-    `leaf_grad` is a leaf tensor's `.grad` after the pass.
+    the forward pass; None where the op ran inside a composite call, a compiled region or
+    outside the trace) and `grads` the gradient that arrived during backward (the sum over
+    its incoming edges; None where none arrived). A leaf or constant has one output, the
+    tensor itself. `leaf_grad` is a leaf tensor's `.grad` after the pass.
     """
 
     id: int
@@ -95,8 +103,7 @@ class Node:
     leaf_grad: TensorData | None = None
     step: int | None = None  # 1-based position in the engine's execution order
     saved: list[Saved] = field(default_factory=list)
-    # "backward pass 1" when an earlier create_graph=True pass made this node (higher order)
-    origin: str | None = None
+    made_by: int | None = None  # the create_graph=True backward pass that made this node
 
     @property
     def received_no_gradient(self) -> bool:
@@ -108,18 +115,24 @@ class Node:
 class Graph:
     """One captured graph: a backward pass with its gradients, or a manual formula's graph.
 
-    `roots` are the ids of the nodes backward started from, in the order given; `seeds`
-    the gradient fed into each root (None for a manual graph). `source` is where the user's
-    code called backward: (file name as in the code object, line); None for a manual graph.
+    `number` is the backward pass's number in its trace (1, 2, …); a manual graph has the
+    number of the pass it was compared with (0 before any). `roots` are the ids of the
+    nodes backward started from, in the order given; `seeds` the gradient fed into each
+    root (None for a manual graph). `through` is the create_graph=True pass whose graph
+    this pass ran through (higher order), `derivative` what a manual graph is the
+    hand-derived form of ("∂f/∂x"), `source` where the user's code called backward: (file
+    name as in the code object, line).
     """
 
     kind: GraphKind
-    label: str
+    number: int
     nodes: list[Node]
     edges: list[Edge]
     roots: list[int]
     seeds: list[TensorData | None]
     create_graph: bool = False  # the pass built a graph of its gradients (higher order)
+    through: int | None = None
+    derivative: str | None = None
     source: tuple[str, int] | None = None
 
     @property
@@ -213,7 +226,12 @@ class Recording:
         return parts
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1, ensure_ascii=False, allow_nan=True) + "\n"
+        """Standard JSON (no NaN/Infinity tokens: such floats are written as the strings
+        "NaN", "Infinity" and "-Infinity"), readable by jq and browsers."""
+        from tracer.quiet import paused_gc
+
+        with paused_gc():
+            return json.dumps(self, default=_plain, ensure_ascii=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Recording:
@@ -225,6 +243,42 @@ class Recording:
         )
 
 
+_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _float_text(v: float) -> float | str:
+    if math.isfinite(v):
+        return v
+    return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
+
+
+def _plain(value: Any) -> Any:
+    """json's hook for our dataclasses: their fields as a dict, with non-finite floats as
+    strings (see to_json). The C encoder does the rest."""
+    if isinstance(value, TensorData):
+        plain = dict(vars(value))
+        if not (value.nan == 0 and value.inf == 0 and value.note is None):
+            if value.values is not None:
+                plain["values"] = [_float_text(v) for v in value.values]
+        for key in ("norm", "min", "max"):
+            plain[key] = _float_text(plain[key])
+        return plain
+    if isinstance(value, Check):
+        plain = dict(vars(value))
+        for key in ("max_abs", "max_rel"):
+            plain[key] = _float_text(plain[key])
+        return plain
+    if is_dataclass(value):
+        return vars(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _number(v: float | str | None) -> float:
+    if isinstance(v, str):
+        return _NON_FINITE[v]
+    return math.nan if v is None else float(v)
+
+
 def _tensor_from(raw: dict[str, Any] | None) -> TensorData | None:
     if raw is None:
         return None
@@ -232,12 +286,13 @@ def _tensor_from(raw: dict[str, Any] | None) -> TensorData | None:
     return TensorData(
         shape=tuple(raw["shape"]),
         dtype=raw["dtype"],
-        values=None if values is None else tuple(values),
-        norm=raw["norm"],
-        min=raw["min"],
-        max=raw["max"],
+        values=None if values is None else tuple(_number(v) for v in values),
+        norm=_number(raw["norm"]),
+        min=_number(raw["min"]),
+        max=_number(raw["max"]),
         nan=raw["nan"],
         inf=raw["inf"],
+        note=raw.get("note"),
     )
 
 
@@ -258,7 +313,7 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
                 Saved(v["name"], _tensor_from(v["tensor"]), v["text"], v["source"])
                 for v in n["saved"]
             ],
-            origin=n["origin"],
+            made_by=n["made_by"],
         )
         for n in raw["nodes"]
     ]
@@ -266,17 +321,18 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
         Edge(e["src"], e["dst"], e["slot"], e["dst_output"], _tensor_from(e["grad"]))
         for e in raw["edges"]
     ]
-    seeds = [_tensor_from(s) for s in raw["seeds"]]
-    source = raw.get("source")
+    source = raw["source"]
     return Graph(
-        raw["kind"],
-        raw["label"],
-        nodes,
-        edges,
-        list(raw["roots"]),
-        seeds,
-        raw["create_graph"],
-        None if source is None else (source[0], source[1]),
+        kind=raw["kind"],
+        number=raw["number"],
+        nodes=nodes,
+        edges=edges,
+        roots=list(raw["roots"]),
+        seeds=[_tensor_from(s) for s in raw["seeds"]],
+        create_graph=raw["create_graph"],
+        through=raw["through"],
+        derivative=raw["derivative"],
+        source=None if source is None else (source[0], source[1]),
     )
 
 
@@ -286,14 +342,14 @@ def _check_from(raw: dict[str, Any]) -> Check:
         name=raw["name"],
         autograd=_tensor_from(raw["autograd"]),
         manual=_tensor_from(raw["manual"]),  # type: ignore[arg-type]
-        max_abs=raw["max_abs"],
-        max_rel=raw["max_rel"],
+        max_abs=_number(raw["max_abs"]),
+        max_rel=_number(raw["max_rel"]),
         where=None if where is None else tuple(where),
         rtol=raw["rtol"],
         atol=raw["atol"],
         passed=raw["passed"],
         problem=raw["problem"],
         of=raw["of"],
-        after=raw.get("after", 0),
-        how=raw.get("how", "check"),
+        after=raw["after"],
+        how=raw["how"],
     )

@@ -20,7 +20,14 @@ import graphviz
 
 from tracer.errors import TracerError
 from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
-from tracer.report import format_error, format_tensor, problems, shape_text, verdict_text
+from tracer.report import (
+    format_error,
+    format_tensor,
+    graph_title,
+    problems,
+    shape_text,
+    verdict_text,
+)
 
 # Colours: ops blue, leaves yellow, constants grey, gradients orange, problems red.
 OP_FILL = "#dceaf7"
@@ -45,15 +52,12 @@ class RenderOptions:
 
     slide: op, variable name, backward step and the gradients (for projecting);
     full: also each node's forward value beside the gradient that reached it, shapes,
-    dtypes and saved tensors. `saved` adds the saved tensors to the slide view.
+    dtypes. `saved` adds what autograd saved for backward, in either view (the trace must
+    have recorded it: `tracer.trace(saved=True)`).
     """
 
     detail: Detail = "full"
     saved: bool = False
-
-    @property
-    def show_saved(self) -> bool:
-        return self.saved or self.detail == "full"
 
 
 def _esc(text: str) -> str:
@@ -122,8 +126,8 @@ def _node_label(node: Node, graph: Graph, options: RenderOptions) -> str:
         label.small(node.op)
     if node.kind == "constant":
         label.small("no grad" if full else f"{shape_text(node.shape)} · no grad")
-    if node.origin:
-        label.small(f"made by {node.origin}")
+    if node.made_by is not None:
+        label.small(f"made by backward pass {node.made_by}")
     if full:
         for i, value in enumerate(node.forward):
             if value is not None:
@@ -144,7 +148,7 @@ def _node_label(node: Node, graph: Graph, options: RenderOptions) -> str:
             label.pair("grad", format_tensor(node.grads[0], per_line=4), GRAD_COLOUR)
         elif node.received_no_gradient:
             label.small("received no gradient", PROBLEM)
-    if options.show_saved:
+    if options.saved:
         for saved in node.saved:
             if saved.tensor is None:
                 label.small(f"saved {saved.name} = {saved.text}", "#555555")
@@ -160,7 +164,7 @@ def _node_style(node: Node, graph: Graph) -> dict[str, str]:
         fill = LEAF_FILL
     elif node.kind == "constant":
         fill = CONSTANT_FILL
-    elif node.origin:
+    elif node.made_by is not None:
         fill = HIGHER_ORDER_FILL
     else:
         fill = MANUAL_FILL if graph.kind == "manual" else OP_FILL
@@ -188,7 +192,7 @@ def _add_graph(dot: graphviz.Digraph, graph: Graph, prefix: str, options: Render
     manual = graph.kind == "manual"
     with dot.subgraph(name=f"cluster_{prefix}") as c:
         c.attr(
-            label=graph.label,
+            label=graph_title(graph),
             style="rounded,dashed" if manual else "rounded",
             color="#9b8fc4" if manual else "#7fa7d1",
             fontcolor="#333333",

@@ -47,6 +47,8 @@ def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
     """The tensor as lines of text, nested as torch prints it; a summary when too large."""
     if t.values is None:
         return [summary_line(t)]
+    if t.numel == 0:
+        return [f"[] (shape {shape_text(t.shape)})"]
     numbers = format_numbers(t.values)
     if len(t.shape) == 0:
         return numbers
@@ -68,7 +70,9 @@ def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
 
 
 def summary_line(t: TensorData) -> str:
-    shape = "×".join(str(s) for s in t.shape)
+    shape = "×".join(str(s) for s in t.shape) or "scalar"
+    if t.note:
+        return f"{shape} {t.dtype}: {t.note}"
     lo, hi, norm = format_numbers((t.min, t.max, t.norm))
     text = f"{shape} {t.dtype}: ‖·‖ {norm}, min {lo}, max {hi}"
     if t.nan or t.inf:
@@ -117,6 +121,25 @@ def _bad(t: TensorData | None) -> str | None:
     return " and ".join(parts)
 
 
+def graph_title(graph: Graph) -> str:
+    """A graph's heading: "autograd: backward pass 2 (create_graph: …)", "manual ∂f/∂x"."""
+    if graph.kind == "manual":
+        return f"manual {graph.derivative}" if graph.derivative else "manual"
+    title = f"autograd: backward pass {graph.number}"
+    if graph.create_graph:
+        title += " (create_graph: its gradients have a graph)"
+    if graph.through is not None:
+        title += f" (through the graph backward pass {graph.through} made)"
+    return title
+
+
+def graph_name(graph: Graph) -> str:
+    """The graph as a place in messages: "backward pass 2", "manual ∂f/∂x"."""
+    if graph.kind == "manual":
+        return graph_title(graph)
+    return f"backward pass {graph.number}"
+
+
 def node_title(node: Node) -> str:
     if node.kind == "op":
         return f"{node.op} ({node.name})" if node.name else node.op
@@ -127,7 +150,7 @@ def problems(recording: Recording) -> list[str]:
     """What a reader should not miss: NaN or Inf anywhere, and leaves left without gradient."""
     found: list[str] = []
     for graph in recording.graphs:
-        where = graph.label.split(" (")[0]
+        where = graph_name(graph)
         for node in graph.nodes:
             for kind, tensors in (("value", node.forward), ("gradient", node.grads)):
                 for t in tensors:

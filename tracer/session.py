@@ -1,18 +1,32 @@
 """The trace session: `with tracer.trace() as t:` runs the user's code under observation.
 
-A TorchFunctionMode sees every torch call in the block. Ordinary ops pass straight through
-(we only note which inputs needed no grad, to draw them as constants); a call to
-`Tensor.backward`, `torch.autograd.backward` or `torch.autograd.grad` is captured: the graph
-is walked and hooked just before the engine runs, and unhooked just after, and where the
-user's code made the call is noted. A `torch.allclose` the user's code makes on a gradient
-is recorded as a check, as `tracer.check` would record it, with the verdict the code saw.
+Two light touches, both removed when the block ends, whatever raised:
+
+- a `TorchFunctionMode` (the forward recorder) keeps, for each op's output, a reference
+  to its value on the op's own `grad_fn` (see tracer.node_record): nothing is computed
+  during the forward pass, and a graph that never reaches a backward takes its values
+  with it when it is freed. It also notes inputs needing no grad (drawn as constants) and
+  the user's `torch.allclose` on a gradient (recorded as a check). `values=False` leaves
+  it out: structure and gradients only.
+- autograd's engine entry point (`torch.autograd.graph._engine_run_backward`, which
+  `backward()`, `torch.autograd.backward` and `torch.autograd.grad` all call after
+  checking their arguments) is wrapped while any trace is open, in every thread: a pass
+  is walked and hooked just before the engine runs, unhooked just after, and summarised
+  into plain data. torch's own argument errors happen before it, unchanged.
+
+Each thread's passes and checks go to the trace that thread (its `contextvars` context)
+opened; a thread that opened none, such as a worker, reports to the one open trace, if
+exactly one is open. Anything that goes wrong inside tracer is reported as a warning and
+the user's code runs on untraced: tracing must never break the program it watches.
 """
 
 from __future__ import annotations
 
-import inspect
+import contextvars
 import sys
-from collections import deque
+import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -20,17 +34,22 @@ from types import FrameType
 from typing import Any
 
 import torch
+import torch.autograd
+from torch.autograd.graph import GradientEdge
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
-from tracer.capture import DEFAULT_MAX_VALUES, GradFn, GraphCapture, Known, root_node, summarize
+from tracer.capture import GraphCapture, root_node
 from tracer.check import compare
-from tracer.graph import Check, Graph, Node, Recording, TensorData
+from tracer.graph import Check, Graph, Node, Recording
+from tracer.node_record import NodeRecord, record_of
+from tracer.quiet import paused_gc
 from tracer.render import RenderOptions, render_svg, write
 from tracer.report import format_check
+from tracer.summary import DEFAULT_MAX_VALUES
 
-_BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 _ALLCLOSE = {torch.allclose, torch.Tensor.allclose}
+# Their results are gradients the engine made, not forward values of the user's ops.
+_BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
 # Frames of these modules are machinery, not the user's code, when looking for names.
 _INTERNAL_MODULES = ("torch", "contextlib", "tracer.session", "tracer.capture", "tracer.check")
@@ -76,20 +95,79 @@ def _namespaces(frame: FrameType) -> list[Mapping[str, Any]]:
     return [frame.f_locals, frame.f_globals]
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
+def _tensors(value: Any) -> list[Any]:
+    """The tensors (and gradient edges) in an argument that takes one or a sequence."""
+    if isinstance(value, (torch.Tensor, GradientEdge)):
         return [value]
     if isinstance(value, (list, tuple)):
-        return [v for v in value if isinstance(v, torch.Tensor)]
+        return [v for v in value if isinstance(v, (torch.Tensor, GradientEdge))]
     return []
 
 
-# The traces whose `with` block is running, innermost last: `tracer.check` reports to it.
-_ACTIVE: list[Trace] = []
+# -- which trace a thread reports to ------------------------------------------------------
+
+_CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
+    "tracer_current", default=None
+)
+_OPEN: list[Trace] = []  # every open trace, in any thread
+_LOCK = threading.Lock()
+_busy = threading.local()  # set while this thread captures: nested engine calls pass through
 
 
-class _Recorder(TorchFunctionMode):
-    """Routes every torch call in the traced block through the session."""
+def current_trace() -> Trace | None:
+    """The trace this thread's code reports to: the one its context opened, else the only
+    open one (a worker thread inside a trace), else None."""
+    mine = _CURRENT.get()
+    if mine is not None:
+        return mine
+    with _LOCK:
+        return _OPEN[0] if len(_OPEN) == 1 else None
+
+
+# -- the engine entry point, wrapped while a trace is open -------------------------------
+
+_ENGINE_NAME = "_engine_run_backward"
+_original_engine: Callable[..., Any] | None = None
+
+
+def _traced_engine(t_outputs: Any, *args: Any, **kwargs: Any) -> Any:
+    original = _original_engine
+    assert original is not None
+    trace = current_trace()
+    if trace is None or getattr(_busy, "active", False):
+        return original(t_outputs, *args, **kwargs)
+    return trace._run_backward(original, t_outputs, args, kwargs)
+
+
+def _install_engine_hook() -> None:
+    global _original_engine
+    if _original_engine is None:
+        _original_engine = getattr(torch.autograd, _ENGINE_NAME)
+        setattr(torch.autograd, _ENGINE_NAME, _traced_engine)
+
+
+def _remove_engine_hook() -> None:
+    global _original_engine
+    if _original_engine is not None:
+        setattr(torch.autograd, _ENGINE_NAME, _original_engine)
+        _original_engine = None
+
+
+# -- the forward recorder -----------------------------------------------------------------
+
+
+def _tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    found = []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if isinstance(v, torch.Tensor))
+    return found
+
+
+class _ForwardRecorder(TorchFunctionMode):
+    """Keeps each op's output value on its grad_fn; notes constants and allclose calls."""
 
     def __init__(self, session: Trace) -> None:
         super().__init__()
@@ -97,14 +175,18 @@ class _Recorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         kwargs = kwargs or {}
-        if func in _BACKWARD_CALLS:
-            return self.session._run_backward(func, args, kwargs)
         out = func(*args, **kwargs)
-        if func in _ALLCLOSE:
-            if isinstance(out, bool):
-                self.session._note_allclose(args, kwargs, out, sys._getframe(1))
-            return out
-        self.session._note_forward(args, kwargs, out)
+        if torch.compiler.is_compiling():
+            return out  # inside torch.compile's tracing: record nothing, change nothing
+        try:
+            with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
+                if func in _ALLCLOSE:
+                    if isinstance(out, bool):
+                        self.session._note_allclose(args, kwargs, out, sys._getframe(1))
+                elif func not in _BACKWARD_CALLS:
+                    self.session._note_forward(out, args, kwargs)
+        except Exception as e:  # tracer's problem, never the user's
+            self.session._warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
         return out
 
 
@@ -115,44 +197,59 @@ class Trace:
     `render`, compare gradients with `check`.
     """
 
-    def __init__(self, title: str = "", *, max_values: int = DEFAULT_MAX_VALUES) -> None:
+    def __init__(
+        self,
+        title: str = "",
+        *,
+        max_values: int = DEFAULT_MAX_VALUES,
+        values: bool = True,
+        saved: bool = False,
+    ) -> None:
         self.max_values = max_values
+        self.values = values
+        self.saved = saved
         self.recording = Recording(title=title)
-        self._mode: _Recorder | None = None
-        # Torch objects held only while the block runs, then dropped in __exit__.
-        self._names: dict[int, str] = {}
-        self._named: list[torch.Tensor] = []  # keeps named tensors alive, so ids stay unique
-        self._node_names: dict[GradFn, str] = {}
-        self._constants: dict[GradFn, list[tuple[int, torch.Tensor]]] = {}
-        self._forward: dict[tuple[GradFn, int], TensorData] = {}
-        self._forward_fns: set[GradFn] = set()  # the nodes whose op the forward recorder saw
-        self._in_earlier_pass: set[GradFn] = set()  # nodes of the graphs captured so far
-        self._made_by: str | None = None  # the latest pass run with create_graph=True
-        # Results of torch.autograd.grad by id (kept alive, so ids stay unique), with the
-        # name of the input each is the gradient of: allclose on one of them is a check.
-        self._grad_results: dict[int, tuple[torch.Tensor, str]] = {}
+        self._mode: _ForwardRecorder | None = None
+        self._token: contextvars.Token | None = None
+        # Variable names by tensor id, with a weak reference telling a reused id apart.
+        self._names: dict[int, tuple[weakref.ref, str]] = {}
+        self._made_by: int | None = None  # the latest pass run with create_graph=True
+        # Results of torch.autograd.grad by id, with the name of the input each is the
+        # gradient of: allclose on one of them is a check.
+        self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
+        self._warned: set[str] = set()
 
     # -- the block ---------------------------------------------------------------------
 
     def __enter__(self) -> Trace:
-        self._mode = _Recorder(self)
-        self._mode.__enter__()
-        _ACTIVE.append(self)
+        with _LOCK:
+            _OPEN.append(self)
+            _install_engine_hook()
+        self._token = _CURRENT.set(self)
+        if self.values:
+            self._mode = _ForwardRecorder(self)
+            self._mode.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self._mode is not None
-        _ACTIVE.remove(self)
-        self._mode.__exit__(*exc)
-        self._mode = None
-        self._names.clear()
-        self._named.clear()
-        self._node_names.clear()
-        self._constants.clear()
-        self._forward.clear()
-        self._forward_fns.clear()
-        self._in_earlier_pass.clear()
-        self._grad_results.clear()
+        try:
+            if self._mode is not None:
+                self._mode.__exit__(*exc)
+                self._mode = None
+        finally:
+            if self._token is not None:
+                try:
+                    _CURRENT.reset(self._token)
+                except ValueError:  # exited in another context than it was entered in
+                    _CURRENT.set(None)
+                self._token = None
+            with _LOCK:
+                if self in _OPEN:
+                    _OPEN.remove(self)
+                if not _OPEN:
+                    _remove_engine_hook()
+            self._names.clear()
+            self._grad_results.clear()
 
     @property
     def graphs(self) -> list[Graph]:
@@ -187,6 +284,11 @@ class Trace:
         finally:
             sys.setprofile(previous)
 
+    def _warn(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned.add(message)
+            warnings.warn(f"tracer: {message}", RuntimeWarning, stacklevel=3)
+
     # -- names -------------------------------------------------------------------------
 
     def name_tensors(self, namespace: Mapping[str, Any]) -> None:
@@ -194,17 +296,19 @@ class Trace:
 
         The first name a tensor is given wins; private names ("_x") are skipped.
         """
-        for name, value in namespace.items():
+        for name, value in list(namespace.items()):
             if not _is_user_name(name) or not isinstance(value, torch.Tensor):
                 continue
-            if id(value) in self._names:
-                continue
-            self._names[id(value)] = name
-            self._named.append(value)
-            if value.grad_fn is not None:
-                fn, _ = root_node(value)
-                existing = self._node_names.get(fn)
-                self._node_names[fn] = name if existing is None else f"{existing}, {name}"
+            if self.name_of(value) is None:
+                self._names[id(value)] = (weakref.ref(value), name)
+                if value.grad_fn is not None:  # the node keeps it, as long as it lives
+                    record = record_of(value.grad_fn)
+                    if name not in record.names:
+                        record.names = (*record.names, name)
+
+    def name_of(self, t: torch.Tensor) -> str | None:
+        entry = self._names.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
 
     def _name_from_frame(self, frame: FrameType | None) -> None:
         frame = user_frame(frame)
@@ -213,107 +317,125 @@ class Trace:
 
     # -- capture -----------------------------------------------------------------------
 
-    def _note_forward(self, args: tuple, kwargs: dict, out: Any) -> None:
-        """Remember each output's value, and which inputs needing no grad the op took."""
-        outputs = [t for t in _tensors(out) if t.grad_fn is not None]
-        if not outputs:
+    def _note_forward(self, out: Any, args: tuple, kwargs: dict) -> None:
+        """Keep each output's value on its node, and which inputs needing no grad it took."""
+        if isinstance(out, torch.Tensor):
+            outputs: Iterable[Any] = (out,)
+        elif isinstance(out, (tuple, list)):
+            outputs = out
+        else:
             return
+        first: NodeRecord | None = None
         for o in outputs:
-            self._forward[(o.grad_fn, o.output_nr)] = summarize(o, self.max_values)
-            self._forward_fns.add(o.grad_fn)
-        inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
-        constants = [(i, t) for i, t in enumerate(inputs) if not t.requires_grad]
-        if not constants:
+            if not isinstance(o, torch.Tensor):
+                continue
+            fn = o.grad_fn
+            if fn is None:
+                continue
+            record = record_of(fn)
+            record.keep(o.output_nr, o.detach(), o._version)
+            first = first or record
+        if first is None or first.constants is not None:
             return
-        inputs_nodes = {root_node(t)[0] for t in inputs if t.requires_grad}
-        for o in outputs:
-            self._constants.setdefault(_constant_user(o.grad_fn, inputs_nodes), constants)
+        constants = [
+            (i, t, t._version)
+            for i, t in enumerate(_tensor_arguments(args, kwargs))
+            if not t.requires_grad
+        ]
+        if constants:
+            first.constants = constants
 
-    def _origin(self, fn: GradFn) -> str | None:
-        """Which backward pass made `fn`: one not seen in the forward pass or an earlier
-        graph, after a pass that ran with create_graph=True."""
-        if self._made_by is None or fn in self._in_earlier_pass:
-            return None
-        if fn in self._forward_fns:
-            return None
-        return self._made_by
-
-    def _capture(
-        self, roots: Iterable[torch.Tensor], kind: str, label: str, create_graph: bool = False
-    ) -> GraphCapture:
-        known = Known(
-            names=self._names,
-            node_names=self._node_names,
-            constants=self._constants,
-            forward=self._forward,
-            origin=self._origin,
-        )
-        return GraphCapture(
-            [root_node(t) for t in roots],
-            kind=kind,  # type: ignore[arg-type]
-            label=label,
-            known=known,
-            max_values=self.max_values,
-            create_graph=create_graph,
-        )
-
-    def _run_backward(self, func: Any, args: tuple, kwargs: dict) -> Any:
-        bound = inspect.signature(func).bind(*args, **kwargs)
-        params = bound.arguments
-        if func is torch.Tensor.backward:
-            roots, seeds = [params["self"]], [params.get("gradient")]
-        elif func is torch.autograd.backward:
-            roots = _tensors(params["tensors"])
-            seeds = _seeds(params.get("grad_tensors"), len(roots))
-        else:  # torch.autograd.grad
-            roots = _tensors(params["outputs"])
-            seeds = _seeds(params.get("grad_outputs"), len(roots))
-        if not roots or any(not r.requires_grad for r in roots):
-            return func(*args, **kwargs)  # torch raises its own, clear error
-        user = user_frame(sys._getframe(1))
-        source = None if user is None else (user.f_code.co_filename, user.f_lineno)
-        self._name_from_frame(user)
-        n = len(self.recording.backward_graphs()) + 1
-        create_graph = bool(params.get("create_graph"))
-        label = f"autograd: backward pass {n}"
-        if create_graph:
-            label += " (create_graph: its gradients have a graph)"
-        capture = self._capture(roots, "backward", label, create_graph)
-        asked = params.get("inputs")
-        if asked is not None:
-            capture.add_unreached(_tensors(asked))
-        self._in_earlier_pass.update(capture.nodes())
-        capture.hook()
-        result: Any = None
+    def _run_backward(
+        self, engine: Callable[..., Any], t_outputs: Any, args: tuple, kwargs: dict
+    ) -> Any:
+        """Run autograd's engine with this pass captured (see the module docstring)."""
+        names = ("grad_tensors", "keep_graph", "create_graph", "inputs", "allow_unreachable")
+        params = dict(zip(names, args, strict=False)) | kwargs
+        roots = _tensors(t_outputs)
+        if not roots or any(isinstance(r, torch.Tensor) and not r.requires_grad for r in roots):
+            return engine(t_outputs, *args, **kwargs)  # torch raises its own, clear error
+        _busy.active = True
         try:
-            result = func(*args, **kwargs)
+            try:
+                with paused_gc():
+                    capture, number, source = self._prepare(roots, params)
+            except Exception as e:
+                self._warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
+                return engine(t_outputs, *args, **kwargs)
+            try:
+                result = engine(t_outputs, *args, **kwargs)
+            finally:
+                capture.unhook()  # whatever raised: nothing of ours stays in the graph
+            try:
+                with paused_gc():
+                    self._finish(capture, number, source, params, result)
+            except Exception as e:
+                self._warn(f"backward pass {number} is not recorded ({type(e).__name__}: {e})")
+            return result
         finally:
-            # Hooks come off even when backward raises: nothing of ours stays in the graph.
-            filled = [
-                torch.ones_like(r) if s is None else torch.as_tensor(s, dtype=r.dtype)
-                for r, s in zip(roots, seeds, strict=True)
-            ]
+            _busy.active = False
+
+    def _prepare(
+        self, roots: list[Any], params: dict[str, Any]
+    ) -> tuple[GraphCapture, int, tuple[str, int] | None]:
+        with torch._C.DisableTorchFunction():
+            user = user_frame(sys._getframe(1))
+            source = None if user is None else (user.f_code.co_filename, user.f_lineno)
+            self._name_from_frame(user)
+            number = len(self.recording.backward_graphs()) + 1
+            capture = GraphCapture(
+                [root_node(r) for r in roots],
+                kind="backward",
+                number=number,
+                name_of=self.name_of,
+                max_values=self.max_values,
+                saved=self.saved,
+                made_by=self._made_by,
+            )
+            asked = _tensors(params.get("inputs") or ())
+            capture.add_unreached(asked)
+            every_edge = bool(asked) or params.get("accumulate_grad") is False
+            try:
+                capture.hook(every_edge)
+            except BaseException:
+                capture.unhook()
+                raise
+        return capture, number, source
+
+    def _finish(
+        self,
+        capture: GraphCapture,
+        number: int,
+        source: tuple[str, int] | None,
+        params: dict[str, Any],
+        result: Any,
+    ) -> None:
+        with torch._C.DisableTorchFunction():
+            seeds = list(params.get("grad_tensors") or ())
             returned = None
-            if func is torch.autograd.grad and result is not None:
-                inputs = _tensors(params["inputs"])
+            if params.get("accumulate_grad") is False and result is not None:
+                inputs = _tensors(params.get("inputs") or ())
                 returned = {
                     root_node(i)[0]: g
                     for i, g in zip(inputs, result, strict=False)
-                    if g is not None
+                    if isinstance(g, torch.Tensor)
                 }
                 for k, (i, g) in enumerate(zip(inputs, result, strict=False)):
                     if isinstance(g, torch.Tensor):
-                        self._grad_results[id(g)] = (g, self._names.get(id(i)) or f"input {k}")
-            graph = capture.finish(filled, returned)
+                        name = (self.name_of(i) if isinstance(i, torch.Tensor) else None) or (
+                            f"input {k}"
+                        )
+                        self._grad_results[id(g)] = (weakref.ref(g), name)
+            graph = capture.finish(seeds, returned)
         graph.source = source
-        if create_graph:
-            self._made_by = f"backward pass {n}"
-        if any(node.origin for node in graph.nodes):
-            graph.label += f" (through the graph {self._made_by} made)"
+        graph.create_graph = bool(params.get("create_graph"))
+        if any(node.made_by for node in graph.nodes):
+            graph.through = self._made_by
+        if graph.create_graph:
+            self._made_by = number
         self.recording.graphs.append(graph)
-        return result
 
-    # -- after the block ---------------------------------------------------------------
+    # -- checks ------------------------------------------------------------------------
 
     def check(
         self,
@@ -332,7 +454,7 @@ class Trace:
         """
         self._name_from_frame(sys._getframe(1))
         if name is None:
-            name = self._names.get(id(tensor)) or f"input {len(self.recording.checks)}"
+            name = self.name_of(tensor) or f"input {len(self.recording.checks)}"
         result = self._record(name, tensor.grad, manual, rtol=rtol, atol=atol)
         if not quiet:
             print(format_check(result))
@@ -352,14 +474,27 @@ class Trace:
         """Compare and record, with the manual formula's graph when it has one; `verdict`,
         when given, is the one the user's code saw (allclose's)."""
         passes = self.recording.backward_graphs()
-        of = passes[-1].node(passes[-1].roots[0]).name if passes else None
+        of = None
+        if passes:
+            last = passes[-1]
+            of = last.node(last.roots[0]).name
         result = compare(
             name, grad, manual, rtol=rtol, atol=atol, max_values=self.max_values, of=of
         )
         passed = result.passed if verdict is None else verdict
         result = replace(result, after=len(passes), how=how, passed=passed)
         if manual.grad_fn is not None:
-            graph = self._capture([manual], "manual", f"manual {result.derivative}").finish()
+            with torch._C.DisableTorchFunction():
+                capture = GraphCapture(
+                    [root_node(manual)],
+                    kind="manual",
+                    number=len(passes),
+                    name_of=self.name_of,
+                    max_values=self.max_values,
+                    saved=self.saved,
+                )
+                graph = capture.finish()
+            graph.derivative = result.derivative
             self.recording.graphs.append(graph)
         self.recording.checks.append(result)
         return result
@@ -390,14 +525,17 @@ class Trace:
         """The name `t` is the gradient of, when it is one: a result of torch.autograd.grad,
         the `.grad` of a named leaf, or that of a parameter of a module in the user's
         namespaces ("model.weight"); else None."""
-        if id(t) in self._grad_results:
-            return self._grad_results[id(t)][1]
-        for tensor in self._named:
-            if tensor.is_leaf and tensor.requires_grad and tensor.grad is t:
-                return self._names[id(tensor)]
+        entry = self._grad_results.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return entry[1]
+        for ref, name in list(self._names.values()):
+            tensor = ref()
+            if tensor is not None and tensor.is_leaf and tensor.requires_grad:
+                if tensor.grad is t:
+                    return name
         frame = user_frame(frame)
         for namespace in _namespaces(frame) if frame is not None else ():
-            for name, value in namespace.items():
+            for name, value in list(namespace.items()):
                 if isinstance(value, torch.nn.Module) and _is_user_name(name):
                     for pname, p in value.named_parameters():
                         if p.grad is t:
@@ -419,33 +557,6 @@ class Trace:
         return render_svg(self.recording)
 
 
-def _constant_user(output: GradFn, stop: set[GradFn]) -> GradFn:
-    """The node of this call's own subgraph that took the constants as inputs.
-
-    A composite op (matmul of a vector by a matrix: unsqueeze, mm, squeeze) makes several
-    nodes in one call; the constants belong to the first, breadth-first from the output,
-    that has an input needing no grad (a None in its next_functions).
-    """
-    queue, seen = deque([output]), {output}
-    while queue:
-        fn = queue.popleft()
-        if any(child is None for child, _ in fn.next_functions):
-            return fn
-        for child, _ in fn.next_functions:
-            if child not in seen and child not in stop:
-                seen.add(child)
-                queue.append(child)
-    return output
-
-
-def _seeds(given: Any, n: int) -> list[Any]:
-    if given is None:
-        return [None] * n
-    if isinstance(given, torch.Tensor):
-        return [given]
-    return list(given)
-
-
 def check(
     tensor: torch.Tensor,
     manual: torch.Tensor,
@@ -457,8 +568,9 @@ def check(
 ) -> Check:
     """Compare `tensor.grad` with `manual`: inside a trace it is recorded there (see
     `Trace.check`); outside one it is only compared, printed and returned."""
-    if _ACTIVE:
-        return _ACTIVE[-1].check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet)
+    active = current_trace()
+    if active is not None:
+        return active.check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet)
     frame = user_frame(sys._getframe(1))
     if name is None and frame is not None:
         name = next(
@@ -476,12 +588,22 @@ def check(
     return result
 
 
-def trace(title: str = "", *, max_values: int = DEFAULT_MAX_VALUES) -> Trace:
+def trace(
+    title: str = "",
+    *,
+    max_values: int = DEFAULT_MAX_VALUES,
+    values: bool = True,
+    saved: bool = False,
+) -> Trace:
     """Trace every backward pass run inside the `with` block.
+
+    `values=False` records structure and gradients only (no forward values, constants or
+    allclose checks): the cheapest way to watch a large model. `saved=True` also records
+    what autograd saved for backward on each node.
 
     >>> with tracer.trace() as t:
     ...     f = torch.log(1 + torch.dot(x, x))
     ...     f.backward()
     >>> t.render("graph.svg")
     """
-    return Trace(title, max_values=max_values)
+    return Trace(title, max_values=max_values, values=values, saved=saved)

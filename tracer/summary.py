@@ -1,0 +1,271 @@
+"""Summary: tensors reduced to plain numbers (`TensorData`), many at once, never raising.
+
+Capture hands over every tensor a pass touched (forward values, gradients, saved tensors)
+only after the pass, so the work here never runs inside autograd's engine. Each tensor
+object is summarised once, however often it was handed over (a gradient that is both a
+node's arrival and an edge's label).
+
+Small tensors keep their values (one copy out, statistics in Python). Large ones get
+norm, min and max from two reductions on the tensor itself (no copy, no mask); only
+when a result is not finite does the slow path count NaN and Inf. A tensor that cannot
+be read (sparse, meta, nested, batched under vmap, quantized, a functorch wrapper) keeps
+its shape and dtype and a `note` saying why it was not summarised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import torch
+
+from tracer.graph import TensorData
+from tracer.quiet import quiet_torch
+
+# Tensors with up to this many elements keep their values; larger ones only a summary.
+DEFAULT_MAX_VALUES = 64
+
+_NAN = math.nan
+
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    dtype = t.dtype
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+# Tensors of these types whose values can be read as they are (no conjugate or negative
+# bit, no complex or bool to convert): the common case takes no detours.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_REAL = {torch.float64, torch.float32, torch.float16, torch.bfloat16}
+
+
+def _unreadable(t: torch.Tensor) -> str | None:
+    """Why the values of `t` cannot be read, or None when they can."""
+    if t.layout != torch.strided:
+        return f"{str(t.layout).removeprefix('torch.')} layout"
+    if t.is_meta:
+        return "meta tensor (no data)"
+    if t.is_nested:
+        return "nested tensor"
+    if t.is_quantized:
+        return "quantized tensor"
+    functorch = torch._C._functorch
+    if functorch.is_functorch_wrapped_tensor(t) or functorch.is_batchedtensor(t):
+        return "batched or transformed by torch.func (vmap, grad)"
+    if type(t) not in _PLAIN_TYPES:
+        return f"tensor subclass {type(t).__name__}"
+    return None
+
+
+def _empty(t: torch.Tensor, note: str | None = None) -> TensorData:
+    return TensorData(
+        shape=tuple(t.shape),
+        dtype=_dtype_name(t),
+        values=None if note else (),
+        norm=_NAN if note else 0.0,
+        min=_NAN,
+        max=_NAN,
+        note=note,
+    )
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    """`t` as a plain real tensor of its values (conjugation and negation resolved)."""
+    if t.dtype in _REAL and not t.is_neg() and not t._is_zerotensor():
+        return t  # the common case (we run under no_grad: no detach needed)
+    d = t.detach()
+    if d._is_zerotensor():
+        return torch.zeros(d.shape, dtype=d.dtype, device=d.device)
+    if d.is_conj():
+        d = d.resolve_conj()
+    if d.is_neg():
+        d = d.resolve_neg()
+    if d.is_complex():
+        d = torch.view_as_real(d)  # the statistics of the real and imaginary parts
+    if d.dtype == torch.bool:
+        d = d.to(torch.uint8)
+    return d
+
+
+def _from_values(t: torch.Tensor, values: tuple[float, ...]) -> TensorData:
+    norm = math.sqrt(math.fsum(v * v for v in values))
+    if math.isfinite(norm):  # no NaN or Inf among them (either would make it so)
+        return TensorData(tuple(t.shape), _dtype_name(t), values, norm, min(values), max(values))
+    finite = [v for v in values if math.isfinite(v)]
+    nan = sum(1 for v in values if math.isnan(v))
+    inf = len(values) - len(finite) - nan
+    if finite:
+        lo, hi, norm = min(finite), max(finite), math.sqrt(math.fsum(v * v for v in finite))
+    else:
+        lo = hi = norm = _NAN
+    return TensorData(tuple(t.shape), _dtype_name(t), values, norm, lo, hi, nan, inf)
+
+
+def _slow_statistics(t: torch.Tensor, d: torch.Tensor) -> TensorData:
+    """Statistics over the finite values only, counting NaN and Inf: a copy and masks."""
+    x = d.to("cpu", torch.float64)
+    finite_mask = torch.isfinite(x)
+    nan = int(torch.isnan(x).sum())
+    inf = x.numel() - int(finite_mask.sum()) - nan
+    finite = x[finite_mask]
+    if finite.numel():
+        lo, hi = float(finite.min()), float(finite.max())
+        norm = float(torch.linalg.vector_norm(finite))
+    else:
+        lo = hi = norm = _NAN
+    return TensorData(tuple(t.shape), _dtype_name(t), None, norm, lo, hi, nan, inf)
+
+
+class Summarizer:
+    """Collects tensors, then summarises each distinct one once (`run`).
+
+    `add` returns a key; after `run`, `result(key)` is the TensorData. Nothing here raises
+    for an odd tensor: what cannot be summarised gets a note.
+    """
+
+    def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+        self._tensors: dict[Hashable, torch.Tensor] = {}
+        self._results: dict[Hashable, TensorData] = {}
+        self._kept: list[torch.Tensor] = []
+
+    def add(self, t: torch.Tensor, version: int | None = None) -> Hashable:
+        """Queue `t`; `version` is its `_version` when it was recorded (None: now)."""
+        if version is not None and _safe_version(t) != version:
+            key: Hashable = ("overwritten", id(t))
+            self._results[key] = _empty(t, "overwritten in place after it was recorded")
+            self._kept.append(t)  # keeps the id unique while we live
+            return key
+        key = id(t)  # unique while we hold `t`, which we do until `run` is done
+        self._tensors[key] = t
+        return key
+
+    def result(self, key: Hashable) -> TensorData:
+        return self._results[key]
+
+    def run(self) -> None:
+        """Summarise everything queued; the tensors are released afterwards."""
+        with quiet_torch():
+            small: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
+            large: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
+            for key, t in self._tensors.items():
+                try:
+                    note = _unreadable(t)
+                    if note:
+                        self._results[key] = _empty(t, f"not summarised: {note}")
+                        continue
+                    numel = t.numel()
+                    if numel == 0:
+                        self._results[key] = _empty(t)
+                        continue
+                    item = (key, t, _readable(t))
+                    (small if numel <= self.max_values else large).append(item)
+                except Exception as e:  # an odd tensor must never break the user's program
+                    self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+            self._small(small)
+            self._large(large)
+        self._tensors.clear()
+        self._kept.clear()
+
+    def _small(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
+        """Values and statistics of small tensors, many at once: one concatenation per
+        dtype and device, reductions per segment, one copy to the host."""
+        groups: dict[tuple[torch.dtype, torch.device], list[Any]] = {}
+        for item in items:
+            groups.setdefault((item[2].dtype, item[2].device), []).append(item)
+        for group in groups.values():
+            try:
+                flat = torch.cat([d if d.dim() == 1 else d.reshape(-1) for _, _, d in group])
+                flat = flat.to(torch.float64)
+                lengths = [d.numel() for _, _, d in group]
+                segments = torch.tensor(lengths, device=flat.device)
+                stats = torch.stack(
+                    [
+                        torch.segment_reduce(flat * flat, "sum", lengths=segments).sqrt(),
+                        torch.segment_reduce(flat, "min", lengths=segments),
+                        torch.segment_reduce(flat, "max", lengths=segments),
+                    ]
+                ).cpu()
+                values = flat.cpu().tolist()
+                norms, mins, maxs = stats.tolist()
+            except Exception:  # one at a time, so that one odd tensor spoils only itself
+                for key, t, d in group:
+                    try:
+                        one = tuple(float(v) for v in d.cpu().reshape(-1).tolist())
+                        self._results[key] = _from_values(t, one)
+                    except Exception as e:
+                        self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+                continue
+            start = 0
+            results = self._results
+            isfinite = math.isfinite
+            for (key, t, _), n, norm, lo, hi in zip(group, lengths, norms, mins, maxs, strict=True):
+                one = tuple(values[start : start + n])
+                start += n
+                if isfinite(norm):  # no NaN or Inf (either would make it so)
+                    results[key] = TensorData(tuple(t.shape), _dtype_name(t), one, norm, lo, hi)
+                else:
+                    results[key] = _from_values(t, one)
+
+    def _large(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
+        """Norm, min and max of each large tensor: two reductions on the tensor itself,
+        the results moved to the host in one transfer per device."""
+        by_device: dict[torch.device, list[tuple[Hashable, torch.Tensor, torch.Tensor]]] = {}
+        for item in items:
+            by_device.setdefault(item[2].device, []).append(item)
+        for device_items in by_device.values():
+            rows = []
+            done = []
+            for key, t, d in device_items:
+                try:
+                    x = d if d.is_floating_point() else d.to(torch.float64)
+                    lo, hi = torch.aminmax(x)
+                    norm = torch.linalg.vector_norm(x)
+                    rows.append(torch.stack([norm.double(), lo.double(), hi.double()]))
+                    done.append((key, t, d))
+                except Exception as e:
+                    self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+            if not rows:
+                continue
+            numbers = torch.stack(rows).cpu().tolist()
+            for (key, t, d), (norm, lo, hi) in zip(done, numbers, strict=True):
+                if math.isfinite(norm) and math.isfinite(lo) and math.isfinite(hi):
+                    self._results[key] = TensorData(
+                        tuple(t.shape), _dtype_name(t), None, norm, lo, hi
+                    )
+                else:  # NaN or Inf somewhere (or a norm that overflowed): count them
+                    try:
+                        self._results[key] = _slow_statistics(t, d)
+                    except Exception as e:
+                        self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+
+
+def _safe_version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except Exception:
+        return None
+
+
+def summarize(t: torch.Tensor, max_values: int = DEFAULT_MAX_VALUES) -> TensorData:
+    """One tensor reduced to plain numbers (values when small, statistics always)."""
+    summarizer = Summarizer(max_values)
+    key = summarizer.add(t)
+    summarizer.run()
+    return summarizer.result(key)
+
+
+def summarize_all(
+    tensors: Iterable[torch.Tensor], max_values: int = DEFAULT_MAX_VALUES
+) -> list[TensorData]:
+    summarizer = Summarizer(max_values)
+    keys = [summarizer.add(t) for t in tensors]
+    summarizer.run()
+    return [summarizer.result(k) for k in keys]
