@@ -57,8 +57,10 @@ input's name plus a suffix for a property saved instead of the tensor (`self.sym
 `self_info`, `mat1.layout()` → `mat1_layout`). The rule for the node: a saved name `n`
 is the attribute `_saved_n` of the grad_fn exactly when its C++ type has a Python getter
 (tensors and tensor lists, int and SymInt arrays, ints, SymInts, floats, bools, Scalars,
-strings and their optionals); ScalarType, TensorOptions, Layout, TypeAndSize,
-TensorGeometry and the `_args_sizes`/`_args_scalartypes` vectors are kept in C++ only.
+strings, and optional ints, floats, Scalars, strings and arrays); ScalarType (a dtype
+argument such as `input_dtype`, or `other_scalar_type`), TensorOptions, Layout,
+TypeAndSize, TensorGeometry, optional bools (`train`) and the `_args_sizes` and
+`_args_scalartypes` vectors are kept in C++ only.
 `NodeFormula.saved` is that set of exposed names, taken from the getters torchgen
 generates (so `_saved_self_sym_sizes` is there; `tracer.capture` leaves `_sym_` ones out).
 
