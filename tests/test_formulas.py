@@ -177,6 +177,12 @@ def test_list_input_needs_the_slot_count() -> None:
     node = formula_for("CatBackward0", 2)
     assert node is not None
     assert [i.part for i in node.inputs] == [0, 1]
+    unlaid = formula_for("CatBackward0")  # the formula, without a layout
+    assert unlaid is not None
+    assert [(i.name, i.part) for i in unlaid.inputs] == [("tensors", None)]
+    # several lists of one length (torch._foreach_*): element i of each list in turn
+    assert slot_names("ForeachDivBackward0", 4) == ("self[0]", "self[1]", "other[0]", "other[1]")
+    assert slot_names("ForeachDivBackward0", 3) is None
 
 
 def test_no_formula_for_nodes_outside_the_table() -> None:
@@ -308,6 +314,9 @@ def _extra_outputs() -> dict[str, Callable[[], torch.Tensor]]:
         "mul scalar": lambda: 3 * leaves((3,))[0],
         "cat": lambda: torch.cat(leaves((2,), (3,), (1,))),
         "stack": lambda: torch.stack(leaves((2,), (2,))),
+        "foreach div": lambda: (lambda a, b, c, d: torch._foreach_div([a, b], [c, d])[0])(
+            *leaves((2,), (2,), (2,), (2,))
+        ),
         "transpose": lambda: leaves((2, 3))[0].transpose(0, 1),
         "t": lambda: leaves((2, 3))[0].t(),
         "view": lambda: leaves((6,))[0].view(2, 3),
@@ -397,6 +406,7 @@ def test_every_real_node_fits_its_formula() -> None:
         "WhereBackward0",
         "CatBackward0",
         "StackBackward0",
+        "ForeachDivBackward0",
         "CopySlices",
     ):
         assert op in met, op

@@ -19,7 +19,8 @@ table as plain data and makes its formulas readable::
 
 The public functions:
 
-- `formula_for(op, n_slots=None) -> NodeFormula | None`: the formula per input slot of the
+- `formula_for(op, n_slots=None, *, complex=False) -> NodeFormula | None`: the formula
+  (an `InputFormula`) per input slot of the
   node class `op` (a grad_fn class name), in the order of the node's `next_functions`.
   None for a node the table does not describe (AccumulateGrad, a custom
   `torch.autograd.Function`, CopySlices, an unknown name): nothing rather than a guess.
@@ -32,6 +33,16 @@ The public functions:
   ("self", "other", "result") to the user's variable names.
 - `readable(formula, *, complex=False) -> str`: one derivatives.yaml formula (C++) made
   readable; shown verbatim (less `.conj()` for real tensors) where it cannot be.
+- `cache_path() -> Path`: where the disk cache of the installed torch lives.
+
+Notation: `·` is the elementwise product (`*`), `@` a matrix product (`mm`, `mv`,
+`matmul`), `⊗` the outer product (`ger`), `ᵀ` a transpose, `x²` a power; methods read as
+functions (`self.cos()` → `cos(self)`, `grad.expand(s)` → `expand(grad, s)`), sizes as
+`self.shape`, and `_symint` suffixes are dropped. `grad` is the gradient arriving at the
+node (`grads[i]`, `grad_<name>` for nodes with several outputs); `result` is its output.
+A few FunctionsManual.cpp helpers are spelled out (`mul_tensor_backward(grad, other, …)`
+→ `grad · other`, `mm_mat1_backward` → `grad @ mat2ᵀ · alpha`); the others keep their
+name, which is torch's C++ function computing that step.
 
 Slots. A node's `next_functions` has one slot per differentiable input of the forward
 function, in the function's argument order (torchgen's `args_with_derivatives`: the node's
@@ -127,9 +138,10 @@ def formula_for(
 ) -> NodeFormula | None:
     """The formula per input slot of the grad_fn class `op`, or None when there is none.
 
-    `n_slots` (`len(fn.next_functions)`) lays out list inputs, one slot per element; a node
-    with a list input needs it (without it, `inputs` holds one entry per list, with the
-    slot it would have if the list had one element, and `slot_names` says None).
+    `n_slots` (`len(fn.next_functions)`) lays out list inputs, one slot per element, and
+    must fit the layout (else None). Without it, a list input is one entry named after the
+    list ("tensors"), whose `slot` counts it as one slot: only the formulas are right then,
+    not the layout (`slot_names` and `explain` say None for such a node).
     `complex=True` keeps `.conj()` and `handle_r_to_c`, which do nothing on real tensors.
     """
     entry = _table().get(op)
@@ -139,7 +151,7 @@ def formula_for(
     if lengths is None:
         if n_slots is not None:
             return None
-        lengths = dict.fromkeys(_list_inputs(entry), 1)
+        lengths = {}  # lists of unknown length: one entry each
     by_name = {name: formula for formula in entry["formulas"] for name in formula["names"]}
     inputs: list[InputFormula] = []
     for arg in entry["inputs"]:
@@ -243,20 +255,20 @@ _TOKEN_REWRITES: tuple[tuple[str, str], ...] = (
     (r"\}", "]"),
 )
 
-# Methods shown as infix operators: `grad.div(self)` → `grad / self`.
-_OPERATOR_METHODS = {
-    "mul": "*",
-    "div": "/",
-    "add": "+",
-    "sub": "-",
-    "pow": "**",
-    "mm": "@",
-    "mv": "@",
-    "bmm": "@",
-    "matmul": "@",
-    "ger": "⊗",
-    "outer": "⊗",
+# Methods shown as infix operators: `grad.div(self)` → `grad / self`, `a.mm(b)` → `a @ b`
+# (`@` for matrix products, `·` for the elementwise `*`), `grad.ger(vec)` → `grad ⊗ vec`.
+_OPERATOR_METHODS: dict[str, type[ast.operator]] = {
+    "mul": ast.Mult,
+    "div": ast.Div,
+    "add": ast.Add,
+    "sub": ast.Sub,
+    "pow": ast.Pow,
+    "mm": ast.MatMult,
+    "mv": ast.MatMult,
+    "bmm": ast.MatMult,
+    "matmul": ast.MatMult,
 }
+_OUTER_PRODUCT_METHODS = frozenset({"ger", "outer"})
 # Methods shown as a property of the tensor: `self.sym_sizes()` → `self.shape`.
 _PROPERTY_METHODS = {
     "sym_sizes": "shape",
@@ -442,12 +454,9 @@ class _Printer:
         if name == "conj" and not args and plain and not self.complex:
             return self.show(receiver)
         if name in _OPERATOR_METHODS and len(args) == 1 and plain:
-            symbol = _OPERATOR_METHODS[name]
-            if symbol == "⊗":
-                return f"{self._at(receiver, _ATOM)} ⊗ {self._at(args[0], _ATOM)}", _MUL
-            operator = {"*": ast.Mult, "/": ast.Div, "+": ast.Add, "-": ast.Sub}.get(symbol)
-            operator = operator or {"**": ast.Pow, "@": ast.MatMult}[symbol]
-            return self._binary(receiver, operator, args[0])
+            return self._binary(receiver, _OPERATOR_METHODS[name], args[0])
+        if name in _OUTER_PRODUCT_METHODS and len(args) == 1 and plain:
+            return f"{self._at(receiver, _ATOM)} ⊗ {self._at(args[0], _ATOM)}", _MUL
         if name == "neg" and not args and plain:
             return "-" + self._at(receiver, _UNARY), _UNARY
         if name in ("t", "mT") and not args and plain:
@@ -493,30 +502,23 @@ def _is_one(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value == 1
 
 
-@cache
-def _template(text: str) -> ast.expr:
-    return ast.parse(text, mode="eval").body
+class _Substitute(ast.NodeTransformer):
+    """Replaces the placeholders `_0`, `_1` … of a helper template by call arguments."""
+
+    def __init__(self, args: list[ast.expr]) -> None:
+        self.args = args
+
+    def visit_Name(self, node: ast.Name) -> ast.expr:
+        placeholder = re.fullmatch(r"_(\d+)", node.id)
+        return self.args[int(placeholder[1])] if placeholder else node
 
 
 def _expand(template: str, args: list[ast.expr]) -> ast.expr | None:
     """The template with `_i` replaced by the i-th argument; None if an argument is missing."""
-
-    class Substitute(ast.NodeTransformer):
-        missing = False
-
-        def visit_Name(self, node: ast.Name) -> ast.expr:
-            if re.fullmatch(r"_\d+", node.id):
-                index = int(node.id[1:])
-                if index >= len(args):
-                    Substitute.missing = True
-                    return node
-                return args[index]
-            return node
-
-    import copy
-
-    expanded = Substitute().visit(copy.deepcopy(_template(template)))
-    return None if Substitute.missing else expanded
+    needed = max(int(i) for i in re.findall(r"\b_(\d+)\b", template)) + 1
+    if len(args) < needed:
+        return None
+    return _Substitute(args).visit(ast.parse(template, mode="eval").body)
 
 
 def _identifiers(text: str, first: str) -> list[str]:
@@ -631,16 +633,15 @@ def _write_cache(path: Path, key: Mapping[str, Any], table: Mapping[str, Any]) -
     """Write the cache atomically (a temporary file moved into place); failures are ignored."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, prefix=path.name, suffix=".tmp", delete=False
-        ) as file:
-            json.dump({"key": key, "ops": table}, file, ensure_ascii=False)
-        os.replace(file.name, path)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     except OSError:
-        try:
-            os.unlink(file.name)
-        except (OSError, NameError):
-            pass
+        return
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump({"key": key, "ops": table}, file, ensure_ascii=False)
+        os.replace(temporary, path)
+    except OSError:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def _name(name: Any) -> str:
