@@ -222,6 +222,11 @@ def test_readable_rewrites() -> None:
         readable("std::get<0>(at::_unique(index, /*sorted=*/false))") == "_unique(index, False)[0]"
     )
     assert readable("(grad * self).sum(-1, true)") == "sum(grad · self, -1, True)"
+    # another overload of a spelled-out helper keeps its name: with a rounding mode,
+    # div's gradient is zero, not grad / other
+    assert readable("div_tensor_self_backward(grad, other, self.scalar_type(), rounding_mode)") == (
+        "div_tensor_self_backward(grad, other, self.dtype, rounding_mode)"
+    )
     # A C++ ternary stays verbatim, less namespaces and .conj()
     assert readable("accumulate ? grad : at::zeros_like(self.conj())") == (
         "accumulate ? grad : zeros_like(self)"

@@ -281,21 +281,24 @@ _PROPERTY_METHODS = {
     "device": "device",
     "dim": "ndim",
 }
-# FunctionsManual.cpp helpers whose meaning (for real tensors) is a short expression; `_i`
-# stands for the i-th argument. Each matches the helper's C++ body in torch 2.x.
-_HELPER_TEMPLATES = {
-    "mul_tensor_backward": "_0 * _1",  # (grad, other, self_st)
-    "div_tensor_self_backward": "_0 / _1",  # (grad, other, self_st)
-    "div_tensor_other_backward": "-_0 * (_1 / _2) / _2",  # (grad, self, other)
-    "maybe_multiply": "_0 * _1",  # (t, s): t when s == 1
-    "mm_mat1_backward": "_0 @ _1.t() * _5",  # (grad, mat2, sizes, strides, layout, alpha)
-    "mm_mat2_backward": "_1.t() @ _0 * _5",  # (grad, mat1, sizes, strides, layout, alpha)
-    "tanh_backward": "_0 * (1 - _1 ** 2)",  # (grad, output)
-    "sigmoid_backward": "_0 * _1 * (1 - _1)",  # (grad, output)
-    "threshold_backward": "_0 * (_1 > _2)",  # (grad, self, threshold): relu's
-    "pow_backward": "_0 * _2 * _1 ** (_2 - 1)",  # (grad, self, exponent)
-    "pow_backward_self": "_0 * _2 * _1 ** (_2 - 1)",  # (grad, self, exponent)
-    "pow_backward_exponent": "_0 * _3 * log(_1)",  # (grad, self, exponent, result)
+# FunctionsManual.cpp helpers whose meaning (for real tensors) is a short expression, keyed
+# by name and argument count (another overload, such as div's with a rounding_mode, whose
+# gradient is zero, keeps its name); `_i` stands for the i-th argument. Each matches the
+# helper's C++ body in torch 2.x.
+_HELPER_TEMPLATES: dict[tuple[str, int], str] = {
+    ("mul_tensor_backward", 3): "_0 * _1",  # (grad, other, self_st)
+    ("div_tensor_self_backward", 3): "_0 / _1",  # (grad, other, self_st)
+    ("div_tensor_other_backward", 3): "-_0 * (_1 / _2) / _2",  # (grad, self, other)
+    ("maybe_multiply", 2): "_0 * _1",  # (t, s): t when s == 1
+    ("mm_mat1_backward", 6): "_0 @ _1.t() * _5",  # (grad, mat2, sizes, strides, layout, alpha)
+    ("mm_mat2_backward", 6): "_1.t() @ _0 * _5",  # (grad, mat1, sizes, strides, layout, alpha)
+    ("tanh_backward", 2): "_0 * (1 - _1 ** 2)",  # (grad, output)
+    ("sigmoid_backward", 2): "_0 * _1 * (1 - _1)",  # (grad, output)
+    ("threshold_backward", 3): "_0 * (_1 > _2)",  # (grad, self, threshold): relu's
+    ("pow_backward", 3): "_0 * _2 * _1 ** (_2 - 1)",  # (grad, self, exponent)
+    ("pow_backward_self", 3): "_0 * _2 * _1 ** (_2 - 1)",  # (grad, self, exponent)
+    # (grad, self, exponent, result); torch also returns 0 where self = 0 and exponent ≥ 0
+    ("pow_backward_exponent", 4): "_0 * _3 * log(_1)",
 }
 # Wrappers that change nothing for real tensors: the argument kept.
 _REAL_WRAPPERS = {"handle_r_to_c": 1, "conj": 0}
@@ -441,10 +444,9 @@ class _Printer:
             return f"{self._at(args[0], _ATOM)}[{name.removeprefix('_get')}]", _ATOM
         if not self.complex and name in _REAL_WRAPPERS and len(args) > _REAL_WRAPPERS[name]:
             return self.show(args[_REAL_WRAPPERS[name]])
-        if name in _HELPER_TEMPLATES and not keywords:
-            expanded = _expand(_HELPER_TEMPLATES[name], args)
-            if expanded is not None:
-                return self.show(expanded)
+        template = _HELPER_TEMPLATES.get((name, len(args)))
+        if template is not None and not keywords:
+            return self.show(_Substitute(args).visit(ast.parse(template, mode="eval").body))
         return self._function(name, args, keywords)
 
     def _method(
@@ -511,14 +513,6 @@ class _Substitute(ast.NodeTransformer):
     def visit_Name(self, node: ast.Name) -> ast.expr:
         placeholder = re.fullmatch(r"_(\d+)", node.id)
         return self.args[int(placeholder[1])] if placeholder else node
-
-
-def _expand(template: str, args: list[ast.expr]) -> ast.expr | None:
-    """The template with `_i` replaced by the i-th argument; None if an argument is missing."""
-    needed = max(int(i) for i in re.findall(r"\b_(\d+)\b", template)) + 1
-    if len(args) < needed:
-        return None
-    return _Substitute(args).visit(ast.parse(template, mode="eval").body)
 
 
 def _identifiers(text: str, first: str) -> list[str]:
