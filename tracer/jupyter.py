@@ -63,6 +63,12 @@ def show_passes(found: list[Pass]) -> None:
         display({"image/svg+xml": svg, "text/plain": f"<{p.recording.title}>"}, raw=True)
 
 
+def _cell_number(shell: Any) -> int:
+    """The running cell's number, N of In [N] (IPython 9 counts on before the cell runs)."""
+    number: int = shell.displayhook.prompt_count
+    return number
+
+
 def compile_body(shell: Any, cell: str) -> tuple[str, Callable[[], Any]]:
     """Compile a cell magic's body as IPython compiles a cell: its file name, and a function
     that runs it and returns its last value (None when it ends in a statement).
@@ -77,7 +83,7 @@ def compile_body(shell: Any, cell: str) -> tuple[str, Callable[[], Any]]:
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)  # the cell's value, as for any cell
     # A cached name, holding the body one line down: tracebacks show the cell's lines.
-    filename = shell.compile.cache("\n" + source, shell.execution_count, raw_code=cell)
+    filename = shell.compile.cache("\n" + source, _cell_number(shell), raw_code=cell)
     code = shell.compile(tree, filename, "exec")
     value = None if last is None else shell.compile(last, filename, "eval")
 
@@ -110,7 +116,7 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
     finally:
         if name:
             shell.user_ns[name] = t
-        locate = Locator(filename, shown=f"In [{shell.execution_count}]")
+        locate = Locator(filename, shown=f"In [{_cell_number(shell)}]")
         show_passes(passes(t.recording, locate))  # also when the cell raised: those so far
 
 

@@ -79,7 +79,7 @@ class Location:
             return f"cell{self.cell}-line{self.line}"
         if self.main:
             return f"line{self.line}"
-        stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(self.file).stem) or "code"
+        stem = re.sub(r"[^A-Za-z0-9_]+", "_", Path(self.file).stem).strip("_") or "code"
         return f"{stem}-line{self.line}"
 
 
