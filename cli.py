@@ -2,28 +2,46 @@
 
     trace list                            the exercises
     trace exercise-a --out graph.svg      trace one, check it, draw it
+    trace run script.py -- ARGS           your own script, one picture per backward call
 
-Every user mistake ends in one line on stderr and exit code 2; a check that fails ends
-in exit code 1 (the picture of the failure is still written).
+Every user mistake ends in one line on stderr and exit code 2; a check that fails ends in
+exit code 1 (the picture of the failure is still written). `trace --help`, `trace list`
+and `trace --version` do not import torch: it is imported when code is traced.
+
+Installed as `tracer.cli` (tracer/cli.py links here), so no top-level `cli` module lands
+in site-packages.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from typer.core import TyperGroup
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from tracer import exercises
-from tracer.capture import DEFAULT_MAX_VALUES
 from tracer.errors import TracerError
+from tracer.graph import DEFAULT_MAX_VALUES
+from tracer.pictures import PICTURE_FORMATS
 from tracer.render import DETAILS, FORMATS, RenderOptions, check_writable, write
-from tracer.report import format_report
+from tracer.report import check_line, format_report
+
+try:  # newer typer carries its own copy of click
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer, on click
+    from click.exceptions import ClickException  # type: ignore[no-redef]
 
 console = Console()
 
@@ -34,20 +52,55 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def _help_option(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""  # a flag: typer would show "<bool>"
+    return option
+
+
+class _Command(TyperCommand):
+    """Help that shows metavars (PATH, N) and flags bare, never typer's raw <bool>, <str>."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument":  # its name column says it all
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_option(super().get_help_option(ctx))
+
+
 class _Group(TyperGroup):
-    """Answers an unknown command with the known exercises, in one line."""
+    """One line for every mistake on the command line, and the known names for a typo."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _help_option(super().get_help_option(ctx))
 
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         if args and not args[0].startswith("-") and args[0] not in self.commands:
-            slugs = ", ".join(e.slug for e in exercises.all_exercises())
-            commands = ", ".join(c for c in self.commands if "-" not in c)
-            typer.echo(
-                f"error: unknown exercise or command '{args[0]}': "
-                f"exercises are {slugs}; commands are {commands}",
-                err=True,
+            slugs = [e.slug for e in exercises.all_exercises()]
+            commands = [c for c in self.commands if c not in slugs]
+            raise fail(
+                f"unknown exercise or command '{args[0]}': exercises are {', '.join(slugs)}; "
+                f"commands are {', '.join(commands)}"
             )
-            sys.exit(2)
         return super().resolve_command(ctx, args)
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickException as e:  # a usage error: typer would draw a box of it
+            command = f"trace {e.ctx.info_name}" if getattr(e, "ctx", None) else "trace"
+            command = "trace" if command == "trace trace" else command
+            typer.echo(f"error: {e.format_message()} (see `{command} --help`)", err=True)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 app = typer.Typer(
@@ -58,109 +111,210 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-OutOption = Annotated[
-    Path,
-    typer.Option(
-        "--out",
-        "-o",
-        help="Where to write the picture; the suffix picks the format: "
-        + ", ".join("." + f for f in FORMATS),
-    ),
-]
-DetailOption = Annotated[
-    str,
-    typer.Option(
-        "--detail",
-        help="slide: names, ops, gradients (for projecting); full: also each node's "
-        "forward value beside its gradient, shapes, dtypes and saved tensors.",
-    ),
-]
-SavedOption = Annotated[
-    bool, typer.Option("--saved", help="Show what autograd saved for backward on each node.")
-]
-MaxValuesOption = Annotated[
-    int,
-    typer.Option(
-        "--max-values",
-        min=0,
-        help="Tensors with at most this many elements show their values; larger, a summary.",
-    ),
-]
+
+def _version(show: bool) -> None:
+    if not show:
+        return
+    versions = []
+    for package in ("tracer", "torch"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} (not installed)")
+    typer.echo(", ".join(versions))  # torch's version without importing torch (seconds)
+    raise typer.Exit()
 
 
-@app.command("list")
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", metavar="", is_eager=True, callback=_version, help="Show the versions."
+        ),
+    ] = False,
+) -> None:
+    """Trace PyTorch's autograd graph, draw the gradient on every edge, check it."""
+
+
+# -- options shared by several commands, each declared once ---------------------------------
+
+Detail = Enum("Detail", {d: d for d in DETAILS}, type=str)  # type: ignore[misc]
+PictureFormat = Enum("PictureFormat", {f: f for f in PICTURE_FORMATS}, type=str)  # type: ignore[misc]
+
+
+@dataclass(frozen=True)
+class View:
+    """How much the pictures show."""
+
+    options: RenderOptions
+    max_values: int
+
+
+def view_options(
+    detail: Annotated[
+        Detail,
+        typer.Option(
+            "--detail",
+            help="slide: names, ops, gradients (for projecting); full: also each node's "
+            "forward value beside its gradient, shapes, dtypes and saved tensors.",
+        ),
+    ] = Detail.full,  # type: ignore[attr-defined]
+    saved: Annotated[
+        bool,
+        typer.Option("--saved", metavar="", help="Show what autograd saved for backward."),
+    ] = False,
+    max_values: Annotated[
+        int,
+        typer.Option(
+            "--max-values",
+            min=0,
+            metavar="N",
+            help="Tensors with at most N elements show their values; larger, a summary.",
+        ),
+    ] = DEFAULT_MAX_VALUES,
+) -> View:
+    return View(RenderOptions(detail=detail.value, saved=saved), max_values)
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """Where the pictures of `trace run` and `trace notebook` go, and in which format."""
+
+    out: Path | None
+    fmt: str
+
+
+def picture_options(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            metavar="FOLDER",
+            show_default=False,
+            help="The folder for the pictures, one per backward call (default: NAME-traces).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        PictureFormat,
+        typer.Option("--format", "-f", help="The pictures' format."),
+    ] = PictureFormat.svg,  # type: ignore[attr-defined]
+) -> Pictures:
+    return Pictures(out, fmt.value)
+
+
+def uses(**groups: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the options of each group: `@uses(view=view_options)` replaces the
+    command's parameter `view` by view_options's options, and passes it their result."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(command, eval_str=True)
+        parameters = [p for p in own.parameters.values() if p.name not in groups]
+        names = {}
+        for name, group in groups.items():
+            shared = inspect.signature(group, eval_str=True).parameters.values()
+            names[name] = [p.name for p in shared]
+            parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in shared]
+
+        @functools.wraps(command)
+        def wrapper(**given: Any) -> Any:
+            for name, group in groups.items():
+                given[name] = group(**{p: given.pop(p) for p in names[name]})
+            return command(**given)
+
+        wrapper.__signature__ = own.replace(parameters=parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+# -- the exercises ----------------------------------------------------------------------------
+
+
+@app.command("list", cls=_Command)
 def list_exercises() -> None:
     """List the exercises with their formulas."""
     table = Table(title="Exercises (run one: trace SLUG --out graph.svg)")
     for column in ("slug", "source", "formula", "manual gradient", "shapes"):
         table.add_column(column)
-    for e in exercises.all_exercises():
-        table.add_row(e.slug, e.source, e.formula, e.manual, e.shapes)
+    for e in exercises.all_exercises():  # Text: a formula's [ ] is not rich markup
+        table.add_row(*(Text(s) for s in (e.slug, e.source, e.formula, e.manual, e.shapes)))
     console.print(table)
 
 
-def render_options(detail: str, saved: bool) -> RenderOptions:
-    if detail not in DETAILS:
-        raise TracerError(f"unknown detail level '{detail}': use one of " + ", ".join(DETAILS))
-    return RenderOptions(detail=detail, saved=saved)  # type: ignore[arg-type]
+def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
+    """The command `trace SLUG`: trace the exercise, report, draw; exit 1 when it disagrees."""
 
-
-def _exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
+    @uses(view=view_options)
     def command(
-        out: OutOption = Path("graph.svg"),
-        detail: DetailOption = "full",
-        saved: SavedOption = False,
-        max_values: MaxValuesOption = DEFAULT_MAX_VALUES,
+        view: View,
+        out: Annotated[
+            Path,
+            typer.Option(
+                "--out",
+                "-o",
+                metavar="PATH",
+                help="Where to write the picture; the suffix picks the format: "
+                + ", ".join("." + f for f in FORMATS),
+            ),
+        ] = Path("graph.svg"),
     ) -> None:
         try:
-            options = render_options(detail, saved)
             check_writable(out)
-            recording = ex.run(max_values=max_values)
+            recording = ex.run(max_values=view.max_values)
             typer.echo(format_report(recording))
-            write(recording, out, options)
+            write(recording, out, view.options)
         except TracerError as e:
             raise fail(str(e)) from None
         typer.echo(f"wrote {out}")
         if recording.passed is False:
             raise typer.Exit(1)
 
-    command.__doc__ = f"{ex.formula}  —  {ex.source}. Trace, check against {ex.manual}, draw."
+    command.__doc__ = escape(
+        f"{ex.formula}  —  {ex.source}. Trace, check against {ex.manual}, draw."
+    )
     return command
 
 
 for _ex in exercises.all_exercises():
-    app.command(_ex.slug, rich_help_panel="Exercises")(_exercise_command(_ex))
+    app.command(_ex.slug, cls=_Command, rich_help_panel="Exercises")(exercise_command(_ex))
 
 
-PictureFormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="The pictures' format: svg, png, pdf, dot or json.")
-]
-OutDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--out",
-        "-o",
-        help="The folder for the pictures, one per backward call (default: NAME-traces).",
-    ),
-]
+# -- your own code ----------------------------------------------------------------------------
 
 
-def _trace_user_code(
-    source: Path, out: Path | None, fmt: str, look: tuple[str, bool], execute: Callable[[], Any]
-) -> None:
+def summary_table(source: Path, result: Any) -> Table:
+    """Each backward call: where it was made, its size, the verdicts, its picture."""
+    table = Table(title=Text(f"Backward passes in {source}"))
+    for column in ("#", "called at", "nodes", "comparisons", "picture"):
+        table.add_column(column, justify="right" if column in ("#", "nodes") else "left")
+    for i, p in enumerate(result.passes):
+        verdicts = ", ".join(check_line(c, "brief") for c in p.recording.checks) or "—"
+        style = {True: "green", False: "red", None: ""}[p.passed]
+        picture = result.pictures[i].name if i < len(result.pictures) else ""
+        where = str(p.location) if p.location else "?"
+        cells = (str(p.number), where, str(p.nodes), verdicts, picture)
+        table.add_row(*(Text(c) for c in cells), style=style)  # Text: no markup in names
+    return table
+
+
+def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any) -> None:
     """Run the user's code (`execute`), write its pictures, print the summary, exit."""
-    from tracer import runner
+    from tracer.pictures import prepare_out_dir, write_pictures
 
-    out = out or Path(f"{source.stem}-traces")
+    out = pictures.out or Path(f"{source.stem}-traces")
     try:
-        options = render_options(*look)
-        runner.check_out_dir(out, fmt)
-        result = execute()
-        runner.write_pictures(result, out, fmt, options)
+        folder = prepare_out_dir(out, pictures.fmt)
+        result = execute(view.max_values)
+        result.pictures, result.older_pictures = write_pictures(
+            result.passes, folder, pictures.fmt, view.options
+        )
     except TracerError as e:
         raise fail(str(e)) from None
     if result.passes:
-        console.print(runner.summary_table(result))
+        console.print(summary_table(source, result))
         typer.echo(f"wrote {len(result.pictures)} picture(s) to {out}")
     if result.stray_checks:
         typer.echo(
@@ -171,90 +325,92 @@ def _trace_user_code(
     if result.older_pictures:
         typer.echo(f"note: {out} also holds {len(result.older_pictures)} older picture(s)")
     if result.error:
-        raise fail(result.error)
+        raise fail(result.error, result.exit_code or 2)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
     if not result.passes:
         raise fail(f"no backward pass was run: nothing to draw ({source} never called backward)")
     if result.passed is False:
         raise typer.Exit(1)
 
 
+_EXIT_STATUS = (
+    "Exit status: 0; 1 when a comparison disagrees; the code's own N when it calls "
+    "sys.exit(N); 2 when it raises, or for a mistake on the command line."
+)
 _RUN_HELP = (
     "Run your script as `python SCRIPT ARGS` would; draw each backward call and its checks."
     "\n\nThe script is executed, unchanged, in this process, in the current directory. "
-    "One picture per backward call (01-line12.svg, ...) goes to --out, with the checks made "
-    "after it: tracer.check(...), and torch.allclose(...) on a gradient."
+    "Its own arguments go after `--`:  trace run train.py --out pics -- --lr 0.1 --epochs 3"
+    "\n\nOne picture per backward call (01-line12.svg, ...) goes to --out, with the checks "
+    "made after it: tracer.check(...), and torch.allclose(...) on a gradient."
+    "\n\n" + _EXIT_STATUS
 )
 _NOTEBOOK_HELP = (
     "Run your notebook's code cells as Jupyter would; draw each backward call and its checks."
-    "\n\nThe cells are executed, unchanged, in this process: in order, in one namespace, in "
-    "the notebook's folder. IPython magics and !shell lines are skipped with a warning. One "
-    "picture per backward call (01-cell4-line3.svg, ...) goes to --out."
+    "\n\nThe cells are executed, unchanged, in this process, in an IPython shell: in order, "
+    "in one namespace, in the notebook's folder; magics, !shell lines, display() and "
+    "top-level await work as in Jupyter. One picture per backward call "
+    "(01-cell4-line3.svg, ...) goes to --out."
+    "\n\n" + _EXIT_STATUS
 )
 
 
 @app.command(
     "run",
+    cls=_Command,
     help=_RUN_HELP,
     context_settings={"ignore_unknown_options": True},
     rich_help_panel="Your own code",
 )
+@uses(pictures=picture_options, view=view_options)
 def run_script(
-    script: Annotated[Path, typer.Argument(help="The Python file to run.", show_default=False)],
+    pictures: Pictures,
+    view: View,
+    script: Annotated[
+        Path,
+        typer.Argument(metavar="SCRIPT", help="The Python file to run.", show_default=False),
+    ],
     args: Annotated[
         list[str] | None,
-        typer.Argument(help="Arguments for the script (its sys.argv[1:]).", show_default=False),
+        typer.Argument(
+            metavar="ARGS",
+            help="Arguments for the script (its sys.argv[1:]), after `--`.",
+            show_default=False,
+        ),
     ] = None,
-    out: OutDirOption = None,
-    fmt: PictureFormatOption = "svg",
-    detail: DetailOption = "full",
-    saved: SavedOption = False,
-    max_values: MaxValuesOption = DEFAULT_MAX_VALUES,
 ) -> None:
     """Run a script under a trace; one picture per backward call (see `_RUN_HELP`)."""
-    from tracer import runner
+    from tracer.script import run_script
 
-    _trace_user_code(
-        script,
-        out,
-        fmt,
-        (detail, saved),
-        lambda: runner.run_script(script, args or (), max_values=max_values),
-    )
+    _trace_user_code(script, pictures, view, lambda n: run_script(script, args or (), max_values=n))
 
 
-@app.command("notebook", help=_NOTEBOOK_HELP, rich_help_panel="Your own code")
+@app.command("notebook", cls=_Command, help=_NOTEBOOK_HELP, rich_help_panel="Your own code")
+@uses(pictures=picture_options, view=view_options)
 def run_notebook(
-    notebook: Annotated[Path, typer.Argument(help="The .ipynb file.", show_default=False)],
-    out: OutDirOption = None,
-    fmt: PictureFormatOption = "svg",
-    detail: DetailOption = "full",
-    saved: SavedOption = False,
-    max_values: MaxValuesOption = DEFAULT_MAX_VALUES,
+    pictures: Pictures,
+    view: View,
+    notebook: Annotated[
+        Path, typer.Argument(metavar="NOTEBOOK", help="The .ipynb file.", show_default=False)
+    ],
 ) -> None:
     """Run a notebook under a trace; one picture per backward call (see `_NOTEBOOK_HELP`)."""
-    from tracer import runner
+    from tracer.notebook import run_notebook
 
-    def warn(message: str) -> None:
-        typer.echo(f"warning: {message}", err=True)
-
-    _trace_user_code(
-        notebook,
-        out,
-        fmt,
-        (detail, saved),
-        lambda: runner.run_notebook(notebook, max_values=max_values, warn=warn),
-    )
+    _trace_user_code(notebook, pictures, view, lambda n: run_notebook(notebook, max_values=n))
 
 
-@app.command("gallery")
+@app.command("gallery", cls=_Command)
 def gallery(
-    out: Annotated[Path, typer.Option("--out", "-o", help="The gallery's folder.")] = Path(
-        "gallery"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FOLDER", help="The gallery's folder.")
+    ] = Path("gallery"),
     check: Annotated[
         bool,
         typer.Option(
             "--check",
+            metavar="",
             help="Re-run every exercise and compare with the folder, writing nothing: exit 1 "
             "when a check fails or a file is missing or out of date.",
         ),
@@ -291,8 +447,10 @@ def gallery(
         typer.echo(f"{out} is up to date: {len(every)} exercises, every check agrees")
 
 
-# --- run / notebook commands (issue 5) ---
+def main() -> None:
+    """The console script `trace`."""
+    app(prog_name="trace")
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -1,4 +1,12 @@
-"""Shared test helpers. Golden files: `TRACER_REGEN_GOLDEN=1 pytest` rewrites them."""
+"""Shared test helpers.
+
+Slow tests (`@pytest.mark.slow`: a fresh Python with torch, pip install, a Jupyter kernel)
+run with `pytest --slow`, as the README's test command and CI do; plain `pytest` leaves
+them out (and says how many it deselected).
+
+Golden files: `TRACER_REGEN_GOLDEN=1 pytest` rewrites those that differ, and those tests
+still fail ("regenerated, re-run"), so a regeneration never passes unseen.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +15,42 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden"
 REGENERATE = os.environ.get("TRACER_REGEN_GOLDEN") == "1"
 
 
-def assert_golden(name: str, text: str) -> None:
-    """`text` equals tests/golden/`name`; with TRACER_REGEN_GOLDEN=1 the file is rewritten."""
-    path = GOLDEN / name
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the slow tests")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
+def assert_text_file(path: Path, text: str) -> None:
+    """`text` equals the file at `path`; with TRACER_REGEN_GOLDEN=1 a differing or missing
+    file is rewritten, and the test fails all the same, asking for a re-run."""
+    old = path.read_text(encoding="utf-8") if path.exists() else None
+    if old == text:
+        return
     if REGENERATE:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-        return
-    if not path.exists():
+        pytest.fail(f"{path} differed: regenerated, re-run the tests")
+    if old is None:
         pytest.fail(f"no golden file {path}: run TRACER_REGEN_GOLDEN=1 pytest to create it")
-    assert text == path.read_text(encoding="utf-8"), (
-        f"{name} differs from its golden file; if the change is intended, "
+    assert text == old, (
+        f"{path.name} differs from its golden file {path}; if the change is intended, "
         "regenerate with TRACER_REGEN_GOLDEN=1 pytest"
     )
+
+
+def assert_golden(name: str, text: str) -> None:
+    """`text` equals tests/golden/`name` (see assert_text_file)."""
+    assert_text_file(GOLDEN / name, text)

@@ -1,27 +1,44 @@
-"""The `trace` command driven end to end, as a user runs it: real processes, real `dot`."""
+"""The `trace` command: in-process through Typer's CliRunner, plus a few real processes
+(marked slow) for what only a real process shows: the installed console script, and that
+`trace --help` and `trace list` never import torch."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from tracer.exercises import COMMANDS, all_exercises
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = str(Path(sys.executable).parent / "trace")
+SLUGS = [e.slug for e in all_exercises()]
 
 
-def trace(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [TRACE, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+def cli(*args: str | Path, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250", **(env or {})})
+
+
+def one_error_line(result, code: int = 2) -> str:
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+# -- the exercises ----------------------------------------------------------------------------
 
 
 def test_exercise_a_writes_a_real_svg(tmp_path: Path) -> None:
-    r = trace("exercise-a", "--out", "graph.svg", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    r = cli("exercise-a", "--out", tmp_path / "graph.svg")
+    assert r.exit_code == 0, r.output
     svg = (tmp_path / "graph.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
     for text in ("LogBackward0", "DotBackward0", "AccumulateGrad", "MulBackward0", "agree"):
@@ -34,85 +51,162 @@ def test_exercise_a_writes_a_real_svg(tmp_path: Path) -> None:
     [("png", b"\x89PNG"), ("pdf", b"%PDF"), ("dot", b"digraph"), ("json", b"{")],
 )
 def test_exercise_b_every_format(tmp_path: Path, suffix: str, starts: bytes) -> None:
-    r = trace("exercise-b", "--out", f"graph.{suffix}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    r = cli("exercise-b", "--out", tmp_path / f"graph.{suffix}", "--detail", "slide")
+    assert r.exit_code == 0, r.output
     data = (tmp_path / f"graph.{suffix}").read_bytes()
     assert data.startswith(starts)
     if suffix in ("dot", "json"):
         assert b"SqueezeBackward4" in data and b"SinBackward0" in data
 
 
-def test_list_shows_the_exercises_with_formulas(tmp_path: Path) -> None:
-    r = trace("list", cwd=tmp_path, env={**os.environ, "COLUMNS": "200"})
-    assert r.returncode == 0
-    assert "exercise-a" in r.stdout and "exercise-b" in r.stdout and "log(1 + z)" in r.stdout
+def test_list_shows_the_exercises_and_their_formulas_unmangled() -> None:
+    r = cli("list", env={"COLUMNS": "600"})  # wide enough for no cell to wrap
+    assert r.exit_code == 0
+    for ex in all_exercises():
+        assert ex.slug in r.stdout and ex.formula in r.stdout  # "[yₙ log pₙ …]" is no markup
 
 
-def one_error_line(r: subprocess.CompletedProcess) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    return lines[0]
+def test_help_lists_commands_and_exercises_readably() -> None:
+    text = cli("--help").stdout
+    assert "L = −Σₙ[yₙ log pₙ + (1 − yₙ) log(1 − pₙ)], p = σ(Xw)" in text
+    for raw in ("<bool>", "<str>", "<list[str]>", "<path>", "<int"):
+        assert raw not in text
+    assert "--version" in text
+    run = cli("run", "--help").stdout
+    assert "<slide|full>" in run and "<svg|png|pdf|dot|json>" in run  # the choices, listed
+    assert "FOLDER" in run and " N " in run
+    assert "trace run train.py --out pics -- --lr 0.1" in run  # the script's own arguments
+    assert "sys.exit(N)" in run
+    for raw in ("<bool>", "<str>", "<list[str]>", "<path>"):
+        assert raw not in run
 
 
-def test_unknown_exercise_names_the_known_ones(tmp_path: Path) -> None:
-    line = one_error_line(trace("exercise-z", "--out", "g.svg", cwd=tmp_path))
-    assert "exercise-z" in line and "exercise-a" in line and "exercise-b" in line
+def test_version_names_tracer_and_torch() -> None:
+    from importlib.metadata import version
+
+    r = cli("--version")
+    assert r.exit_code == 0
+    assert r.stdout.strip() == f"tracer {version('tracer')}, torch {version('torch')}"
+
+
+def test_unknown_name_lists_exercises_and_commands_apart() -> None:
+    line = one_error_line(cli("exercise-z", "--out", "g.svg"))
+    exercises, commands = line.split("; commands are ")
+    assert "exercise-z" in exercises and all(slug in exercises for slug in SLUGS)
+    assert commands.split(", ") == list(COMMANDS)
+
+
+def test_the_commands_are_the_ones_the_registry_keeps_free() -> None:
+    registered = {c.name for c in app.registered_commands}
+    assert registered - set(SLUGS) == set(COMMANDS)
+
+
+def test_usage_mistakes_are_one_line() -> None:
+    assert "'huge' is not one of" in one_error_line(cli("exercise-a", "--detail", "huge"))
+    assert "--nope" in one_error_line(cli("exercise-a", "--nope"))
+    assert "Missing argument 'SCRIPT'" in one_error_line(cli("run"))
 
 
 def test_unknown_suffix_lists_the_supported_ones(tmp_path: Path) -> None:
-    line = one_error_line(trace("exercise-a", "--out", "g.bmp", cwd=tmp_path))
+    line = one_error_line(cli("exercise-a", "--out", tmp_path / "g.bmp"))
     assert ".bmp" in line and ".svg" in line and ".json" in line
     assert not (tmp_path / "g.bmp").exists()
 
 
 def test_unwritable_paths(tmp_path: Path) -> None:
-    line = one_error_line(trace("exercise-a", "--out", "no/such/dir/g.svg", cwd=tmp_path))
-    assert "does not exist" in line
-    line = one_error_line(trace("exercise-a", "--out", str(tmp_path), cwd=tmp_path))
-    assert "directory" in line
+    assert "does not exist" in one_error_line(cli("exercise-a", "--out", tmp_path / "no/g.svg"))
+    assert "directory" in one_error_line(cli("exercise-a", "--out", tmp_path))
     # /proc refuses new files even to root, whose permission bits are never in the way.
-    line = one_error_line(trace("exercise-a", "--out", "/proc/graph.svg", cwd=tmp_path))
+    line = one_error_line(cli("exercise-a", "--out", "/proc/graph.svg"))
     assert "cannot write /proc/graph.svg" in line
 
 
-def test_missing_dot_says_how_to_install_and_clobbers_nothing(tmp_path: Path) -> None:
+def test_missing_dot_says_how_to_install_and_clobbers_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = tmp_path / "graph.svg"
     good.write_text("a good picture")
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no `dot` on it
-    line = one_error_line(trace("exercise-a", "--out", "graph.svg", cwd=tmp_path, env=env))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no `dot` on it
+    line = one_error_line(cli("exercise-a", "--out", good))
     assert "dot" in line and "apt-get install graphviz" in line
     assert good.read_text() == "a good picture"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["graph.svg"]  # no temporary left
     # DOT and JSON need no `dot`.
-    r = trace("exercise-a", "--out", "graph.dot", cwd=tmp_path, env=env)
-    assert r.returncode == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
+    r = cli("exercise-a", "--out", tmp_path / "graph.dot")
+    assert r.exit_code == 0 and (tmp_path / "graph.dot").read_text().startswith("digraph")
 
 
-def test_non_editable_install_gives_a_working_trace(tmp_path: Path) -> None:
-    target = tmp_path / "site"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--target",
-            str(target),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    assert (target / "cli.py").exists() and (target / "tracer" / "render.py").exists()
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    code = "import cli, tracer; print(tracer.__file__)"
+# -- real processes -----------------------------------------------------------------------------
+
+_IMPORTS_AFTER = """
+import sys
+from cli import main
+sys.argv = ["trace", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print("torch imported:", "torch" in sys.modules, file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["--version"], ["exercise-a", "--help"]])
+def test_help_and_list_never_import_torch(args: list[str]) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     r = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", _IMPORTS_AFTER, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert r.stdout.strip(), r.stderr  # it did answer
+    assert r.stderr.strip().splitlines()[-1] == "torch imported: False"
+
+
+@pytest.mark.slow
+def test_the_console_script_draws_exercise_a(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [TRACE, "exercise-a", "--out", "graph.svg"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "</svg>" in (tmp_path / "graph.svg").read_text()
+
+
+@pytest.mark.slow
+def test_non_editable_install_puts_no_cli_module_in_site_packages(tmp_path: Path) -> None:
+    # From a copy: setuptools would reuse the files a build/ folder keeps from earlier builds.
+    ignore = shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", ".venv", "__pycache__", ".*cache"
+    )
+    source = Path(shutil.copytree(ROOT, tmp_path / "source", symlinks=True, ignore=ignore))
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    subprocess.run(
+        [*pip, "--target", str(target), str(source)], check=True, capture_output=True, timeout=300
+    )
+    assert not (target / "cli.py").exists()  # no top-level `cli` to clash with other packages
+    assert (target / "tracer" / "cli.py").is_file() and not (
+        target / "tracer" / "cli.py"
+    ).is_symlink()
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    for args in (["--help"], ["exercise-b", "--out", "g.svg"]):
+        r = subprocess.run(
+            [str(target / "bin" / "trace"), *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stderr
+    assert (tmp_path / "g.svg").exists()
+    r = subprocess.run(
+        [sys.executable, "-c", "import tracer.cli, tracer; print(tracer.__file__)"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -120,12 +214,3 @@ def test_non_editable_install_gives_a_working_trace(tmp_path: Path) -> None:
         check=True,
     )
     assert r.stdout.startswith(str(target))
-    r = subprocess.run(
-        [str(target / "bin" / "trace"), "exercise-b", "--out", "g.svg"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "g.svg").exists()

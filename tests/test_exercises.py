@@ -2,27 +2,31 @@
 
 The finite-difference oracle needs nothing from an exercise: it re-runs the exercise's
 function, shifting one element of one input as that input is created, and reads off the
-value the exercise's `backward` differentiated. So adding an exercise stays one decorated
-function, and the oracle is independent of both autograd and the manual formula.
+value the exercise's `backward` differentiated. So adding an exercise stays one function
+and its description, and the oracle is independent of both autograd and the manual formula.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import itertools
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+import typer
 from torch.overrides import TorchFunctionMode
+from typer.testing import CliRunner
 
-from tracer.exercises import Exercise, Manual, all_exercises
+import tracer.exercises
+from cli import exercise_command
+from tracer.exercises import COMMANDS, Exercise, all_exercises, register
+from tracer.exercises._inputs import Manual
+from tracer.report import check_line
 
 EXERCISES = all_exercises()
 SLUGS = [e.slug for e in EXERCISES]
-TESTS = Path(__file__).resolve().parent
 
 # -- the finite-difference oracle ---------------------------------------------------------
 
@@ -122,7 +126,7 @@ WRONG = Exercise(
     formula="f = Σᵢⱼ Xᵢⱼ³",
     manual="∂f/∂X = 3X (wrong: it is 3X²)",
     shapes="X ∈ ℝ²ˣ²",
-    fn=_wrong_cube,
+    function="test_exercises:_wrong_cube",
 )
 
 
@@ -134,7 +138,7 @@ def test_every_check_passes(ex: Exercise) -> None:
     recording = ex.run()
     assert recording.checks, "an exercise checks at least one input"
     for check in recording.checks:
-        assert check.passed, check.summary()
+        assert check.passed, check_line(check, "exact")
     assert recording.passed is True
 
 
@@ -153,9 +157,28 @@ def test_exercise_is_described(ex: Exercise) -> None:
     assert ex.slug in ex.title
 
 
-def test_slugs_are_unique_and_the_lecture_comes_first() -> None:
-    assert len(set(SLUGS)) == len(SLUGS)
+def test_the_lecture_comes_first() -> None:
     assert SLUGS[:2] == ["exercise-a", "exercise-b"]
+
+
+def test_every_exercise_function_is_registered() -> None:
+    registered = {e.function for e in EXERCISES}
+    for module in {f.partition(":")[0] for f in registered}:
+        functions = inspect.getmembers(importlib.import_module(module), inspect.isfunction)
+        for name, fn in functions:
+            if fn.__module__ == module and not name.startswith("_"):
+                assert f"{module}:{name}" in registered, f"{module}.{name} is in no exercise"
+
+
+@pytest.mark.parametrize(
+    ("slug", "why"),
+    [(COMMANDS[0], "is a `trace` command"), ("exercise-a", "two exercises"), ("Big_Slug", "use")],
+)
+def test_the_registry_refuses_bad_slugs(slug: str, why: str) -> None:
+    before = dict(tracer.exercises._REGISTRY)
+    with pytest.raises(ValueError, match=why):
+        register(Exercise(slug, "t", "s", "f", "m", "x", function="test_exercises:_wrong_cube"))
+    assert tracer.exercises._REGISTRY == before
 
 
 def test_the_oracle_catches_a_wrong_formula() -> None:
@@ -173,31 +196,13 @@ def test_a_wrong_formula_fails_and_says_where() -> None:
     assert check.name == "X"
     assert check.max_abs == pytest.approx(11.25)
     assert check.where == (1, 0)
-    assert "DISAGREE" in check.summary() and "[1, 0]" in check.summary()
-
-
-_CLI_WITH_WRONG = """
-import dataclasses, sys
-sys.path.insert(0, sys.argv[1])
-from test_exercises import WRONG
-from tracer.exercises import exercise
-fields = {f.name: getattr(WRONG, f.name) for f in dataclasses.fields(WRONG)}
-fn, slug = fields.pop("fn"), fields.pop("slug")
-exercise(slug, **fields)(fn)
-import cli
-cli.app(["wrong-cube", "--out", "wrong.svg"])
-"""
+    assert "DISAGREE" in check_line(check, "exact") and "[1, 0]" in check_line(check, "exact")
 
 
 def test_trace_of_a_wrong_exercise_exits_1_and_still_draws(tmp_path: Path) -> None:
-    # In a process of its own, so the wrong exercise never joins this process's registry.
-    r = subprocess.run(
-        [sys.executable, "-c", _CLI_WITH_WRONG, str(TESTS)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 1, (r.stdout, r.stderr)
+    app = typer.Typer()
+    app.command()(exercise_command(WRONG))  # the command `trace wrong-cube` would be
+    r = CliRunner().invoke(app, ["--out", str(tmp_path / "wrong.svg")])
+    assert r.exit_code == 1, r.output
     assert "DISAGREE" in r.stdout and "[1, 0]" in r.stdout
     assert (tmp_path / "wrong.svg").read_text().rstrip().endswith("</svg>")

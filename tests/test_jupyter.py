@@ -1,13 +1,17 @@
-"""Jupyter: `%load_ext tracer`, the `%%trace` cell magic and a Trace shown inline, in a real
-kernel (ipykernel, driven by nbclient) that runs this very Python, whatever `python` is."""
+"""Jupyter: `%load_ext tracer`, the `%%trace` cell magic and a Trace shown inline: in an
+IPython shell in this process, and (slow) in a real kernel (ipykernel, driven by nbclient)
+that runs this very Python, whatever `python` is."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 import tracer
@@ -64,10 +68,66 @@ def _svgs(cell) -> list[str]:
     ]
 
 
-def test_extension_entry_point_is_importable() -> None:
-    assert callable(tracer.load_ipython_extension)
+@pytest.fixture
+def shell(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """An IPython shell with `%load_ext tracer` run, its displayed pictures in `.shown`."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.enabled = False
+    ip = InteractiveShell.instance(config=config)
+    ip.shown = []
+    monkeypatch.setattr("IPython.display.display", lambda data, raw: ip.shown.append(data))
+    assert run(ip, "%load_ext tracer").success
+    run(ip, f"import torch, tracer\nx = torch.tensor({X}, dtype=torch.float64, requires_grad=True)")
+    yield ip
+    InteractiveShell.clear_instance()
 
 
+def run(shell: Any, code: str) -> Any:
+    return shell.run_cell(code, store_history=True)  # as Jupyter runs a cell
+
+
+MAGIC = "%%trace t\nz = torch.dot(x, x)\nf = torch.log(1 + z)\nf.backward()\n"
+
+
+def test_the_magic_shows_one_picture_per_backward_call_and_the_value(shell: Any) -> None:
+    result = run(shell, MAGIC + "x.grad = None\ntorch.sin(x).sum().backward()\nf.item()")
+    assert result.success and 1.0 < result.result < 2.0  # the last value, as for any cell
+    first, second = (shown["image/svg+xml"] for shown in shell.shown)
+    assert "LogBackward0" in first and "SinBackward0" in second
+    assert "backward pass 1 at In [3]:4" in first  # the cell's own line numbers
+    assert isinstance(shell.user_ns["t"], tracer.Trace)
+
+
+def test_a_trailing_semicolon_hides_the_value_as_in_any_cell(shell: Any) -> None:
+    assert run(shell, MAGIC + "f.item();").result is None
+    assert run(shell, "f.item();").result is None
+    assert run(shell, "f.item()").result is not None
+
+
+def test_an_error_shows_the_pictures_so_far_then_raises(shell: Any) -> None:
+    result = run(shell, MAGIC + "raise ValueError('boom')")
+    assert isinstance(result.error_in_exec, ValueError)
+    assert len(shell.shown) == 1 and "LogBackward0" in shell.shown[0]["image/svg+xml"]
+
+
+def test_inside_an_active_trace_the_magic_just_runs(shell: Any) -> None:
+    with tracer.trace() as outer:
+        assert run(shell, MAGIC + "f.item()").success
+    assert shell.shown == []  # the outer trace records: no second trace, no picture here
+    assert len(outer.graphs) == 1 and shell.user_ns["t"] is outer
+
+
+def test_a_check_shows_itself_readably(shell: Any) -> None:
+    run(shell, MAGIC)
+    check = run(shell, "tracer.check(x, 2 * x / (1 + z), quiet=True)").result
+    assert repr(check).startswith("<Check ∂/∂x: ✓ agree, largest error")
+    assert "✓ agree" in check._repr_html_() and "manual" in check._repr_html_()
+
+
+@pytest.mark.slow
 def test_trace_magic_in_a_real_kernel(tmp_path: Path) -> None:
     nb = new_notebook(cells=[new_code_cell(c) for c in CELLS])
     _execute(nb, tmp_path)
@@ -96,6 +156,7 @@ def test_trace_magic_in_a_real_kernel(tmp_path: Path) -> None:
     assert errors and errors[0]["ename"] == "ValueError"
 
 
+@pytest.mark.slow
 def test_lecture_notebook_in_a_real_kernel(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     nb = nbformat.read(root / "examples" / "lecture.ipynb", as_version=4)

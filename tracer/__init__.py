@@ -10,11 +10,37 @@ t.check(x, manual=2 * x / (1 + z))
 t.render("graph.svg")
 """
 
-from tracer.errors import TracerError
-from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
-from tracer.render import RenderOptions, render_dot, render_svg, write
-from tracer.session import Trace, check, trace
+from __future__ import annotations
 
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tracer.errors import TracerError
+    from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
+    from tracer.render import RenderOptions, render_dot, render_svg, write
+    from tracer.session import Trace, check, trace
+
+# Each public name and the module it lives in, imported on first use: `import tracer` (and
+# so `trace --help`, `trace list`) must not import torch, which takes seconds.
+_EXPORTS = {
+    "Check": "tracer.graph",
+    "Edge": "tracer.graph",
+    "Graph": "tracer.graph",
+    "Node": "tracer.graph",
+    "Recording": "tracer.graph",
+    "RenderOptions": "tracer.render",
+    "TensorData": "tracer.graph",
+    "Trace": "tracer.session",
+    "TracerError": "tracer.errors",
+    "check": "tracer.session",
+    "render_dot": "tracer.render",
+    "render_svg": "tracer.render",
+    "trace": "tracer.session",
+    "write": "tracer.render",
+}
 __all__ = [
     "Check",
     "Edge",
@@ -31,6 +57,40 @@ __all__ = [
     "trace",
     "write",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'tracer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # found directly from now on
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+class _Package(types.ModuleType):
+    """`tracer.check` is the function `tracer.session.check`, always.
+
+    Importing the submodule tracer/check.py (which session does) sets the package's
+    attribute `check` to that module; with the names imported lazily nothing would set it
+    back, and `tracer.check(x, manual)` in the user's code would call a module.
+    """
+
+    @property
+    def check(self) -> Any:
+        from tracer.session import check
+
+        return check
+
+    @check.setter
+    def check(self, submodule: object) -> None:
+        pass  # the import system's note of tracer/check.py: sys.modules keeps it
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def load_ipython_extension(ipython: object) -> None:

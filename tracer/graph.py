@@ -13,6 +13,9 @@ from typing import Any, Literal
 
 NodeKind = Literal["op", "leaf", "constant"]
 GraphKind = Literal["backward", "manual"]
+# Tensors of at most this many elements keep their values (TensorData.values); torch-free
+# here so that the command line can show it without importing torch.
+DEFAULT_MAX_VALUES = 64
 
 
 @dataclass(frozen=True)
@@ -179,15 +182,15 @@ class Check:
         """ "∂f/∂x", or "∂/∂x" when the differentiated output has no name."""
         return f"∂{self.of or ''}/∂{self.name}"
 
-    def summary(self) -> str:
-        verdict = "agree" if self.passed else "DISAGREE"
-        if self.problem:
-            return f"{self.derivative}: {verdict}: {self.problem}"
-        at = "" if self.where is None else f" at {list(self.where)}"
-        return (
-            f"{self.derivative}: autograd and manual {verdict}; "
-            f"max abs error {self.max_abs:.3g}{at}, max rel error {self.max_rel:.3g}"
-        )
+    def __repr__(self) -> str:
+        from tracer.report import check_line  # report formats graph's data: import it late
+
+        return f"<Check {check_line(self, 'exact')}>"
+
+    def _repr_html_(self) -> str:
+        from tracer.report import check_html
+
+        return check_html(self)
 
 
 @dataclass

@@ -11,32 +11,50 @@
 The cell runs under a trace (its code unchanged, in the notebook's namespace, as any cell),
 then shows one picture per backward call in it, with the checks made after that call
 (`tracer.check`, or `torch.allclose` on a gradient). The optional NAME keeps the `Trace`
-in that variable, to render or check again later. IPython itself is imported only here.
+in that variable, to render or check again later. Where a trace is already recording
+(`trace notebook`, or an enclosing `with tracer.trace()`), the cell just runs: the outer
+trace records it. The cell's last value is shown by IPython, as for any cell (not when
+the cell ends in `;`). IPython itself is imported only here.
 """
 
 from __future__ import annotations
 
 import ast
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from tracer.errors import TracerError
-from tracer.runner import Locator, Pass, passes
-from tracer.session import Trace
+from tracer.locate import Locator
+from tracer.passes import Pass, passes
+
+if TYPE_CHECKING:
+    from tracer.session import Trace
 
 _USAGE = "usage: %%trace [NAME]  (NAME: a variable to keep the Trace in)"
 
 
-def show_passes(passes: list[Pass]) -> None:
+def current_trace() -> Trace | None:
+    """The trace recording now, if any (the session's answer, whichever way it gives it)."""
+    from tracer import session
+
+    if hasattr(session, "current_trace"):
+        active: Trace | None = session.current_trace()
+        return active
+    stack = session._ACTIVE  # before session.current_trace() existed
+    return stack[-1] if stack else None
+
+
+def show_passes(found: list[Pass]) -> None:
     """Display each pass's picture in the notebook (SVG, with a text fallback)."""
     from IPython.display import display
 
     from tracer.render import render_svg
 
-    if not passes:
+    if not found:
         print("no backward pass was run in this cell: nothing to draw")
         return
-    for p in passes:
+    for p in found:
         try:
             svg = render_svg(p.recording)
         except TracerError as e:  # Graphviz missing: say so in one line
@@ -45,41 +63,70 @@ def show_passes(passes: list[Pass]) -> None:
         display({"image/svg+xml": svg, "text/plain": f"<{p.recording.title}>"}, raw=True)
 
 
+def _cell_number(shell: Any) -> int:
+    """The running cell's number, N of In [N] (IPython 9 counts on before the cell runs)."""
+    number: int = shell.displayhook.prompt_count
+    return number
+
+
+def compile_body(shell: Any, cell: str) -> tuple[str, Callable[[], Any]]:
+    """Compile a cell magic's body as IPython compiles a cell: its file name, and a function
+    that runs it and returns its last value (None when it ends in a statement).
+
+    The body's lines keep the cell's line numbers (the `%%` line is line 1), so errors and
+    pictures name the line the user sees.
+    """
+    source = shell.transform_cell(cell)  # IPython syntax (magics, !shell) inside the cell
+    tree = shell.transform_ast(shell.compile.ast_parse(source))
+    ast.increment_lineno(tree, 1)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)  # the cell's value, as for any cell
+    # A cached name, holding the body one line down: tracebacks show the cell's lines.
+    filename = shell.compile.cache("\n" + source, _cell_number(shell), raw_code=cell)
+    code = shell.compile(tree, filename, "exec")
+    value = None if last is None else shell.compile(last, filename, "eval")
+
+    def run() -> Any:
+        exec(code, shell.user_ns)
+        return None if value is None else eval(value, shell.user_ns)
+
+    return filename, run
+
+
 def trace_cell(shell: Any, line: str, cell: str) -> Any:
     """The `%%trace` cell magic: run the cell under a trace, show its backward passes."""
     from IPython.core.error import UsageError
 
+    from tracer.session import Trace
+
     name = line.strip()
     if name and not name.isidentifier():
         raise UsageError(_USAGE)
-    source = shell.transform_cell(cell)  # IPython syntax (magics, !shell) inside the cell
-    tree = shell.transform_ast(shell.compile.ast_parse(source))
-    last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr) and not source.rstrip().endswith(";"):
-        last = ast.Expression(tree.body.pop().value)  # shown as the cell's value, as usual
-    # A cached name: tracebacks then show the cell's lines.
-    filename = shell.compile.cache(source, shell.execution_count, raw_code=cell)
-    code = shell.compile(tree, filename, "exec")
-    locate = Locator(filename, shown=f"In [{shell.execution_count}]")
+    filename, run = compile_body(shell, cell)
+    outer = current_trace()
+    if outer is not None:  # already recorded by the outer trace: do not trace twice
+        if name:
+            shell.user_ns[name] = outer
+        return run()
     t = Trace()
-    value = None
     try:
         with t:
-            exec(code, shell.user_ns)
-            if last is not None:
-                value = eval(shell.compile(last, filename, "eval"), shell.user_ns)
+            return run()
     finally:
         if name:
             shell.user_ns[name] = t
+        locate = Locator(filename, shown=f"In [{_cell_number(shell)}]")
         show_passes(passes(t.recording, locate))  # also when the cell raised: those so far
-    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext tracer`: register the `%%trace` cell magic."""
+    from IPython.core.magic import output_can_be_silenced
 
+    @output_can_be_silenced  # a cell ending in `;` shows no value, as any cell
     def trace(line: str, cell: str) -> Any:
         return trace_cell(ipython, line, cell)
 
-    trace.__doc__ = trace_cell.__doc__ + "\n\n" + _USAGE
+    trace.__doc__ = (trace_cell.__doc__ or "") + "\n\n" + _USAGE
     ipython.register_magic_function(trace, magic_kind="cell", magic_name="trace")

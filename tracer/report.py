@@ -6,7 +6,9 @@ reads the same everywhere.
 
 from __future__ import annotations
 
+import html
 import math
+from typing import Literal
 
 from tracer.graph import Check, Graph, Node, Recording, TensorData
 
@@ -90,6 +92,41 @@ def verdict_text(check: Check) -> str:
     return "✓ agree" if check.passed else "✗ DISAGREE"
 
 
+# -- one check, in words: every place that shows a check uses these ----------------------
+
+CheckStyle = Literal["picture", "exact", "brief"]
+
+
+def _largest_error(check: Check) -> str:
+    """The exact numbers: "largest error 11.2 absolute at [1, 0], 3.75 relative (rtol …)"."""
+    at = "" if check.where is None else f" at {list(check.where)}"
+    return (
+        f"largest error {check.max_abs:.3g} absolute{at}, {check.max_rel:.3g} relative "
+        f"(rtol {check.rtol:g}, atol {check.atol:g})"
+    )
+
+
+def check_line(check: Check, style: CheckStyle = "picture") -> str:
+    """One check in one line.
+
+    picture: "∂f/∂x: autograd vs manual: ✓ agree (largest error < 1e-12)", the same on
+        every machine (see `format_error`): the picture's heading and the gallery's README;
+    exact: "∂f/∂x: ✗ DISAGREE, largest error 11.2 absolute at [1, 0], 3.75 relative (rtol
+        …)": for messages and the repr;
+    brief: "✓ x (check)", the verdict, the tensor and what compared it (tracer.check or
+        the code's own allclose): for the summary table of `trace run`.
+    """
+    if style == "brief":
+        return f"{'✓' if check.passed else '✗'} {check.name} ({check.how})"
+    if style == "picture":
+        head = f"{check.derivative}: autograd vs manual: {verdict_text(check)}"
+        if check.problem:
+            return f"{head}: {check.problem}"
+        return f"{head} (largest error {format_error(check.max_abs)})"
+    head = f"{check.derivative}: {verdict_text(check)}"
+    return f"{head}: {check.problem}" if check.problem else f"{head}, {_largest_error(check)}"
+
+
 def format_check(check: Check) -> str:
     """The terminal report of one check: both gradients, the largest error, the verdict."""
     pad = " " * 12
@@ -102,16 +139,28 @@ def format_check(check: Check) -> str:
 
     block("autograd", check.autograd)
     block("manual", check.manual)
-    if check.problem:
-        lines.append(f"  {check.problem}")
-    else:
-        at = "" if check.where is None else f" at index {list(check.where)}"
-        lines.append(
-            f"  largest error: {check.max_abs:.3g} absolute{at}, {check.max_rel:.3g} relative "
-            f"(rtol {check.rtol:g}, atol {check.atol:g})"
-        )
+    lines.append(f"  {check.problem or _largest_error(check)}")
     lines.append(f"  {verdict_text(check)}")
     return "\n".join(lines)
+
+
+def check_html(check: Check) -> str:
+    """The check for Jupyter: the verdict, autograd's and the manual gradient, the error."""
+    colour = "#1a7f37" if check.passed else "#cf222e"
+
+    def tensor(t: TensorData | None) -> str:
+        return html.escape("(none)" if t is None else "\n".join(format_tensor(t)))
+
+    rows = "".join(
+        f'<tr><th style="text-align:left">{title}</th>'
+        f'<td style="text-align:left"><pre style="margin:0">{tensor(t)}</pre></td></tr>'
+        for title, t in (("autograd", check.autograd), ("manual", check.manual))
+    )
+    error = html.escape(check.problem or _largest_error(check))
+    return (
+        f'<div><b>{html.escape(check.derivative)}</b>: <b style="color:{colour}">'
+        f"{verdict_text(check)}</b><table>{rows}</table><div>{error}</div></div>"
+    )
 
 
 def _bad(t: TensorData | None) -> str | None:

@@ -1,9 +1,9 @@
-"""The exercise registry: an exercise is one decorated function.
+"""The exercise registry: what each exercise is, without importing torch to say it.
 
-An exercise function builds its inputs, runs the forward computation and `backward`,
-and returns the hand-derived gradient of each input it checks, keyed by the input::
+An exercise is a plain function (in `lecture.py`, `chapter5.py`, `classic.py`) that builds
+its inputs, runs the forward computation and `backward`, and returns the hand-derived
+gradient of each input it checks, keyed by the input::
 
-    @exercise("exercise-a", title=..., source=..., formula=..., manual=..., shapes=...)
     def exercise_a() -> Manual:
         x = torch.tensor([...], dtype=torch.float64, requires_grad=True)
         z = torch.dot(x, x)
@@ -11,26 +11,27 @@ and returns the hand-derived gradient of each input it checks, keyed by the inpu
         f.backward()
         return {x: 2 * x / (1 + z)}
 
-The decorator registers it; every module listed in `_MODULES` is imported on first use.
+Its description (slug, title, formula, manual gradient, shapes, source) and the function's
+name are registered in `_catalog.py`; the function's module is imported when it runs.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from tracer.capture import DEFAULT_MAX_VALUES
 from tracer.errors import TracerError
-from tracer.graph import Recording
-from tracer.session import trace
+from tracer.graph import DEFAULT_MAX_VALUES, Recording
 
-Manual = Mapping[torch.Tensor, torch.Tensor]
+if TYPE_CHECKING:
+    from tracer.exercises._inputs import Manual
 
-# The modules holding exercises, in the order `trace list` shows them.
-_MODULES = ("lecture", "chapter5", "classic")
+# The `trace` command's own commands: `trace SLUG` runs an exercise, so no slug may be one.
+COMMANDS = ("list", "run", "notebook", "gallery")
+_SLUG = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -41,42 +42,46 @@ class Exercise:
     formula: str  # the function, in Unicode
     manual: str  # the hand-derived gradient, in Unicode
     shapes: str
-    fn: Callable[[], Manual]
+    function: str  # "package.module:function", imported when the exercise runs
+
+    @property
+    def fn(self) -> Callable[[], Manual]:
+        """The exercise's function (this imports its module, and torch)."""
+        module, _, name = self.function.partition(":")
+        found: Any = getattr(importlib.import_module(module), name)
+        return found
 
     def run(self, *, max_values: int = DEFAULT_MAX_VALUES) -> Recording:
         """Trace the exercise and check every manual gradient it returns."""
+        from tracer.session import trace
+
+        fn = self.fn
         with trace(self.title, max_values=max_values) as t:
-            manual = self.fn()
+            manual = fn()
             for tensor, formula in manual.items():
                 t.check(tensor, formula, quiet=True)
         return t.recording
 
 
-def randn(gen: torch.Generator, *shape: int) -> torch.Tensor:
-    """Seeded standard-normal float64 values: the exercises' inputs."""
-    return torch.randn(shape, generator=gen, dtype=torch.float64)
-
-
 _REGISTRY: dict[str, Exercise] = {}
 
 
-def exercise(
-    slug: str, *, title: str, source: str, formula: str, manual: str, shapes: str
-) -> Callable[[Callable[[], Manual]], Callable[[], Manual]]:
-    """Register the decorated function as the exercise `slug`."""
-
-    def register(fn: Callable[[], Manual]) -> Callable[[], Manual]:
-        if slug in _REGISTRY:
-            raise ValueError(f"two exercises are named {slug!r}")
-        _REGISTRY[slug] = Exercise(slug, title, source, formula, manual, shapes, fn)
-        return fn
-
-    return register
+def register(*exercises: Exercise) -> None:
+    """Add exercises; a ValueError for a slug that is taken, malformed, or a command's."""
+    for ex in exercises:
+        if not _SLUG.match(ex.slug):
+            raise ValueError(f"exercise slug {ex.slug!r}: use lowercase letters, digits and -")
+        if ex.slug in COMMANDS:
+            raise ValueError(f"exercise slug {ex.slug!r} is a `trace` command: choose another")
+        if ex.slug in _REGISTRY:
+            raise ValueError(f"two exercises are named {ex.slug!r}")
+        if ":" not in ex.function:
+            raise ValueError(f"exercise {ex.slug!r}: function must be 'module:function'")
+        _REGISTRY[ex.slug] = ex
 
 
 def all_exercises() -> list[Exercise]:
-    for module in _MODULES:
-        importlib.import_module(f"{__name__}.{module}")
+    importlib.import_module(f"{__name__}._catalog")  # registers them, once
     return list(_REGISTRY.values())
 
 

@@ -6,20 +6,12 @@ and the manual gradient is the closed form, never autograd.
 
 import torch
 
-from tracer.exercises import Manual, exercise
-from tracer.exercises import randn as _randn
+from tracer.exercises._inputs import Manual
+from tracer.exercises._inputs import randn as _randn
 
 f64 = torch.float64
 
 
-@exercise(
-    "logistic",
-    title="logistic (classic): L = −Σ[y log σ(Xw) + (1 − y) log(1 − σ(Xw))]",
-    source="classic: logistic regression, summed binary cross-entropy",
-    formula="L = −Σₙ[yₙ log pₙ + (1 − yₙ) log(1 − pₙ)], p = σ(Xw)",
-    manual="∂L/∂w = Xᵀ(σ(Xw) − y)",
-    shapes="X ∈ ℝ⁴ˣ³, w ∈ ℝ³, y ∈ {0, 1}⁴",
-)
 def logistic() -> Manual:
     gen = torch.Generator().manual_seed(1)
     X = _randn(gen, 4, 3)
@@ -31,14 +23,6 @@ def logistic() -> Manual:
     return {w: torch.mv(X.T, torch.sigmoid(torch.mv(X, w)) - y)}
 
 
-@exercise(
-    "softmax-ce",
-    title="softmax-ce (classic): L = −Σₖ yₖ log softmax(z)ₖ",
-    source="classic: softmax cross-entropy",
-    formula="L = −Σₖ yₖ log softmax(z)ₖ, with Σₖ yₖ = 1",
-    manual="∂L/∂z = softmax(z) − y",
-    shapes="z, y ∈ ℝ⁴ (y a probability vector)",
-)
 def softmax_ce() -> Manual:
     gen = torch.Generator().manual_seed(2)
     z = _randn(gen, 4).requires_grad_()
@@ -48,17 +32,6 @@ def softmax_ce() -> Manual:
     return {z: torch.softmax(z, dim=0) - y}
 
 
-@exercise(
-    "mlp",
-    title="mlp (classic): two-layer tanh network, L = ½‖Ŷ − Y‖²",
-    source="classic: backpropagation through a two-layer MLP",
-    formula="H = tanh(XW₁ᵀ + b₁), Ŷ = HW₂ᵀ + b₂, L = ½‖Ŷ − Y‖²_F",
-    manual=(
-        "Δ₂ = Ŷ − Y, ∂L/∂W₂ = Δ₂ᵀH, ∂L/∂b₂ = Σₙ Δ₂; "
-        "Δ₁ = (Δ₂W₂) ⊙ (1 − H²), ∂L/∂W₁ = Δ₁ᵀX, ∂L/∂b₁ = Σₙ Δ₁"
-    ),
-    shapes="X ∈ ℝ²ˣ³, W₁ ∈ ℝ³ˣ³, b₁ ∈ ℝ³, W₂ ∈ ℝ²ˣ³, b₂ ∈ ℝ², Y, Ŷ ∈ ℝ²ˣ²",
-)
 def mlp() -> Manual:
     gen = torch.Generator().manual_seed(3)
     X = _randn(gen, 2, 3)
@@ -77,14 +50,6 @@ def mlp() -> Manual:
         return {W1: Δ1.T @ X, b1: Δ1.sum(dim=0), W2: Δ2.T @ H, b2: Δ2.sum(dim=0)}
 
 
-@exercise(
-    "logdet",
-    title="logdet (classic): L = log|det X|",
-    source="classic: Jacobi's formula, d log|det X| = tr(X⁻¹ dX)",
-    formula="L = log|det X|",
-    manual="∂L/∂X = X⁻ᵀ",
-    shapes="X ∈ ℝ³ˣ³ invertible",
-)
 def logdet() -> Manual:
     gen = torch.Generator().manual_seed(4)
     X = (_randn(gen, 3, 3) + 3 * torch.eye(3, dtype=f64)).requires_grad_()

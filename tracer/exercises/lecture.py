@@ -2,19 +2,11 @@
 
 import torch
 
-from tracer.exercises import Manual, exercise
+from tracer.exercises._inputs import Manual
 
 f64 = torch.float64
 
 
-@exercise(
-    "exercise-a",
-    title="exercise-a: f = log(1 + xᵀx)",
-    source="MML ch. 5, lecture",
-    formula="f(z) = log(1 + z), z = xᵀx",
-    manual="∂f/∂x = 2x / (1 + xᵀx)",
-    shapes="x ∈ ℝ¹⁰",
-)
 def exercise_a() -> Manual:
     x = torch.tensor(
         [0.1801, 0.3444, 0.4006, 0.6215, 0.2568, 0.3863, 0.5832, 0.4745, 0.8343, 0.0492],
@@ -27,14 +19,6 @@ def exercise_a() -> Manual:
     return {x: (x / (1 + z)) * 2}
 
 
-@exercise(
-    "exercise-b",
-    title="exercise-b: f = sin(Ax + b)",
-    source="MML ch. 5, lecture",
-    formula="f(z) = sin(z), z = Ax + b",
-    manual="(∂f/∂x)ᵀ·1 = Aᵀ cos(Ax + b)",
-    shapes="A ∈ ℝ¹⁰ˣ⁵, x ∈ ℝ⁵, b ∈ ℝ¹⁰",
-)
 def exercise_b() -> Manual:
     x = torch.tensor([0.0143, 0.9790, 0.6805, 0.8771, 0.0953], dtype=f64, requires_grad=True)
     b = torch.tensor(

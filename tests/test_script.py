@@ -1,27 +1,22 @@
-"""`trace run` and `trace notebook`: the user's own code, one picture per backward call."""
+"""`trace run`: the user's own script, one picture per backward call."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from typer.testing import CliRunner
 
 from cli import app
 from tracer.graph import Recording
-from tracer.runner import cell_code
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-TRACE = str(Path(sys.executable).parent / "trace")
 
 
 def cli(*args: str | Path):
@@ -39,13 +34,6 @@ def one_error_line(result, code: int = 2) -> str:
 def script(tmp_path: Path, text: str, name: str = "script.py") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
-    return path
-
-
-def notebook(tmp_path: Path, *cells: str, name: str = "nb.ipynb") -> Path:
-    nb = new_notebook(cells=[new_markdown_cell("# a notebook")] + [new_code_cell(c) for c in cells])
-    path = tmp_path / name
-    nbformat.write(nb, path)
     return path
 
 
@@ -73,15 +61,8 @@ f.backward()
 
 
 def test_lecture_script(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [TRACE, "run", str(EXAMPLES / "lecture.py"), "--out", "pics"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert r.returncode == 0, r.stderr
+    result = cli("run", EXAMPLES / "lecture.py", "--out", tmp_path / "pics")
+    assert result.exit_code == 0, result.output
     a, b = backward_lines(EXAMPLES / "lecture.py")
     first, second = tmp_path / "pics" / f"01-line{a}.svg", tmp_path / "pics" / f"02-line{b}.svg"
     assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == [first.name, second.name]
@@ -91,40 +72,17 @@ def test_lecture_script(tmp_path: Path) -> None:
     for op in ("SinBackward0", "MvBackward0", "SqueezeBackward4", "agree"):
         assert op in two  # the manual formula's graph too: it was compared with allclose
     assert "SinBackward0" not in one and "LogBackward0" not in two
-    assert "✓ x (check)" in r.stdout and "✓ x (allclose)" in r.stdout
-    assert f"lecture.py:{a}" in r.stdout and f"lecture.py:{b}" in r.stdout
-    assert "exercise b: allclose True" in r.stdout  # the script's own output
+    assert "✓ x (check)" in result.stdout and "✓ x (allclose)" in result.stdout
+    assert f"lecture.py:{a}" in result.stdout and f"lecture.py:{b}" in result.stdout
+    assert "exercise b: allclose True" in result.stdout  # the script's own output
 
 
-def test_lecture_notebook(tmp_path: Path) -> None:
-    r = subprocess.run(
-        [TRACE, "notebook", str(EXAMPLES / "lecture.ipynb"), "--out", "pics"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-    assert r.returncode == 0, r.stderr
-    assert r.stderr == ""  # `%load_ext tracer` is skipped silently, `%%trace` runs its body
-    cells = nbformat.read(EXAMPLES / "lecture.ipynb", as_version=4).cells
-    code = [c.source for c in cells if c.cell_type == "code"]
-    a, b = [i + 1 for i, source in enumerate(code) if ".backward(" in source]
-    pictures = sorted((tmp_path / "pics").iterdir())
-    assert [p.name.split("-line")[0] for p in pictures] == [f"01-cell{a}", f"02-cell{b}"]
-    one, two = svg_text(pictures[0]), svg_text(pictures[1])
-    assert "LogBackward0" in one and "agree" in one
-    assert "SinBackward0" in two and "SqueezeBackward4" in two and "agree" in two
-    assert "✓ x (check)" in r.stdout and "✓ x (allclose)" in r.stdout
-    assert f"cell {a}:" in r.stdout and f"cell {b}:" in r.stdout
-
-
-def test_lecture_files_run_as_plain_python() -> None:
+@pytest.mark.slow
+def test_lecture_script_runs_as_plain_python() -> None:
     r = subprocess.run(
         [sys.executable, str(EXAMPLES / "lecture.py")], capture_output=True, text=True, timeout=60
     )
     assert r.returncode == 0, r.stderr
-    nbformat.validate(nbformat.read(EXAMPLES / "lecture.ipynb", as_version=4))
 
 
 # -- scripts ------------------------------------------------------------------------------------
@@ -276,76 +234,84 @@ def test_bad_out_and_format_fail_before_running(
     assert "is a file" in one_error_line(cli("run", path, "--out", tmp_path / "file"))
     assert "svg" in one_error_line(cli("run", path, "--out", tmp_path / "o", "-f", "gif"))
     assert "folder" in one_error_line(cli("run", path, "--out", tmp_path / "graph.svg"))
-    assert "detail" in one_error_line(cli("run", path, "--detail", "huge"))
+    assert "huge" in one_error_line(cli("run", path, "--detail", "huge"))
     assert not Path("ran").exists()
 
 
-def test_notebook_given_to_run_and_script_to_notebook(tmp_path: Path) -> None:
-    nb = notebook(tmp_path, "x = 1")
+def test_notebook_given_to_run(tmp_path: Path) -> None:
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text("{}")
     assert "trace notebook" in one_error_line(cli("run", nb))
-    line = one_error_line(cli("notebook", script(tmp_path, SIMPLE)))
-    assert "not a notebook" in line and "invalid JSON" in line and "trace run" in line
+
+
+def test_the_scripts_own_arguments_go_after_a_double_dash(tmp_path: Path) -> None:
+    path = script(tmp_path, SIMPLE + "import sys\nopen(sys.argv[1], 'w').write(repr(sys.argv))\n")
+    seen = tmp_path / "argv"
+    result = cli("run", path, "--out", tmp_path / "o", "--", seen, "--out", "-f")
+    assert result.exit_code == 0, result.output
+    assert seen.read_text() == repr([str(path), str(seen), "--out", "-f"])
+    assert [p.name for p in (tmp_path / "o").iterdir()] == ["01-line4.svg"]
+
+
+def test_a_script_that_changes_directory_still_draws_into_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    path = script(tmp_path, "import os\nos.chdir('elsewhere')\n" + SIMPLE)
+    result = cli("run", path, "--out", "pics")
+    assert result.exit_code == 0, result.output
+    assert [p.name for p in (tmp_path / "pics").iterdir()] == ["01-line6.svg"]
+    assert not (tmp_path / "elsewhere" / "pics").exists()
+    assert Path.cwd() == tmp_path  # and the working directory is back
+
+
+def test_a_broken_symlink_as_out_fails_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics").symlink_to(tmp_path / "gone")
+    path = script(tmp_path, "open('ran', 'w').close()\n" + SIMPLE)
+    assert "broken symbolic link" in one_error_line(cli("run", path, "--out", "pics"))
+    assert not Path("ran").exists()
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"),
+    ("raise_it", "expected"),
     [
-        ('{"cells": [', "invalid JSON at line 1"),
-        ('{"a": 1}', "not a notebook"),
-        ('{"cells": 3, "nbformat": 4, "nbformat_minor": 5, "metadata": {}}', "not a valid"),
+        (
+            "class Odd(Exception):\n    def __str__(self):\n        raise RuntimeError\n"
+            "raise Odd()",
+            "Odd: <unprintable Odd>",
+        ),
+        ("raise GeneratorExit('stop')", "GeneratorExit: stop"),
+        ("raise KeyboardInterrupt", "interrupted"),
     ],
 )
-def test_not_a_notebook(tmp_path: Path, text: str, expected: str) -> None:
-    path = tmp_path / "bad.ipynb"
-    path.write_text(text)
-    assert expected in one_error_line(cli("notebook", path, "--out", tmp_path / "o"))
+def test_any_exception_is_one_line_and_keeps_the_pictures(
+    tmp_path: Path, raise_it: str, expected: str
+) -> None:
+    path = script(tmp_path, SIMPLE + raise_it + "\n")
+    line = one_error_line(cli("run", path, "--out", tmp_path / "o"))
+    assert line.startswith(f"error: {path}:") and line.endswith(expected)
+    svg_text(tmp_path / "o" / "01-line4.svg")
 
 
-# -- notebooks ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ending", "code"), [("sys.exit(3)", 3), ("sys.exit('bye')", 1), ("sys.exit()", 0)]
+)
+def test_the_scripts_exit_status_is_passed_on(tmp_path: Path, ending: str, code: int) -> None:
+    path = script(tmp_path, SIMPLE + "import sys\n" + ending + "\n")
+    result = cli("run", path, "--out", tmp_path / "o")
+    assert result.exit_code == code, result.output
+    assert (tmp_path / "o" / "01-line4.svg").exists()
 
 
-def test_notebook_cell_error_keeps_pictures(tmp_path: Path) -> None:
-    path = notebook(tmp_path, SIMPLE, "y = 2\n\nraise ValueError('boom')")
-    result = cli("notebook", path, "--out", tmp_path / "o")
-    assert one_error_line(result) == "error: cell 2, line 3: ValueError: boom"
-    svg_text(tmp_path / "o" / "01-cell1-line4.svg")
-
-
-def test_notebook_magics_are_skipped_with_a_warning(tmp_path: Path) -> None:
-    path = notebook(
-        tmp_path,
-        "%matplotlib inline\nimport torch\n!echo hi",
-        "%%bash\necho skipped",
-        "%%time\nx = torch.ones(2, requires_grad=True)\nx.sum().backward()",
-        "x.grad",
-    )
-    result = cli("notebook", path, "--out", tmp_path / "o")
+def test_user_text_is_never_read_as_markup(tmp_path: Path) -> None:
+    (tmp_path / "[").mkdir()
+    check = "tracer.check(x, 2 * x.detach(), name='[/bold]', quiet=True)\n"
+    path = script(tmp_path / "[", "import tracer\n" + SIMPLE + check, name="x].py")
+    assert "[/x].py" in str(path)
+    result = cli("run", path, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
-    assert "cell 1, line 1: skipped IPython magic `%matplotlib inline`" in result.stderr
-    assert "cell 1, line 3: skipped shell command `!echo hi`" in result.stderr
-    assert "cell 2: skipped: `%%bash` is an IPython cell magic" in result.stderr
-    assert "tensor([1., 1.])" in result.stdout  # the last expression is shown, as in Jupyter
-    assert [p.name for p in (tmp_path / "o").iterdir()] == ["01-cell3-line3.svg"]
-
-
-def test_notebook_runs_in_its_folder_as_main(tmp_path: Path) -> None:
-    (tmp_path / "nbdir").mkdir()
-    path = notebook(
-        tmp_path / "nbdir",
-        "import os, sys\nassert __name__ == '__main__'\nopen('here', 'w').write(os.getcwd())",
-        SIMPLE,
-    )
-    result = cli("notebook", path, "--out", tmp_path / "o")
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "nbdir" / "here").read_text() == str(tmp_path / "nbdir")
-    assert (tmp_path / "o" / "01-cell2-line4.svg").exists()
-
-
-def test_cell_code_keeps_python_and_line_numbers() -> None:
-    warnings: list[str] = []
-    keep = "y = (10\n% 3)\n"  # a modulo at the start of a continuation line: plain Python
-    assert cell_code(keep, 1, warnings.append) == keep.rstrip("\n")
-    code = cell_code("if True:\n    %time x = 1\n    y = 2", 2, warnings.append)
-    assert code == "if True:\n    pass\n    y = 2"
-    assert cell_code("%load_ext tracer\nz = 1", 3, warnings.append) == "pass\nz = 1"
-    assert warnings == ["cell 2, line 2: skipped IPython magic `%time x = 1`"]
+    assert "✓ [/bold] (check)" in result.stdout and "[/x].py" in result.stdout
