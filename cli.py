@@ -105,22 +105,55 @@ def render_options(detail: str, saved: bool) -> RenderOptions:
     return RenderOptions(detail=detail, saved=saved)  # type: ignore[arg-type]
 
 
+FramesOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--frames",
+        help="Also step through the backward pass: one picture per engine step into this "
+        "folder (step-00.svg, ...), or one page per step when it ends in .pdf. Without "
+        "--out, only the frames are written.",
+    ),
+]
+FrameFormatOption = Annotated[
+    str, typer.Option("--format", "-f", help="The frames' format (with --frames): svg or png.")
+]
+
+
 def _exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
     def command(
+        ctx: typer.Context,
         out: OutOption = Path("graph.svg"),
         detail: DetailOption = "full",
         saved: SavedOption = False,
         max_values: MaxValuesOption = DEFAULT_MAX_VALUES,
+        frames: FramesOption = None,
+        frame_format: FrameFormatOption = "svg",
     ) -> None:
+        from tracer.frames import check_target, write_frames
+
+        # Typer's click: the source is an enum whose DEFAULT means --out was not given.
+        given = getattr(ctx.get_parameter_source("out"), "name", "DEFAULT") != "DEFAULT"
+        picture = out if frames is None or given else None
         try:
             options = render_options(detail, saved)
-            check_writable(out)
+            if picture is not None:
+                check_writable(picture)
+            if frames is not None:
+                check_target(frames, frame_format)
             recording = ex.run(max_values=max_values)
             typer.echo(format_report(recording))
-            write(recording, out, options)
+            if picture is not None:
+                write(recording, picture, options)
+                typer.echo(f"wrote {picture}")
+            if frames is not None:
+                written = write_frames(recording, frames, frame_format, options)
+                typer.echo(
+                    f"wrote {len(written)} frame(s) to {frames}"
+                    if frames.suffix.lower() != ".pdf"
+                    else f"wrote {frames}"
+                )
         except TracerError as e:
             raise fail(str(e)) from None
-        typer.echo(f"wrote {out}")
         if recording.passed is False:
             raise typer.Exit(1)
 
@@ -133,7 +166,13 @@ for _ex in exercises.all_exercises():
 
 
 PictureFormatOption = Annotated[
-    str, typer.Option("--format", "-f", help="The pictures' format: svg, png, pdf, dot or json.")
+    str,
+    typer.Option(
+        "--format",
+        "-f",
+        help="The pictures' format: svg, png, pdf, dot, json or html (a page that steps "
+        "through the backward pass).",
+    ),
 ]
 OutDirOption = Annotated[
     Path | None,

@@ -37,7 +37,7 @@ from tracer.graph import Check, Recording
 from tracer.render import FORMATS, RenderOptions, write
 from tracer.session import Trace
 
-PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json")
+PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json", "html")
 
 _FREED_GRAPH = "Trying to backward through the graph a second time"
 _CELL_FILE = re.compile(r"^<cell (\d+)>$")
