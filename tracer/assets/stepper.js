@@ -156,9 +156,15 @@
   function bbox(element) {
     try { return element.getBBox(); } catch (_) { return null; }
   }
+  // A node's box in the picture's coordinates; cached, since reading it forces a layout of
+  // the whole SVG when anything changed (goTo reads all it needs before changing anything).
+  function boxOf(item) {
+    if (item.box === undefined) item.box = item.el ? bbox(item.el) : null;
+    return item.box;
+  }
   function leafBox(item) {
     if (item.leafBox) return item.leafBox;
-    const b = bbox(item.el);
+    const b = boxOf(item);
     const g = svgEl("g", { class: "leaf-grad pending" });
     const key = item.node.leafGrad ? `${item.node.name || "leaf"}.grad = ` : "grad = ";
     const values = tensorLines(leafGradOf(item));
@@ -185,7 +191,7 @@
   function mark(item, kind) {
     const field = kind === "run" ? "runMark" : "doneMark";
     if (!item[field]) {
-      const b = bbox(item.el);
+      const b = boxOf(item);
       if (!b) return null;
       const t = svgEl("text", {
         class: `mark ${kind}`,
@@ -235,6 +241,12 @@
     target = Math.max(0, Math.min(total, target | 0));
     if (target === position && running === (stepItems[target - 1] || null)) return;
     const from = position;
+    // Reads first (node boxes, for the marks and .grad boxes), then only writes.
+    const lo = Math.max(Math.min(from, target), 1), hi = Math.max(from, target);
+    for (let k = lo; k <= hi; k++) {
+      boxOf(stepItems[k - 1]);
+      for (const r of reveals[k]) if (r.leaf) boxOf(r.leaf);
+    }
     if (target > from) {
       for (let k = from + 1; k <= target; k++) for (const r of reveals[k]) setRevealed(r, true);
       for (let k = Math.max(from, 1); k < target; k++) setDone(stepItems[k - 1], true);
@@ -246,7 +258,7 @@
     setRunning(stepItems[position - 1] || null);
     showControls();
     showStep();
-    if (follow && running && running.el) keepInView(running.el);
+    if (follow && running && boxOf(running)) keepBoxInView(boxOf(running));
     document.body.dataset.position = String(position);
   }
 
@@ -322,7 +334,7 @@
     head.textContent = `▶ running: ${n.title}`;
     box.appendChild(head);
     const what = n.kind === "leaf"
-      ? `${n.op}: adds the gradient that arrived to ${n.name || "the leaf"}.grad`
+      ? `${n.op}: adds the gradient that arrived to ${n.name ? n.name + ".grad" : "the leaf's .grad"}`
       : `${n.op}: the chain rule for this op, from the gradient of its output to its inputs`;
     box.appendChild(el("p", "where", what + passNote(running)));
 
@@ -348,7 +360,7 @@
     if (n.kind === "leaf") {
       const g = leafGradOf(running);
       if (g) {
-        const b = block(n.leafGrad ? `${n.name || "leaf"}.grad is now` : "gradient returned", tensorBlock(g));
+        const b = block(n.leafGrad ? `${n.name ? n.name + ".grad" : ".grad"} is now` : "gradient returned", tensorBlock(g));
         b.dataset.role = "leaf-grad";
         box.appendChild(b);
       }
@@ -555,15 +567,29 @@
   function apply() {
     stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.s})`;
   }
+  // The viewport's size, read on load and on resize only (reading it after a change would
+  // force a layout of the whole picture).
+  let viewportSize = { w: viewport.clientWidth, h: viewport.clientHeight };
   function fit() {
-    const w = viewport.clientWidth, h = viewport.clientHeight;
+    viewportSize = { w: viewport.clientWidth, h: viewport.clientHeight };
+    const { w, h } = viewportSize;
     view.s = Math.min(w / svgWidth, h / svgHeight) * 0.96;
     view.x = (w - svgWidth * view.s) / 2;
     view.y = (h - svgHeight * view.s) / 2;
     apply();
   }
+  // The first view: the whole graph when it can be read so; else a readable scale at the
+  // top of the graph, where the output (and so the first step) is.
+  function initialView() {
+    fit();
+    if (view.s >= 0.45) return;
+    view.s = 0.9;
+    view.x = (viewportSize.w - svgWidth * view.s) / 2;
+    view.y = 10;
+    apply();
+  }
   function zoomBy(factor, cx, cy) {
-    const w = viewport.clientWidth, h = viewport.clientHeight;
+    const { w, h } = viewportSize;
     cx = cx ?? w / 2; cy = cy ?? h / 2;
     const s = Math.max(0.02, Math.min(40, view.s * factor));
     view.x = cx - ((cx - view.x) * s) / view.s;
@@ -580,6 +606,16 @@
     if (r.left >= v.left + margin && r.right <= v.right - margin &&
         r.top >= v.top + margin && r.bottom <= v.bottom - margin) return;
     panBy(v.left + v.width / 2 - (r.left + r.width / 2), v.top + v.height / 2 - (r.top + r.height / 2));
+  }
+  // The same for a box in the picture's coordinates, by arithmetic: no layout is forced.
+  function keepBoxInView(b) {
+    const { w, h } = viewportSize;
+    const left = view.x + (b.x + graphShift.x - vbox.x) * view.s;
+    const top = view.y + (b.y + graphShift.y - vbox.y) * view.s;
+    const right = left + b.width * view.s, bottom = top + b.height * view.s;
+    const margin = 20;
+    if (left >= margin && right <= w - margin && top >= margin && bottom <= h - margin) return;
+    panBy(w / 2 - (left + right) / 2, h / 2 - (top + bottom) / 2);
   }
   viewport.addEventListener("wheel", (ev) => {
     ev.preventDefault();
@@ -713,7 +749,7 @@
     else if (k === "+" || k === "=") zoomBy(1.25);
     else if (k === "-" || k === "_") zoomBy(0.8);
     else if (k === "0") fit();
-    else if (k === "c" || k === "C") { if (running && running.el) keepInView(running.el); }
+    else if (k === "c" || k === "C") { if (running && boxOf(running)) keepBoxInView(boxOf(running)); }
     else if (k === "Escape") hideTip();
     else handled = false;
     if (handled) ev.preventDefault();
@@ -723,7 +759,7 @@
 
   showChecks();
   showClusters();
-  fit();
+  initialView();
   position = -1; // force the first draw
   goTo(0, { follow: false });
   window.tracerStepper = { goTo, get position() { return position; }, total };
