@@ -33,7 +33,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from tracer import exercises
 from tracer.errors import TracerError
-from tracer.graph import DEFAULT_MAX_VALUES
+from tracer.graph import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.pictures import PICTURE_FORMATS
 from tracer.render import DETAILS, FORMATS, RenderOptions, check_writable, write
 from tracer.report import check_line, format_report
@@ -141,6 +141,7 @@ def _main(
 
 Detail = Enum("Detail", {d: d for d in DETAILS}, type=str)  # type: ignore[misc]
 PictureFormat = Enum("PictureFormat", {f: f for f in PICTURE_FORMATS}, type=str)  # type: ignore[misc]
+FrameFormat = Enum("FrameFormat", {f: f for f in ("svg", "png")}, type=str)  # type: ignore[misc]
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,7 @@ class View:
     """How much the pictures show."""
 
     options: RenderOptions
-    max_values: int
+    capture: CaptureOptions
 
 
 def view_options(
@@ -174,7 +175,10 @@ def view_options(
         ),
     ] = DEFAULT_MAX_VALUES,
 ) -> View:
-    return View(RenderOptions(detail=detail.value, saved=saved), max_values)
+    return View(
+        RenderOptions(detail=detail.value, saved=saved),
+        CaptureOptions(max_values=max_values, saved=saved),
+    )
 
 
 @dataclass(frozen=True)
@@ -249,6 +253,7 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
 
     @uses(view=view_options)
     def command(
+        ctx: typer.Context,
         view: View,
         out: Annotated[
             Path,
@@ -260,15 +265,46 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
                 + ", ".join("." + f for f in FORMATS),
             ),
         ] = Path("graph.svg"),
+        frames: Annotated[
+            Path | None,
+            typer.Option(
+                "--frames",
+                metavar="PATH",
+                show_default=False,
+                help="Also step through the backward pass: one picture per engine step into "
+                "this folder (step-00.svg, ...), or one page per step when it ends in .pdf. "
+                "Without --out, only the frames are written.",
+            ),
+        ] = None,
+        frame_format: Annotated[
+            FrameFormat,
+            typer.Option("--format", "-f", help="The frames' format (with --frames)."),
+        ] = FrameFormat.svg,  # type: ignore[attr-defined]
     ) -> None:
+        from tracer.frames import check_target, write_frames
+
+        # Typer's click: the source is an enum whose DEFAULT means --out was not given.
+        given = getattr(ctx.get_parameter_source("out"), "name", "DEFAULT") != "DEFAULT"
+        picture = out if frames is None or given else None
         try:
-            check_writable(out)
-            recording = ex.run(max_values=view.max_values)
+            if picture is not None:
+                check_writable(picture)
+            if frames is not None:
+                check_target(frames, frame_format.value)
+            recording = ex.run(max_values=view.capture.max_values, saved=view.capture.saved)
             typer.echo(format_report(recording))
-            write(recording, out, view.options)
+            if picture is not None:
+                write(recording, picture, view.options)
+                typer.echo(f"wrote {picture}")
+            if frames is not None:
+                written = write_frames(recording, frames, frame_format.value, view.options)
+                typer.echo(
+                    f"wrote {len(written)} frame(s) to {frames}"
+                    if frames.suffix.lower() != ".pdf"
+                    else f"wrote {frames}"
+                )
         except TracerError as e:
             raise fail(str(e)) from None
-        typer.echo(f"wrote {out}")
         if recording.passed is False:
             raise typer.Exit(1)
 
@@ -307,7 +343,7 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
     out = pictures.out or Path(f"{source.stem}-traces")
     try:
         folder = prepare_out_dir(out, pictures.fmt)
-        result = execute(view.max_values)
+        result = execute(view.capture)
         result.pictures, result.older_pictures = write_pictures(
             result.passes, folder, pictures.fmt, view.options
         )
@@ -383,7 +419,7 @@ def run_script(
     """Run a script under a trace; one picture per backward call (see `_RUN_HELP`)."""
     from tracer.script import run_script
 
-    _trace_user_code(script, pictures, view, lambda n: run_script(script, args or (), max_values=n))
+    _trace_user_code(script, pictures, view, lambda c: run_script(script, args or (), capture=c))
 
 
 @app.command("notebook", cls=_Command, help=_NOTEBOOK_HELP, rich_help_panel="Your own code")
@@ -398,7 +434,7 @@ def run_notebook(
     """Run a notebook under a trace; one picture per backward call (see `_NOTEBOOK_HELP`)."""
     from tracer.notebook import run_notebook
 
-    _trace_user_code(notebook, pictures, view, lambda n: run_notebook(notebook, max_values=n))
+    _trace_user_code(notebook, pictures, view, lambda c: run_notebook(notebook, capture=c))
 
 
 @app.command("gallery", cls=_Command)

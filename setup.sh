@@ -3,7 +3,9 @@
 #   1. Graphviz's `dot` (Debian's graphviz package) when it is missing;
 #   2. a virtual environment in .venv with the pinned CPU build of torch, installed first so
 #      that pyproject's `torch>=` range is already satisfied (a range alone pulls a CUDA build);
-#   3. tracer itself (editable) with its test tools.
+#   3. Debian's chromium when it is missing: the tests drive it (through Playwright) to check
+#      the stepper page in a real browser;
+#   4. tracer itself (editable) with its test tools.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -20,6 +22,21 @@ if ! command -v dot >/dev/null 2>&1; then
         echo "setup: Graphviz's \`dot\` is missing and cannot be installed from here." >&2
         echo "setup: install it (Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; conda: conda install graphviz), then run ./setup.sh again." >&2
         exit 1
+    fi
+fi
+
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+        echo "setup: installing Chromium for the browser tests (apt-get install chromium)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    elif command -v apt-get >/dev/null 2>&1 && command -v sudo >/dev/null 2>&1; then
+        echo "setup: installing Chromium for the browser tests (sudo apt-get install chromium)"
+        sudo apt-get update -qq
+        sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        echo "setup: Chromium is missing and cannot be installed from here; tracer works" >&2
+        echo "setup: without it, but the browser tests need it (Debian/Ubuntu: apt-get install chromium)." >&2
     fi
 fi
 

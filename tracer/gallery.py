@@ -21,7 +21,7 @@ from tracer.report import check_line
 
 README = "README.md"
 # The files each exercise gets, by suffix; the DOT source is the one compared by --check.
-PICTURES = ("svg", "png")
+PICTURES = ("svg", "png", "html")  # html: the stepper page
 SOURCE = "gv"
 
 Progress = Callable[[Exercise], None]

@@ -19,6 +19,17 @@ DEFAULT_MAX_VALUES = 64
 
 
 @dataclass(frozen=True)
+class CaptureOptions:
+    """What a trace records (see `tracer.trace`): values of tensors with at most
+    `max_values` elements; each op's forward value (`values=False`: structure and
+    gradients only, the cheapest); what autograd saved for backward (`saved`)."""
+
+    max_values: int = DEFAULT_MAX_VALUES
+    values: bool = True
+    saved: bool = False
+
+
+@dataclass(frozen=True)
 class TensorData:
     """A tensor reduced to plain numbers: its values when small, a summary always.
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import TracerError
-from tracer.graph import DEFAULT_MAX_VALUES
+from tracer.graph import CaptureOptions
 from tracer.locate import CELL_FILE, Locator
 from tracer.script import as_main, require_file
 from tracer.usercode import RunResult, Stopped, describe_error, exit_status, run_traced
@@ -102,7 +102,7 @@ def _shell(path: Path) -> Iterator[Any]:
         InteractiveShell.clear_instance()
 
 
-def run_notebook(path: str | Path, *, max_values: int = DEFAULT_MAX_VALUES) -> RunResult:
+def run_notebook(path: str | Path, *, capture: CaptureOptions = CaptureOptions()) -> RunResult:
     """Run a notebook's code cells in order, in one IPython shell, in this process."""
     path = Path(path)
     nb = read_notebook(path)
@@ -125,4 +125,4 @@ def run_notebook(path: str | Path, *, max_values: int = DEFAULT_MAX_VALUES) -> R
                     message = f"cell {number}: {message}"  # raised outside the cell's lines
                 raise Stopped(message, status)
 
-    return run_traced(path, locate, body, max_values)
+    return run_traced(path, locate, body, capture)

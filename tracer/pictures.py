@@ -10,7 +10,7 @@ from tracer.errors import TracerError
 from tracer.passes import Pass
 from tracer.render import FORMATS, RenderOptions, write
 
-PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json")
+PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json", "html")
 assert set(PICTURE_FORMATS) <= set(FORMATS)
 # What `Pass.picture_name` gives: "01-line12.svg", "02-cell4-line3.png", "03-pass.dot".
 _PICTURE_NAME = re.compile(r"^\d{2,}-(?:[\w-]*line\d+|pass)\.\w+$")

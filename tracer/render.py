@@ -41,7 +41,7 @@ PROBLEM = "#d62728"
 AGREE_FILL = "#c9f2c7"
 DISAGREE_FILL = "#f7c6c5"
 
-FORMATS = ("svg", "png", "pdf", "dot", "gv", "json")
+FORMATS = ("svg", "png", "pdf", "dot", "gv", "json", "html")
 Detail = Literal["slide", "full"]
 DETAILS: tuple[Detail, ...] = ("slide", "full")
 
@@ -58,6 +58,8 @@ class RenderOptions:
 
     detail: Detail = "full"
     saved: bool = False
+    # (graph index, node id) drawn with a thick outline: the running node of a stepper frame
+    highlight: frozenset[tuple[int, int]] = frozenset()
 
 
 def _esc(text: str) -> str:
@@ -260,6 +262,8 @@ def to_dot(recording: Recording, options: RenderOptions | None = None) -> graphv
     dot.attr("edge", fontname="Courier", fontsize="9", arrowsize="0.7")
     for i, graph in enumerate(recording.graphs):
         _add_graph(dot, graph, f"g{i}", options)
+    for i, node_id in sorted(options.highlight):  # restating a node keeps it in its cluster
+        dot.node(f"g{i}n{node_id}", penwidth="6", color="#000000")
     return dot
 
 
@@ -319,12 +323,19 @@ def _encode(recording: Recording, fmt: str, options: RenderOptions | None) -> by
         "dot": lambda: render_dot(recording, options).encode("utf-8"),
         "gv": lambda: render_dot(recording, options).encode("utf-8"),
         "json": lambda: recording.to_json().encode("utf-8"),
+        "html": lambda: _stepper_page(recording),
     }
     return renderers[fmt]() if fmt in renderers else _pipe(recording, fmt, options)
 
 
+def _stepper_page(recording: Recording) -> bytes:
+    from tracer.stepper import render_html  # the page draws its own (slide) view
+
+    return render_html(recording).encode("utf-8")
+
+
 def write(recording: Recording, path: str | Path, options: RenderOptions | None = None) -> Path:
-    """Render to `path` in the format its suffix names (svg, png, pdf, dot, gv, json).
+    """Render to `path` in the format its suffix names (svg, png, pdf, dot, gv, json, html).
 
     The whole output is produced in memory first and then moved into place, so a failure
     never leaves a partial file and never clobbers an existing good one.

@@ -20,11 +20,9 @@ from typing import Any
 
 import torch
 
-from tracer.graph import TensorData
+from tracer.graph import DEFAULT_MAX_VALUES, TensorData
 from tracer.quiet import quiet_torch
 
-# Tensors with up to this many elements keep their values; larger ones only a summary.
-DEFAULT_MAX_VALUES = 64
 
 _NAN = math.nan
 

@@ -51,12 +51,13 @@ class Exercise:
         found: Any = getattr(importlib.import_module(module), name)
         return found
 
-    def run(self, *, max_values: int = DEFAULT_MAX_VALUES) -> Recording:
-        """Trace the exercise and check every manual gradient it returns."""
+    def run(self, *, max_values: int = DEFAULT_MAX_VALUES, saved: bool = False) -> Recording:
+        """Trace the exercise and check every manual gradient it returns (`saved`: record
+        what autograd saved for backward too)."""
         from tracer.session import trace
 
         fn = self.fn
-        with trace(self.title, max_values=max_values) as t:
+        with trace(self.title, max_values=max_values, saved=saved) as t:
             manual = fn()
             for tensor, formula in manual.items():
                 t.check(tensor, formula, quiet=True)

@@ -1,0 +1,766 @@
+// The stepper page: steps through a backward pass recorded by tracer.
+//
+// Plain data in, nothing computed: the JSON (#tracer-data) holds every text the page shows,
+// formatted in Python by tracer.report; the SVG is Graphviz's picture of the recording, whose
+// nodes carry <title>g0n3</title> (graph 0, node 3) and edges <title>g0n1->g0n2</title>
+// (seed edges start at g0seed{root}). This script shows, hides and highlights. Every text
+// from the data is put in with textContent, never as markup.
+(() => {
+  "use strict";
+
+  const data = JSON.parse(document.getElementById("tracer-data").textContent);
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const $ = (id) => document.getElementById(id);
+  const viewport = $("viewport");
+  const stage = $("stage");
+  const svg = stage.querySelector("svg");
+  const graphLayer = svg.querySelector("g.graph") || svg;
+  const total = data.steps.length;
+  let position = 0;
+
+  // ---- small DOM helpers --------------------------------------------------------------
+
+  function el(tag, className, text) {
+    const e = document.createElement(tag);
+    if (className) e.className = className;
+    if (text !== undefined && text !== null) e.textContent = text;
+    return e;
+  }
+  function svgEl(tag, attrs) {
+    const e = document.createElementNS(SVG_NS, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
+    return e;
+  }
+  // A tensor as text: its values when it has them, else its summary.
+  function tensorLines(t) {
+    return t.lines ? t.lines : [t.summary];
+  }
+  function tensorBlock(t, kind) {
+    const pre = el("pre", "tensor" + (kind ? " " + kind : ""), tensorLines(t).join("\n"));
+    return pre;
+  }
+  function block(label, ...children) {
+    const div = el("div", "block");
+    div.appendChild(el("div", "label", label));
+    for (const c of children) if (c) div.appendChild(c);
+    return div;
+  }
+
+  // ---- the model: data joined to the SVG ------------------------------------------------
+
+  const svgNodes = new Map(); // "g0n3" -> <g class="node">
+  const svgEdges = new Map(); // "g0n1->g0n2" -> [<g class="edge">, ...] in drawing order
+  for (const g of svg.querySelectorAll("g.node")) {
+    const t = g.querySelector(":scope > title");
+    if (t) svgNodes.set(t.textContent, g);
+  }
+  for (const g of svg.querySelectorAll("g.edge")) {
+    const t = g.querySelector(":scope > title");
+    if (!t) continue;
+    const key = t.textContent;
+    if (!svgEdges.has(key)) svgEdges.set(key, []);
+    svgEdges.get(key).push(g);
+  }
+
+  const nodeKey = (gi, id) => `g${gi}n${id}`;
+  const stepOf = new Map(); // node key -> 1-based position in the engine's order
+  data.steps.forEach(([gi, id], k) => stepOf.set(nodeKey(gi, id), k + 1));
+
+  const nodes = new Map(); // key -> {gi, node, graph, el, key, step, ins: [], outs: []}
+  const edges = []; // {gi, edge, el, src, dst, revealAt, seed}
+  const reveals = Array.from({ length: total + 1 }, () => []); // step -> items it reveals
+  const itemOfEl = new Map(); // svg element -> node or edge item (for hover)
+
+  data.graphs.forEach((graph, gi) => {
+    for (const node of graph.nodes) {
+      const key = nodeKey(gi, node.id);
+      const item = {
+        type: "node", gi, graph, node, key, el: svgNodes.get(key) || null,
+        step: stepOf.get(key) || null, ins: [], outs: [],
+      };
+      nodes.set(key, item);
+      if (item.el) itemOfEl.set(item.el, item);
+    }
+    const seen = new Map();
+    for (const edge of graph.edges) {
+      const key = `${nodeKey(gi, edge.src)}->${nodeKey(gi, edge.dst)}`;
+      const n = seen.get(key) || 0;
+      seen.set(key, n + 1);
+      const src = nodes.get(nodeKey(gi, edge.src));
+      const dst = nodes.get(nodeKey(gi, edge.dst));
+      const item = {
+        type: "edge", gi, edge, src, dst, seed: null,
+        el: (svgEdges.get(key) || [])[n] || null,
+        revealAt: edge.grad && src.step ? src.step : null,
+      };
+      edges.push(item);
+      src.outs.push(item);
+      dst.ins.push(item);
+    }
+    const firstStep = Math.min(
+      ...graph.nodes.map((n) => stepOf.get(nodeKey(gi, n.id)) || Infinity));
+    graph.roots.forEach((root, r) => {
+      const seed = graph.seeds[r];
+      if (!seed) return;
+      const dst = nodes.get(nodeKey(gi, root));
+      const key = `g${gi}seed${root}->${dst.key}`;
+      const item = {
+        type: "edge", gi, edge: null, src: null, dst, seed,
+        el: (svgEdges.get(key) || [])[0] || null,
+        revealAt: Number.isFinite(firstStep) ? firstStep : null,
+      };
+      edges.push(item);
+      dst.ins.unshift(item);
+    });
+  });
+
+  // Edges whose gradient has not been sent yet: grey, label hidden; revealed at their step.
+  for (const e of edges) {
+    if (e.el) itemOfEl.set(e.el, e);
+    if (e.revealAt === null) continue;
+    if (e.el) e.el.classList.add("pending");
+    reveals[e.revealAt].push({ el: e.el });
+  }
+
+  // Each node's outline (the first shape of its group) takes the running highlight.
+  for (const item of nodes.values()) {
+    if (!item.el) continue;
+    const outline = item.el.querySelector(":scope > path, :scope > polygon, :scope > ellipse");
+    if (outline) outline.classList.add("outline");
+    item.el.setAttribute("tabindex", "0");
+    item.el.setAttribute("role", "button");
+    item.el.setAttribute("aria-label", item.node.title);
+  }
+  for (const e of edges) {
+    if (!e.el) continue;
+    e.el.setAttribute("tabindex", "0");
+    e.el.setAttribute("role", "button");
+    e.el.setAttribute("aria-label", edgeTitle(e));
+  }
+
+  // Leaves' .grad: a box under the leaf, shown once the leaf's AccumulateGrad has run.
+  function leafGradOf(item) {
+    return item.node.leafGrad || (item.node.grads.length ? item.node.grads[0] : null);
+  }
+  for (const item of nodes.values()) {
+    if (item.node.kind !== "leaf" || !item.step || !item.el || !leafGradOf(item)) continue;
+    item.leafBox = null; // made on first reveal (needs the node's box)
+    reveals[item.step].push({ leaf: item });
+  }
+
+  // The picture's box, and the shift of Graphviz's top group (translate(4 H)), to keep the
+  // boxes this script adds inside the picture.
+  const vbox = svg.viewBox.baseVal || { x: 0, y: 0 };
+  const shiftMatrix = graphLayer.transform && graphLayer.transform.baseVal.consolidate();
+  const graphShift = shiftMatrix ? { x: shiftMatrix.matrix.e, y: shiftMatrix.matrix.f } : { x: 0, y: 0 };
+  function bbox(element) {
+    try { return element.getBBox(); } catch (_) { return null; }
+  }
+  // A node's box in the picture's coordinates; cached, since reading it forces a layout of
+  // the whole SVG when anything changed (goTo reads all it needs before changing anything).
+  function boxOf(item) {
+    if (item.box === undefined) item.box = item.el ? bbox(item.el) : null;
+    return item.box;
+  }
+  function leafBox(item) {
+    if (item.leafBox) return item.leafBox;
+    const b = boxOf(item);
+    const g = svgEl("g", { class: "leaf-grad pending" });
+    const key = item.node.leafGrad ? `${item.node.name || "leaf"}.grad = ` : "grad = ";
+    const values = tensorLines(leafGradOf(item));
+    const lines = values.map((l, i) => (i === 0 ? key : " ".repeat(key.length)) + l);
+    const lineHeight = 10.5;
+    const width = Math.max(...lines.map((l) => l.length)) * 5.45 + 8;
+    const height = lines.length * lineHeight + 5;
+    // Under the leaf, clear of a running node's thick outline, and inside the picture.
+    const x = b ? Math.max(vbox.x - graphShift.x + 2, b.x + b.width / 2 - width / 2) : 0;
+    const y = b ? b.y + b.height + 6 : 0;
+    g.appendChild(svgEl("rect", { x, y, width, height, rx: 3 }));
+    lines.forEach((line, i) => {
+      const t = svgEl("text", { x: x + 4, y: y + 11 + i * lineHeight });
+      t.setAttribute("xml:space", "preserve");
+      t.textContent = line;
+      g.appendChild(t);
+    });
+    graphLayer.appendChild(g);
+    item.leafBox = g;
+    return g;
+  }
+
+  // ✓ on done nodes and ▶ on the running one: made when first needed.
+  function mark(item, kind) {
+    const field = kind === "run" ? "runMark" : "doneMark";
+    if (!item[field]) {
+      const b = boxOf(item);
+      if (!b) return null;
+      const t = svgEl("text", {
+        class: `mark ${kind}`,
+        x: kind === "run" ? b.x - 18 : b.x + b.width + 3,
+        y: kind === "run" ? b.y + b.height / 2 + 6 : b.y + 14,
+      });
+      t.textContent = kind === "run" ? "▶" : "✓";
+      item.el.appendChild(t);
+      item[field] = t;
+    }
+    return item[field];
+  }
+
+  // ---- stepping --------------------------------------------------------------------------
+
+  const stepItems = data.steps.map(([gi, id]) => nodes.get(nodeKey(gi, id)));
+
+  function setRevealed(entry, shown) {
+    if (entry.el) entry.el.classList.toggle("pending", !shown);
+    if (entry.leaf) leafBox(entry.leaf).classList.toggle("pending", !shown);
+  }
+  function setDone(item, done) {
+    const m = done ? mark(item, "done") : item.doneMark;
+    if (m) m.style.display = done ? "" : "none";
+  }
+  let running = null;
+  function setRunning(item) {
+    if (running) {
+      running.el && running.el.classList.remove("running");
+      if (running.runMark) running.runMark.style.display = "none";
+      for (const e of running.ins) e.el && e.el.classList.remove("flow-in");
+      for (const e of running.outs) e.el && e.el.classList.remove("flow-out");
+    }
+    running = item;
+    if (!item) return;
+    if (item.el) {
+      item.el.classList.add("running");
+      const m = mark(item, "run");
+      if (m) m.style.display = "";
+    }
+    for (const e of item.ins) if (e.el && (e.seed || e.edge.grad)) e.el.classList.add("flow-in");
+    for (const e of item.outs) if (e.el && e.edge.grad) e.el.classList.add("flow-out");
+    markFoldedRunning();
+  }
+
+  function goTo(target, { follow = true } = {}) {
+    target = Math.max(0, Math.min(total, target | 0));
+    if (target === position && running === (stepItems[target - 1] || null)) return;
+    const from = position;
+    // Reads first (node boxes, for the marks and .grad boxes), then only writes.
+    const lo = Math.max(Math.min(from, target), 1), hi = Math.max(from, target);
+    for (let k = lo; k <= hi; k++) {
+      boxOf(stepItems[k - 1]);
+      for (const r of reveals[k]) if (r.leaf) boxOf(r.leaf);
+    }
+    if (target > from) {
+      for (let k = from + 1; k <= target; k++) for (const r of reveals[k]) setRevealed(r, true);
+      for (let k = Math.max(from, 1); k < target; k++) setDone(stepItems[k - 1], true);
+    } else {
+      for (let k = from; k > target; k--) for (const r of reveals[k]) setRevealed(r, false);
+      for (let k = Math.max(target, 1); k < from; k++) setDone(stepItems[k - 1], false);
+    }
+    position = target;
+    setRunning(stepItems[position - 1] || null);
+    showControls();
+    showStep();
+    if (follow && running && boxOf(running)) keepBoxInView(boxOf(running));
+    document.body.dataset.position = String(position);
+  }
+
+  // ---- the controls --------------------------------------------------------------------
+
+  const slider = $("slider");
+  slider.max = String(total);
+  function showControls() {
+    slider.value = String(position);
+    slider.setAttribute("aria-valuetext", `step ${position} of ${total}`);
+    $("counter").textContent = `step ${position} / ${total}` + (position === 0 ? " · forward graph" : "");
+    $("first").disabled = $("prev").disabled = position === 0;
+    $("next").disabled = $("last").disabled = position === total;
+  }
+  let timer = null;
+  function setPlaying(on) {
+    if (on && position === total) goTo(0);
+    if (timer) { clearInterval(timer); timer = null; }
+    if (on) {
+      timer = setInterval(() => {
+        if (position >= total) setPlaying(false); else goTo(position + 1);
+      }, Number($("speed").value));
+    }
+    const play = $("play");
+    play.setAttribute("aria-pressed", on ? "true" : "false");
+    play.textContent = on ? "⏸ Pause" : "▶ Play";
+  }
+  $("first").addEventListener("click", () => goTo(0));
+  $("prev").addEventListener("click", () => goTo(position - 1));
+  $("next").addEventListener("click", () => goTo(position + 1));
+  $("last").addEventListener("click", () => goTo(total));
+  $("play").addEventListener("click", () => setPlaying(!timer));
+  $("speed").addEventListener("change", () => { if (timer) setPlaying(true); });
+  slider.addEventListener("input", () => goTo(Number(slider.value)));
+  $("zoom-in").addEventListener("click", () => zoomBy(1.25));
+  $("zoom-out").addEventListener("click", () => zoomBy(0.8));
+  $("zoom-fit").addEventListener("click", () => fit());
+
+  // ---- the side panel ------------------------------------------------------------------
+
+  function nodeTitle(item) {
+    return item ? item.node.title : "";
+  }
+  function edgeTitle(e) {
+    if (e.seed) return `seed → ${nodeTitle(e.dst)}`;
+    return `${nodeTitle(e.src)} → ${nodeTitle(e.dst)} (input ${e.edge.slot})`;
+  }
+  function passNote(item) {
+    const passes = data.graphs.filter((g) => g.kind === "backward").length;
+    const label = data.graphs[item.gi].label;
+    return passes > 1 ? ` · ${label}, engine step ${item.node.step}` : "";
+  }
+
+  function showStep() {
+    const box = $("step-info");
+    box.replaceChildren();
+    const heading = el("h2", null, position === 0 ? "Before backward" : `Step ${position} of ${total}`);
+    box.appendChild(heading);
+    if (!running) {
+      box.appendChild(el("p", null,
+        "The forward graph, as autograd recorded it. Press → (Next) to start the backward pass: " +
+        "the seed gradient enters the output, then the engine runs one node per step."));
+      for (const e of edges) {
+        if (!e.seed) continue;
+        box.appendChild(block(`seed for ${nodeTitle(e.dst)}`, tensorBlock(e.seed)));
+      }
+      showLeaves();
+      return;
+    }
+    const n = running.node;
+    const head = el("p", "running");
+    head.id = "running-title";
+    head.textContent = `▶ running: ${n.title}`;
+    box.appendChild(head);
+    const what = n.kind === "leaf"
+      ? `${n.op}: adds the gradient that arrived to ${n.name ? n.name + ".grad" : "the leaf's .grad"}`
+      : `${n.op}: the chain rule for this op, from the gradient of its output to its inputs`;
+    box.appendChild(el("p", "where", what + passNote(running)));
+
+    n.forward.forEach((t, i) => {
+      if (t) box.appendChild(block(n.forward.length > 1 ? `forward value ${i}` : "forward value", tensorBlock(t, "value")));
+    });
+    if (n.saved.length) {
+      const list = el("div");
+      for (const s of n.saved) {
+        const row = el("div", "sub");
+        if (s.tensor && !s.source) {
+          row.textContent = `${s.name} =`;
+          list.appendChild(row);
+          list.appendChild(tensorBlock(s.tensor, "plain"));
+        } else {
+          row.textContent = `${s.name} = ${s.source ?? s.text ?? ""}`;
+          list.appendChild(row);
+        }
+      }
+      box.appendChild(block("saved for backward", list));
+    }
+    showGradIn(box, running);
+    if (n.kind === "leaf") {
+      const g = leafGradOf(running);
+      if (g) {
+        const b = block(n.leafGrad ? `${n.name ? n.name + ".grad" : ".grad"} is now` : "gradient returned", tensorBlock(g));
+        b.dataset.role = "leaf-grad";
+        box.appendChild(b);
+      }
+    } else {
+      showGradOut(box, running);
+    }
+    showLeaves();
+  }
+
+  function showGradIn(box, item) {
+    const n = item.node;
+    const arrivals = item.ins.filter((e) => e.seed || (e.edge && e.edge.grad));
+    const outputs = Math.max(n.grads.length, 1);
+    for (let o = 0; o < outputs; o++) {
+      const here = arrivals.filter((e) => e.seed || e.edge.dstOutput === o);
+      const label = outputs > 1 ? `gradient in (output ${o})` : "gradient in";
+      const div = block(label);
+      div.dataset.role = "grad-in";
+      div.dataset.output = String(o);
+      if (here.length > 1) {
+        for (const e of here) {
+          div.appendChild(el("div", "sub", e.seed ? "seed" : `from ${nodeTitle(e.src)}:`));
+          div.appendChild(tensorBlock(e.seed || e.edge.grad));
+        }
+        div.appendChild(el("div", "sub", `sum of the ${here.length} gradients that arrived:`));
+      } else if (here.length === 1) {
+        div.appendChild(el("div", "sub", here[0].seed ? "the seed" : `from ${nodeTitle(here[0].src)}`));
+      }
+      const g = n.grads[o];
+      if (g) {
+        const pre = tensorBlock(g);
+        pre.dataset.role = "grad-in-value";
+        div.appendChild(pre);
+      } else {
+        div.appendChild(el("div", "pending-text", "none arrived"));
+      }
+      box.appendChild(div);
+    }
+  }
+
+  function showGradOut(box, item) {
+    const n = item.node;
+    const outs = [...item.outs].sort((a, b) => a.edge.slot - b.edge.slot);
+    const list = el("div");
+    for (const e of outs) {
+      const slot = e.edge.slot;
+      const name = n.slotNames && n.slotNames[slot] ? ` (${n.slotNames[slot]})` : "";
+      const div = el("div", "slot" + (e.edge.grad ? "" : " none"));
+      div.dataset.role = "grad-out";
+      div.dataset.slot = String(slot);
+      div.appendChild(el("div", null, `input ${slot}${name} → ${nodeTitle(e.dst)}`));
+      // The chain-rule formula of this slot (tracer.formulas); empty when there is none.
+      const formula = el("div", "formula", n.formulas && n.formulas[slot] ? n.formulas[slot] : "");
+      formula.dataset.role = "formula";
+      div.appendChild(formula);
+      if (e.edge.grad) {
+        const pre = tensorBlock(e.edge.grad);
+        pre.dataset.role = "grad-out-value";
+        div.appendChild(pre);
+      } else {
+        div.appendChild(el("div", "pending-text",
+          e.edge.constant ? "no gradient: a constant (needs no grad)" : "no gradient sent"));
+      }
+      list.appendChild(div);
+    }
+    box.appendChild(block(outs.length ? "gradients out, per input" : "no inputs", list));
+  }
+
+  function showLeaves() {
+    const box = $("leaves");
+    box.replaceChildren();
+    const leaves = [...nodes.values()].filter(
+      (i) => i.node.kind === "leaf" && data.graphs[i.gi].kind === "backward");
+    if (!leaves.length) return;
+    const wrap = leaves.length > 12 ? el("details") : el("div");
+    const title = `Leaves' .grad (${leaves.filter((i) => i.step && i.step <= position).length} of ${leaves.length} filled in)`;
+    if (wrap.tagName === "DETAILS") wrap.appendChild(el("summary", null, title));
+    else wrap.appendChild(el("h2", null, title));
+    const list = el("ul", "leaf-list");
+    for (const item of leaves) {
+      const li = el("li");
+      li.dataset.leaf = item.key;
+      const filled = item.step && item.step <= position && leafGradOf(item);
+      li.appendChild(el("div", null, `${filled ? "✓" : "·"} ${item.node.title}.grad`));
+      if (filled) li.appendChild(tensorBlock(leafGradOf(item)));
+      else li.appendChild(el("div", "pending-text",
+        item.step ? `fills in at step ${item.step}` : "receives no gradient in this pass"));
+      list.appendChild(li);
+    }
+    wrap.appendChild(list);
+    box.appendChild(wrap);
+  }
+
+  function showChecks() {
+    const verdict = $("verdict");
+    if (data.passed === true) { verdict.textContent = "✓ autograd and manual agree"; verdict.className = "agree"; }
+    if (data.passed === false) { verdict.textContent = "✗ autograd and manual DISAGREE"; verdict.className = "disagree"; }
+    const reports = $("check-reports");
+    for (const c of data.checks) {
+      reports.appendChild(el("p", null, `${c.passed ? "✓" : "✗"} ${c.headline}`));
+      reports.appendChild(el("pre", "tensor plain", c.report));
+    }
+    for (const p of data.problems) reports.appendChild(el("p", null, `⚠ ${p}`));
+    if (!data.checks.length && !data.problems.length) $("checks").hidden = true;
+    else if (data.passed === false || data.problems.length) $("checks").open = true;
+  }
+
+  // ---- hover, tap and focus: the full tensor of a node or edge -------------------------
+
+  const tip = $("tip");
+  let pinned = null;
+  function tipContent(item) {
+    const parts = [];
+    const title = (t) => parts.push(el("div", "tip-title", t));
+    const text = (t, cls) => parts.push(el("div", cls || "sub", t));
+    const tensor = (label, t, kind) => {
+      text(label);
+      parts.push(el("div", "sub", t.summary));
+      if (t.lines) parts.push(tensorBlock(t, kind));
+    };
+    if (item.type === "edge") {
+      title(edgeTitle(item));
+      const g = item.seed || (item.edge && item.edge.grad);
+      if (item.edge && item.edge.constant) text("no gradient: the input is a constant");
+      else if (!g) text("no gradient on this edge");
+      else if (item.revealAt !== null && item.revealAt > position) text(`gradient sent at step ${item.revealAt}`, "pending-text");
+      else tensor(item.seed ? "seed gradient" : "gradient sent down this edge", g);
+      return parts;
+    }
+    const n = item.node;
+    title(n.title);
+    text([n.kind, n.op, n.dtype, n.shape].filter(Boolean).join(" · "));
+    if (item.step) text(`runs at step ${item.step}`);
+    if (n.origin) text(`made by ${n.origin}`);
+    n.forward.forEach((t, i) => { if (t) tensor(n.forward.length > 1 ? `forward value ${i}` : "forward value", t, "value"); });
+    const reached = item.step && item.step <= position;
+    if (n.kind === "leaf" && leafGradOf(item)) {
+      if (reached) tensor(n.leafGrad ? ".grad" : "gradient", leafGradOf(item));
+      else text(item.step ? `.grad fills in at step ${item.step}` : "no gradient in this pass", "pending-text");
+    } else if (n.kind === "op" && n.grads.some(Boolean)) {
+      if (reached) n.grads.forEach((t, i) => { if (t) tensor(n.grads.length > 1 ? `gradient in ${i}` : "gradient in", t); });
+      else text(`receives its gradient by step ${item.step}`, "pending-text");
+    }
+    for (const s of n.saved) {
+      if (s.tensor && !s.source) tensor(`saved ${s.name}`, s.tensor, "plain");
+      else text(`saved ${s.name} = ${s.source ?? s.text ?? ""}`);
+    }
+    return parts;
+  }
+  function showTip(item, x, y) {
+    tip.replaceChildren(...tipContent(item));
+    tip.hidden = false;
+    const w = tip.offsetWidth, h = tip.offsetHeight;
+    const left = Math.min(x + 16, window.innerWidth - w - 8);
+    const top = y + 16 + h > window.innerHeight ? Math.max(8, y - h - 16) : y + 16;
+    tip.style.left = `${Math.max(8, left)}px`;
+    tip.style.top = `${top}px`;
+  }
+  function hideTip() {
+    tip.hidden = true;
+    tip.classList.remove("pinned");
+    pinned = null;
+  }
+  function itemAt(target) {
+    const g = target && target.closest && target.closest("g.node, g.edge");
+    return g ? itemOfEl.get(g) || null : null;
+  }
+  svg.addEventListener("pointermove", (ev) => {
+    if (pinned || dragging) return;
+    const item = itemAt(ev.target);
+    if (item) showTip(item, ev.clientX, ev.clientY); else hideTip();
+  });
+  svg.addEventListener("pointerleave", () => { if (!pinned) hideTip(); });
+  function tapped(ev) {
+    const item = itemAt(ev.target);
+    if (!item) { hideTip(); return; }
+    if (pinned === item) { hideTip(); return; }
+    showTip(item, ev.clientX, ev.clientY);
+    tip.classList.add("pinned");
+    pinned = item;
+  }
+  svg.addEventListener("focusin", (ev) => {
+    const item = itemAt(ev.target);
+    if (!item) return;
+    item.el.classList.add("svg-focus");
+    keepInView(item.el);
+    const r = item.el.getBoundingClientRect();
+    showTip(item, r.right, r.top);
+  });
+  svg.addEventListener("focusout", (ev) => {
+    const item = itemAt(ev.target);
+    if (item) item.el.classList.remove("svg-focus");
+    if (!pinned) hideTip();
+  });
+
+  // ---- pan and zoom --------------------------------------------------------------------
+
+  const view = { x: 0, y: 0, s: 1 };
+  const vb = svg.viewBox.baseVal;
+  const svgWidth = vb && vb.width ? vb.width : svg.getBBox().width;
+  const svgHeight = vb && vb.height ? vb.height : svg.getBBox().height;
+  svg.setAttribute("width", String(svgWidth));
+  svg.setAttribute("height", String(svgHeight));
+  function apply() {
+    stage.style.transform = `translate(${view.x}px, ${view.y}px) scale(${view.s})`;
+  }
+  // The viewport's size, read on load and on resize only (reading it after a change would
+  // force a layout of the whole picture).
+  let viewportSize = { w: viewport.clientWidth, h: viewport.clientHeight };
+  function fit() {
+    viewportSize = { w: viewport.clientWidth, h: viewport.clientHeight };
+    const { w, h } = viewportSize;
+    view.s = Math.min(w / svgWidth, h / svgHeight) * 0.96;
+    view.x = (w - svgWidth * view.s) / 2;
+    view.y = (h - svgHeight * view.s) / 2;
+    apply();
+  }
+  // The first view: the whole graph when it can be read so; else a readable scale at the
+  // top of the graph, where the output (and so the first step) is.
+  function initialView() {
+    fit();
+    if (view.s >= 0.45) return;
+    view.s = 0.9;
+    view.x = (viewportSize.w - svgWidth * view.s) / 2;
+    view.y = 10;
+    apply();
+  }
+  function zoomBy(factor, cx, cy) {
+    const { w, h } = viewportSize;
+    cx = cx ?? w / 2; cy = cy ?? h / 2;
+    const s = Math.max(0.02, Math.min(40, view.s * factor));
+    view.x = cx - ((cx - view.x) * s) / view.s;
+    view.y = cy - ((cy - view.y) * s) / view.s;
+    view.s = s;
+    apply();
+  }
+  function panBy(dx, dy) { view.x += dx; view.y += dy; apply(); }
+  // Bring an element into the viewport (centred) when it is not wholly visible.
+  function keepInView(element) {
+    const r = element.getBoundingClientRect();
+    const v = viewport.getBoundingClientRect();
+    const margin = 20;
+    if (r.left >= v.left + margin && r.right <= v.right - margin &&
+        r.top >= v.top + margin && r.bottom <= v.bottom - margin) return;
+    panBy(v.left + v.width / 2 - (r.left + r.width / 2), v.top + v.height / 2 - (r.top + r.height / 2));
+  }
+  // The same for a box in the picture's coordinates, by arithmetic: no layout is forced.
+  function keepBoxInView(b) {
+    const { w, h } = viewportSize;
+    const left = view.x + (b.x + graphShift.x - vbox.x) * view.s;
+    const top = view.y + (b.y + graphShift.y - vbox.y) * view.s;
+    const right = left + b.width * view.s, bottom = top + b.height * view.s;
+    const margin = 20;
+    if (left >= margin && right <= w - margin && top >= margin && bottom <= h - margin) return;
+    panBy(w / 2 - (left + right) / 2, h / 2 - (top + bottom) / 2);
+  }
+  viewport.addEventListener("wheel", (ev) => {
+    ev.preventDefault();
+    const v = viewport.getBoundingClientRect();
+    zoomBy(Math.exp(-ev.deltaY * 0.0015), ev.clientX - v.left, ev.clientY - v.top);
+  }, { passive: false });
+  let dragging = false;
+  let drag = null;
+  viewport.addEventListener("pointerdown", (ev) => {
+    if (ev.button !== 0) return;
+    drag = { x: ev.clientX, y: ev.clientY, moved: false };
+  });
+  window.addEventListener("pointermove", (ev) => {
+    if (!drag) return;
+    const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
+    if (!drag.moved && Math.hypot(dx, dy) < 5) return;
+    drag.moved = true;
+    dragging = true;
+    viewport.classList.add("dragging");
+    drag.x = ev.clientX; drag.y = ev.clientY;
+    panBy(dx, dy);
+  });
+  window.addEventListener("pointerup", (ev) => {
+    if (!drag) return;
+    const wasTap = !drag.moved;
+    drag = null;
+    dragging = false;
+    viewport.classList.remove("dragging");
+    if (wasTap && viewport.contains(ev.target)) tapped(ev);
+  });
+  window.addEventListener("resize", () => fit());
+
+  // ---- folding clusters (Graphviz `cluster_*` subgraphs) --------------------------------
+
+  const clusters = [];
+  for (const g of svg.querySelectorAll("g.cluster")) {
+    const t = g.querySelector(":scope > title");
+    if (!t || !t.textContent.startsWith("cluster_")) continue;
+    const label = [...g.querySelectorAll(":scope > text")].map((x) => x.textContent).join(" ") || t.textContent;
+    clusters.push({ el: g, name: t.textContent, label, folded: false, members: null, box: null });
+  }
+  function centre(b) { return { x: b.x + b.width / 2, y: b.y + b.height / 2 }; }
+  function inside(p, b) { return p.x >= b.x && p.x <= b.x + b.width && p.y >= b.y && p.y <= b.y + b.height; }
+  // Which nodes lie in a cluster: Graphviz draws a cluster's box around its nodes.
+  function membersOf(c) {
+    if (c.members) return c.members;
+    const shape = c.el.querySelector(":scope > path, :scope > polygon");
+    c.box = bbox(shape || c.el);
+    c.members = new Set();
+    for (const g of svg.querySelectorAll("g.node")) {
+      const b = bbox(g);
+      if (b && c.box && inside(centre(b), c.box)) c.members.add(g);
+    }
+    const cover = svgEl("g", { class: "fold-cover" });
+    const b = c.box;
+    cover.appendChild(svgEl("rect", { x: b.x, y: b.y, width: b.width, height: b.height, rx: 6 }));
+    const text = svgEl("text", { x: b.x + 10, y: b.y + 24 });
+    text.textContent = `▸ ${c.label} (folded: ${c.members.size} nodes)`;
+    cover.appendChild(text);
+    c.el.appendChild(cover);
+    return c.members;
+  }
+  function applyFolds() {
+    const hidden = new Set();
+    for (const c of clusters) if (c.folded) for (const m of membersOf(c)) hidden.add(m);
+    for (const g of svg.querySelectorAll("g.node")) g.classList.toggle("folded-away", hidden.has(g));
+    for (const e of edges) {
+      if (!e.el) continue;
+      const a = e.src ? e.src.el : null, b = e.dst ? e.dst.el : null;
+      const away = (!a || hidden.has(a)) && (!b || hidden.has(b));
+      e.el.classList.toggle("folded-away", away);
+    }
+    for (const item of nodes.values()) if (item.leafBox) item.leafBox.classList.toggle("folded-away", hidden.has(item.el));
+    // A folded cluster inside another folded one is hidden with it.
+    for (const c of clusters) {
+      const outer = clusters.some((o) => o !== c && o.folded && membersOf(o) && c.box && o.box &&
+        inside(centre(c.box), o.box) && o.box.width * o.box.height > c.box.width * c.box.height);
+      c.el.classList.toggle("folded-away", outer);
+      c.el.classList.toggle("folded", c.folded);
+    }
+    markFoldedRunning();
+    showClusters();
+  }
+  function markFoldedRunning() {
+    for (const c of clusters) {
+      c.el.classList.toggle("has-running", !!(c.folded && running && running.el && membersOf(c).has(running.el)));
+    }
+  }
+  function toggleFold(c) { c.folded = !c.folded; applyFolds(); }
+  for (const c of clusters) {
+    for (const t of c.el.querySelectorAll(":scope > text")) t.addEventListener("click", (ev) => { ev.stopPropagation(); toggleFold(c); });
+  }
+  function showClusters() {
+    const box = $("clusters");
+    box.replaceChildren();
+    if (!clusters.length) return;
+    box.appendChild(el("h2", null, "Clusters"));
+    for (const c of clusters) {
+      const b = el("button", "fold", `${c.folded ? "▸ Unfold" : "▾ Fold"}: ${c.label}`);
+      b.type = "button";
+      b.setAttribute("aria-pressed", c.folded ? "true" : "false");
+      b.dataset.cluster = c.name;
+      b.addEventListener("click", () => { toggleFold(c); box.querySelector(`[data-cluster="${CSS.escape(c.name)}"]`).focus(); });
+      const p = el("p");
+      p.appendChild(b);
+      box.appendChild(p);
+    }
+  }
+
+  // ---- the keyboard ---------------------------------------------------------------------
+
+  document.addEventListener("keydown", (ev) => {
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    const t = ev.target;
+    const inControl = t instanceof HTMLInputElement || t instanceof HTMLSelectElement;
+    const onButton = t instanceof HTMLButtonElement;
+    const k = ev.key;
+    if (ev.shiftKey && k.startsWith("Arrow")) {
+      const d = 60;
+      panBy(k === "ArrowLeft" ? d : k === "ArrowRight" ? -d : 0, k === "ArrowUp" ? d : k === "ArrowDown" ? -d : 0);
+      ev.preventDefault();
+      return;
+    }
+    if (inControl && (k.startsWith("Arrow") || k === "Home" || k === "End" || k === "PageUp" || k === "PageDown")) return;
+    let handled = true;
+    if (k === "ArrowRight" || k === "PageDown") goTo(position + 1);
+    else if (k === "ArrowLeft" || k === "PageUp") goTo(position - 1);
+    else if (k === "Home") goTo(0);
+    else if (k === "End") goTo(total);
+    else if (k === " " && !onButton && !inControl) setPlaying(!timer);
+    else if (k === "+" || k === "=") zoomBy(1.25);
+    else if (k === "-" || k === "_") zoomBy(0.8);
+    else if (k === "0") fit();
+    else if (k === "c" || k === "C") { if (running && boxOf(running)) keepBoxInView(boxOf(running)); }
+    else if (k === "Escape") hideTip();
+    else handled = false;
+    if (handled) ev.preventDefault();
+  });
+
+  // ---- start -----------------------------------------------------------------------------
+
+  showChecks();
+  showClusters();
+  initialView();
+  position = -1; // force the first draw
+  goTo(0, { follow: false });
+  window.tracerStepper = { goTo, get position() { return position; }, total };
+})();
