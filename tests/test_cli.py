@@ -73,7 +73,7 @@ def test_help_lists_commands_and_exercises_readably() -> None:
         assert raw not in text
     assert "--version" in text
     run = cli("run", "--help").stdout
-    assert "<slide|full>" in run and "<svg|png|pdf|dot|json>" in run  # the choices, listed
+    assert "<slide|full>" in run and "<svg|png|pdf|dot|json|html>" in run  # the choices, listed
     assert "FOLDER" in run and " N " in run
     assert "trace run train.py --out pics -- --lr 0.1" in run  # the script's own arguments
     assert "sys.exit(N)" in run

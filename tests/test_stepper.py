@@ -466,7 +466,7 @@ def test_cli_frames_svg_png_and_pdf(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--frames", "f", "--format", "gif"], "unsupported frame format 'gif'"),
+        (["--frames", "f", "--format", "gif"], "'gif' is not one of 'svg', 'png'"),
         (["--frames", "missing/steps.pdf"], "does not exist"),
         (["--frames", "frame.svg"], "looks like a file name"),
     ],

@@ -11,7 +11,7 @@ import torch
 import tracer
 from tracer.exercises import get
 from tracer.render import RenderOptions, render_dot
-from tracer.report import graph_title, format_report, problems
+from tracer.report import format_report, graph_title, problems
 
 f64 = torch.float64
 

@@ -29,6 +29,9 @@ class CaptureOptions:
     saved: bool = False
 
 
+DEFAULT_CAPTURE = CaptureOptions()
+
+
 @dataclass(frozen=True)
 class TensorData:
     """A tensor reduced to plain numbers: its values when small, a summary always.

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import TracerError
-from tracer.graph import CaptureOptions
+from tracer.graph import DEFAULT_CAPTURE, CaptureOptions
 from tracer.locate import CELL_FILE, Locator
 from tracer.script import as_main, require_file
 from tracer.usercode import RunResult, Stopped, describe_error, exit_status, run_traced
@@ -102,7 +102,7 @@ def _shell(path: Path) -> Iterator[Any]:
         InteractiveShell.clear_instance()
 
 
-def run_notebook(path: str | Path, *, capture: CaptureOptions = CaptureOptions()) -> RunResult:
+def run_notebook(path: str | Path, *, capture: CaptureOptions = DEFAULT_CAPTURE) -> RunResult:
     """Run a notebook's code cells in order, in one IPython shell, in this process."""
     path = Path(path)
     nb = read_notebook(path)

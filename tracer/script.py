@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tracer.errors import TracerError
-from tracer.graph import CaptureOptions
+from tracer.graph import DEFAULT_CAPTURE, CaptureOptions
 from tracer.locate import Locator
 from tracer.usercode import RunResult, run_traced
 
@@ -37,7 +37,7 @@ def as_main(path: Path, argv: Sequence[str]) -> Iterator[None]:
 
 
 def run_script(
-    path: str | Path, args: Sequence[str] = (), *, capture: CaptureOptions = CaptureOptions()
+    path: str | Path, args: Sequence[str] = (), *, capture: CaptureOptions = DEFAULT_CAPTURE
 ) -> RunResult:
     """Run a Python file as `python path *args` would, in this process, under a trace.
 

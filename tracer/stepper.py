@@ -25,8 +25,10 @@ from tracer.frames import engine_order
 from tracer.graph import Edge, Graph, Node, Recording, Saved, TensorData
 from tracer.render import RenderOptions, render_svg
 from tracer.report import (
+    check_line,
     format_check,
     format_tensor,
+    graph_title,
     node_title,
     problems,
     shape_text,
@@ -105,7 +107,7 @@ def page_data(recording: Recording) -> dict[str, Any]:
         "title": recording.title,
         "passed": recording.passed,
         "checks": [
-            {"passed": c.passed, "headline": c.summary(), "report": format_check(c)}
+            {"passed": c.passed, "headline": check_line(c, "exact"), "report": format_check(c)}
             for c in recording.checks
         ],
         "problems": problems(recording),
@@ -127,7 +129,7 @@ def tensor_text(t: TensorData | None) -> dict[str, Any] | None:
 def _graph_data(graph: Graph) -> dict[str, Any]:
     return {
         "kind": graph.kind,
-        "label": graph.label,
+        "label": graph_title(graph),
         "roots": graph.roots,
         "seeds": [tensor_text(s) for s in graph.seeds],
         "nodes": [_node_data(n) for n in graph.nodes],
@@ -145,7 +147,7 @@ def _node_data(node: Node) -> dict[str, Any]:
         "step": node.step,
         "shape": shape_text(node.shape),
         "dtype": node.dtype,
-        "origin": node.origin,
+        "madeBy": node.made_by,
         "forward": [tensor_text(t) for t in node.forward],
         "grads": [tensor_text(t) for t in node.grads],
         "leafGrad": tensor_text(node.leaf_grad),

@@ -23,7 +23,6 @@ import torch
 from tracer.graph import DEFAULT_MAX_VALUES, TensorData
 from tracer.quiet import quiet_torch
 
-
 _NAN = math.nan
 
 

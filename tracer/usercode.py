@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.graph import CaptureOptions
+from tracer.graph import DEFAULT_CAPTURE, CaptureOptions
 from tracer.locate import Location, Locator, error_location
 from tracer.passes import Pass, passes
 
@@ -91,15 +91,13 @@ def run_traced(
     source: Path,
     locate: Locator,
     body: Callable[[], None],
-    capture: CaptureOptions = CaptureOptions(),
+    capture: CaptureOptions = DEFAULT_CAPTURE,
 ) -> RunResult:
     """Run `body` (which runs the user's code) under a trace; never raises for the code."""
     from tracer.session import Trace  # torch: only once user code is run
 
     error, exit_code = None, 0
-    with Trace(
-        max_values=capture.max_values, values=capture.values, saved=capture.saved
-    ) as t:
+    with Trace(max_values=capture.max_values, values=capture.values, saved=capture.saved) as t:
         try:
             body()
         except SystemExit as e:
