@@ -248,7 +248,12 @@ class Recording:
         from tracer.quiet import paused_gc
 
         with paused_gc():
-            return json.dumps(self, default=_plain, ensure_ascii=False, allow_nan=False) + "\n"
+            text = json.dumps(self, default=_plain, ensure_ascii=False, allow_nan=False)
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in a name: escaped, as JSON allows
+                text = json.dumps(self, default=_plain, ensure_ascii=True, allow_nan=False)
+        return text + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Recording:
