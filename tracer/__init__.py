@@ -13,8 +13,6 @@ t.render("graph.svg")
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -69,28 +67,6 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted([*globals(), *_EXPORTS])
-
-
-class _Package(types.ModuleType):
-    """`tracer.check` is the function `tracer.session.check`, always.
-
-    Importing the submodule tracer/check.py (which session does) sets the package's
-    attribute `check` to that module; with the names imported lazily nothing would set it
-    back, and `tracer.check(x, manual)` in the user's code would call a module.
-    """
-
-    @property
-    def check(self) -> Any:
-        from tracer.session import check
-
-        return check
-
-    @check.setter
-    def check(self, submodule: object) -> None:
-        pass  # the import system's note of tracer/check.py: sys.modules keeps it
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def load_ipython_extension(ipython: object) -> None:

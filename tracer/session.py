@@ -39,8 +39,9 @@ from torch.autograd.graph import GradientEdge
 from torch.overrides import TorchFunctionMode
 
 from tracer.capture import GraphCapture, root_node
-from tracer.check import compare
+from tracer.compare import compare
 from tracer.graph import Check, Graph, Node, Recording
+from tracer.locate import is_user_file
 from tracer.node_record import NodeRecord, record_of
 from tracer.quiet import paused_gc
 from tracer.render import RenderOptions, render_svg, write
@@ -50,23 +51,6 @@ from tracer.summary import DEFAULT_MAX_VALUES
 _ALLCLOSE = {torch.allclose, torch.Tensor.allclose}
 # Their results are gradients the engine made, not forward values of the user's ops.
 _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
-
-# Frames of these modules are machinery, not the user's code, when looking for names.
-_INTERNAL_MODULES = ("torch", "contextlib", "tracer.session", "tracer.capture", "tracer.check")
-# The exercise runner (tracer.exercises itself, not the modules of exercises under it).
-_INTERNAL_EXACT = ("tracer.exercises",)
-
-
-def _module_in(frame: FrameType, modules: Iterable[str]) -> bool:
-    """Whether the frame's code is in one of `modules` or a module under one."""
-    module = frame.f_globals.get("__name__", "")
-    return any(module == m or module.startswith(m + ".") for m in modules)
-
-
-def _is_internal(frame: FrameType) -> bool:
-    return frame.f_globals.get("__name__", "") in _INTERNAL_EXACT or _module_in(
-        frame, _INTERNAL_MODULES
-    )
 
 
 def _outward(start: FrameType | None, skip: Callable[[FrameType], bool]) -> FrameType | None:
@@ -79,7 +63,12 @@ def _outward(start: FrameType | None, skip: Callable[[FrameType], bool]) -> Fram
 
 def user_frame(start: FrameType | None) -> FrameType | None:
     """The innermost frame at or above `start` that belongs to the user's code."""
-    return _outward(start, _is_internal)
+    return _outward(start, lambda f: not is_user_file(f.f_code.co_filename))
+
+
+def _in_torch(frame: FrameType) -> bool:
+    module = frame.f_globals.get("__name__", "")
+    return module == "torch" or module.startswith("torch.")
 
 
 def _is_user_name(name: str) -> bool:
@@ -502,9 +491,9 @@ class Trace:
     def _note_allclose(self, args: tuple, kwargs: dict, verdict: bool, frame: FrameType) -> None:
         """The code called allclose: when the user's code (not tracer's, which compares
         with allclose too) compared a gradient with it, record that as a check."""
-        caller = _outward(frame, lambda f: _module_in(f, ("torch",)))
-        if caller is None or _module_in(caller, ("tracer",)):
-            return
+        caller = user_frame(frame)
+        if caller is None or caller is not _outward(frame, _in_torch):
+            return  # tracer's own allclose (or one inside a library): not the user's check
         a = args[0] if args else kwargs.get("input", kwargs.get("self"))
         b = args[1] if len(args) > 1 else kwargs.get("other")
         if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):

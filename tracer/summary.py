@@ -212,27 +212,26 @@ class Summarizer:
                     results[key] = _from_values(t, one)
 
     def _large(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
-        """Norm, min and max of each large tensor: two reductions on the tensor itself,
-        the results moved to the host in one transfer per device."""
-        by_device: dict[torch.device, list[tuple[Hashable, torch.Tensor, torch.Tensor]]] = {}
-        for item in items:
-            by_device.setdefault(item[2].device, []).append(item)
-        for device_items in by_device.values():
-            rows = []
-            done = []
-            for key, t, d in device_items:
-                try:
-                    x = d if d.is_floating_point() else d.to(torch.float64)
-                    lo, hi = torch.aminmax(x)
-                    norm = torch.linalg.vector_norm(x)
-                    rows.append(torch.stack([norm.double(), lo.double(), hi.double()]))
-                    done.append((key, t, d))
-                except Exception as e:
-                    self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
-            if not rows:
-                continue
-            numbers = torch.stack(rows).cpu().tolist()
-            for (key, t, d), (norm, lo, hi) in zip(done, numbers, strict=True):
+        """Norm, min and max of each large tensor, on the tensor itself (no copy): the
+        norms of a dtype and device in one fused call, min and max one call each, the
+        results moved to the host in one transfer per group."""
+        groups: dict[tuple[torch.dtype, torch.device], list[Any]] = {}
+        for key, t, d in items:
+            if not d.is_floating_point():
+                d = d.to(torch.float64)
+            groups.setdefault((d.dtype, d.device), []).append((key, t, d))
+        for group in groups.values():
+            tensors = [d for _, _, d in group]
+            try:
+                norms = torch._foreach_norm(tensors)
+                lows, highs = zip(*(torch.aminmax(d) for d in tensors), strict=True)
+                numbers = torch.stack(
+                    [torch.stack(norms), torch.stack(lows), torch.stack(highs)]
+                ).to("cpu", torch.float64)
+                table = zip(*numbers.tolist(), strict=True)
+            except Exception:  # one at a time, so that one odd tensor spoils only itself
+                table = (self._one_large(d) for d in tensors)
+            for (key, t, d), (norm, lo, hi) in zip(group, table, strict=True):
                 if math.isfinite(norm) and math.isfinite(lo) and math.isfinite(hi):
                     self._results[key] = TensorData(
                         tuple(t.shape), _dtype_name(t), None, norm, lo, hi
@@ -242,6 +241,14 @@ class Summarizer:
                         self._results[key] = _slow_statistics(t, d)
                     except Exception as e:
                         self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+
+    @staticmethod
+    def _one_large(d: torch.Tensor) -> tuple[float, float, float]:
+        try:
+            lo, hi = torch.aminmax(d)
+            return float(torch.linalg.vector_norm(d)), float(lo), float(hi)
+        except Exception:
+            return _NAN, _NAN, _NAN  # the slow path then says what it can
 
 
 def _safe_version(t: torch.Tensor) -> int | None:

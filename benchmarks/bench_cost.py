@@ -1,0 +1,251 @@
+"""What tracing costs, as ratios measured in this process (or its children) against a
+baseline measured the same way, so that they mean the same on any machine:
+
+    .venv/bin/python benchmarks/bench_cost.py            # everything (~10 minutes)
+    .venv/bin/python benchmarks/bench_cost.py transformer dot startup chain memory
+
+Method: one intra-op thread; each measurement's variants interleaved round by round; the
+first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The rows:
+
+- transformer: a 24-layer nn.TransformerEncoder (d_model 64, 4 heads, ff 128, batch 4×32,
+  ~1,800 backward nodes), forward + backward, traced / plain: with forward values (the
+  default) and with `values=False` (structure and gradients only).
+- dot: DOT text of that graph, ours / torchviz's `make_dot(...).source`, in the slide view
+  (vs plain make_dot) and the full view (vs make_dot(show_attrs=True, show_saved=True)).
+- startup: `trace exercise-a --out a.svg`, `trace --help`, `trace list` / `python -c
+  "import torch"`, each as a fresh process.
+- chain: a 100,000-op chain (`y = sin(y)`), traced / plain, and the seconds to write its
+  .dot and .json.
+- memory: a 200-step training loop (MLP, SGD, cross-entropy), peak RSS under `trace run`
+  / `python`, each as a fresh process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+import tracer
+from tracer.render import RenderOptions, render_dot
+
+ROUNDS = 7
+BIN = Path(sys.executable).parent
+TRACE = str(BIN / "trace")
+
+
+def interleaved(
+    variants: dict[str, Callable[[], object]], rounds: int = ROUNDS
+) -> dict[str, float]:
+    """Median seconds of each variant: one warm-up round, then `rounds` rounds, the
+    variants taking turns within each round."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(rounds + 1):
+        for name, run in variants.items():
+            start = time.perf_counter()
+            run()
+            elapsed = time.perf_counter() - start
+            if round_:
+                times[name].append(elapsed)
+        if round_ == 0:
+            gc.collect()
+            gc.freeze()  # what warm-up left behind is never walked again
+    gc.unfreeze()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def row(name: str, ratio: float, target: str, unit: str = "×") -> None:
+    print(f"  {name:<58}{ratio:>8.2f}{unit}   (target {target})", flush=True)
+
+
+# -- the transformer -----------------------------------------------------------------------
+
+
+def transformer() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(
+        d_model=64, nhead=4, dim_feedforward=128, batch_first=True
+    )
+    model = torch.nn.TransformerEncoder(layer, num_layers=24, enable_nested_tensor=False)
+    return model, torch.randn(4, 32, 64)
+
+
+def bench_transformer() -> None:
+    model, X = transformer()
+
+    def plain() -> None:
+        model(X).square().mean().backward()
+
+    def traced(values: bool) -> Callable[[], None]:
+        def run() -> None:
+            with tracer.trace(values=values):
+                model(X).square().mean().backward()
+
+        return run
+
+    t = interleaved({"plain": plain, "values": traced(True), "structure": traced(False)})
+    with tracer.trace() as tr:
+        model(X).square().mean().backward()
+    nodes = len(tr.graphs[0].nodes)
+    print(f"transformer: 24 layers, {nodes} backward nodes, plain {t['plain'] * 1e3:.0f} ms")
+    row("traced / plain, with forward values (the default)", t["values"] / t["plain"], "≤ 2")
+    row("traced / plain, values=False (structure, gradients)", t["structure"] / t["plain"], "≤ 1.3")
+
+
+def bench_dot() -> None:
+    from torchviz import make_dot
+
+    model, X = transformer()
+    with tracer.trace() as tr:
+        out = model(X).square().mean()
+        out.backward(retain_graph=True)
+    recording = tr.recording
+    slide, full = RenderOptions("slide"), RenderOptions("full")
+    params = dict(model.named_parameters())
+    t = interleaved(
+        {
+            "ours slide": lambda: render_dot(recording, slide),
+            "torchviz": lambda: make_dot(out, params=params).source,
+            "ours full": lambda: render_dot(recording, full),
+            "torchviz full": lambda: (
+                make_dot(out, params=params, show_attrs=True, show_saved=True).source
+            ),
+        }
+    )
+    print("dot: the transformer's graph as DOT text")
+    row("slide view / make_dot", t["ours slide"] / t["torchviz"], "≤ 1")
+    row("full view / make_dot(show_attrs, show_saved)", t["ours full"] / t["torchviz full"], "≤ 1")
+
+
+# -- fresh processes ------------------------------------------------------------------------
+
+
+def _run(command: list[str], cwd: str) -> None:
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+
+
+def bench_startup() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = interleaved(
+            {
+                "import torch": lambda: _run([sys.executable, "-c", "import torch"], tmp),
+                "exercise-a": lambda: _run([TRACE, "exercise-a", "--out", "a.svg"], tmp),
+                "help": lambda: _run([TRACE, "--help"], tmp),
+                "list": lambda: _run([TRACE, "list"], tmp),
+            }
+        )
+    base = t["import torch"]
+    print(f"startup: fresh processes; python -c 'import torch' takes {base:.2f} s")
+    row("trace exercise-a --out a.svg / import torch", t["exercise-a"] / base, "≤ 1.2")
+    row("trace --help / import torch", t["help"] / base, "≤ 0.3")
+    row("trace list / import torch", t["list"] / base, "≤ 0.3")
+
+
+CHAIN = 100_000
+
+
+def bench_chain() -> None:
+    x = torch.tensor([0.1, 0.2, 0.3, 0.4], requires_grad=True)
+
+    def plain() -> None:
+        y = x
+        for _ in range(CHAIN):
+            y = torch.sin(y)
+        y.sum().backward()
+
+    def traced() -> None:
+        with tracer.trace():
+            plain()
+
+    t = interleaved({"plain": plain, "traced": traced}, rounds=ROUNDS)
+    with tracer.trace() as tr:
+        plain()
+    with tempfile.TemporaryDirectory() as tmp:
+        seconds = {}
+        for suffix in ("dot", "json"):
+            start = time.perf_counter()
+            tr.render(Path(tmp) / f"chain.{suffix}")
+            seconds[suffix] = time.perf_counter() - start
+    print(f"chain: {CHAIN:,} ops ({len(tr.graphs[0].nodes):,} nodes), plain {t['plain']:.2f} s")
+    row("traced / plain", t["traced"] / t["plain"], "≤ 5")
+    row("writing .dot", seconds["dot"], "≤ 5 s", " s")
+    row("writing .json", seconds["json"], "≤ 5 s", " s")
+
+
+TRAINING = textwrap.dedent(
+    """
+    import torch
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(256, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 10)
+    )
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for step in range(200):
+        X = torch.randn(512, 256)
+        y = torch.randint(0, 10, (512,))
+        loss = loss_fn(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    """
+)
+
+
+def peak_rss(command: list[str], cwd: str) -> float:
+    """The peak resident memory (MiB) of a child process."""
+    code = (
+        "import resource, subprocess, sys;"
+        f"subprocess.run({command!r}, cwd={cwd!r}, check=True, capture_output=True);"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip()) / 1024
+
+
+def bench_memory() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "train.py"
+        script.write_text(TRAINING)
+        plain, traced = [], []
+        for _ in range(3):  # memory is far less noisy than time
+            plain.append(peak_rss([sys.executable, str(script)], tmp))
+            traced.append(peak_rss([TRACE, "run", str(script), "--format", "json"], tmp))
+    p, t = statistics.median(plain), statistics.median(traced)
+    print(f"memory: a 200-step training loop; python peaks at {p:.0f} MiB")
+    row("peak under `trace run` / python", t / p, "≤ 1.3")
+
+
+BENCHES = {
+    "transformer": bench_transformer,
+    "dot": bench_dot,
+    "startup": bench_startup,
+    "chain": bench_chain,
+    "memory": bench_memory,
+}
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    chosen = sys.argv[1:] or list(BENCHES)
+    unknown = [c for c in chosen if c not in BENCHES]
+    if unknown:
+        sys.exit(f"unknown benchmark {', '.join(unknown)}: choose from {', '.join(BENCHES)}")
+    print(f"torch {torch.__version__}, {ROUNDS} rounds each, median, one intra-op thread")
+    for name in chosen:
+        BENCHES[name]()
+
+
+if __name__ == "__main__":
+    main()
