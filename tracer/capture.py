@@ -63,7 +63,7 @@ class GraphCapture:
         self._made_by = made_by
         self._summary = Summarizer(max_values)
         self._index: dict[GradFn, int] = {}
-        self._fns: list[GradFn] = []
+        self._fns: list[GradFn | None] = []  # by node id; None for a constant
         self._records: list[NodeRecord | None] = []
         self._nodes: list[Node] = []
         # What each node's data will be once summarised: keys into the Summarizer.
@@ -105,7 +105,7 @@ class GraphCapture:
                 edges.append((src, dst, slot, output_nr))
         for node_id, fn in enumerate(self._fns):
             record = self._records[node_id]
-            if record is not None and record.constants:
+            if fn is not None and record is not None and record.constants:
                 self._attach_constants(self._constant_user(fn), record.constants)
 
     def _add(self, fn: GradFn) -> int:
@@ -214,6 +214,8 @@ class GraphCapture:
             if id(tensor) not in self._constant_ids:
                 node_id = len(self._nodes)
                 self._constant_ids[id(tensor)] = node_id
+                self._fns.append(None)
+                self._records.append(None)
                 self._nodes.append(
                     Node(
                         id=node_id,
@@ -257,6 +259,8 @@ class GraphCapture:
             src for src, dst, _, output in self._edges if every_edge or incoming[(dst, output)] > 1
         }
         for node_id, fn in enumerate(self._fns):
+            if fn is None:
+                continue
             leaf = self._leaves.get(node_id)
             self._hooks.append(fn.register_prehook(self._on_arrive(node_id, leaf)))
             if node_id in senders and leaf is None:
