@@ -74,8 +74,9 @@ class GraphCapture:
         self._constant_ids: dict[int, int] = {}  # id(tensor) -> node id
         self._leaves: dict[int, torch.Tensor] = {}  # node id -> the leaf tensor
         self._hooks: list[Any] = []
-        self._arrivals: list[tuple[int, tuple[torch.Tensor | None, ...] | None]] = []
-        self._sent: dict[int, tuple[torch.Tensor | None, ...]] = {}  # node id -> grad_inputs
+        # What each node received and sent, as keys into the Summarizer (filled by hooks).
+        self._arrivals: list[tuple[int, list[Hashable | None] | None]] = []
+        self._sent: dict[int, list[Hashable | None]] = {}
         self._walk([fn for fn, _ in roots])
         self.roots = [self._index[fn] for fn, _ in roots]
         self._root_outputs = [output for _, output in roots]
@@ -268,10 +269,11 @@ class GraphCapture:
 
     def _on_arrive(self, node_id: int, leaf: torch.Tensor | None) -> Callable[..., None]:
         arrivals = self._arrivals
+        now = self._summary.add_now
         if leaf is None:
 
             def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-                arrivals.append((node_id, grad_outputs))
+                arrivals.append((node_id, [None if g is None else now(g) for g in grad_outputs]))
 
             return prehook
 
@@ -279,15 +281,19 @@ class GraphCapture:
             # With no .grad yet, AccumulateGrad adopts the gradient itself, unless someone
             # else holds it: keep nothing then (and read .grad after the pass), so that
             # tracing never changes what .grad is.
-            arrivals.append((node_id, None if leaf.grad is None else grad_outputs))
+            if leaf.grad is None:
+                arrivals.append((node_id, None))
+            else:
+                arrivals.append((node_id, [None if g is None else now(g) for g in grad_outputs]))
 
         return leaf_prehook
 
     def _on_send(self, node_id: int) -> Callable[..., None]:
         sent = self._sent
+        now = self._summary.add_now
 
         def hook(grad_inputs: tuple[torch.Tensor | None, ...], _grad_outputs: Any) -> None:
-            sent[node_id] = grad_inputs
+            sent[node_id] = [None if g is None else now(g) for g in grad_inputs]
 
         return hook
 
@@ -314,7 +320,7 @@ class GraphCapture:
         for step, (node_id, grads) in enumerate(self._arrivals, start=1):
             self._nodes[node_id].step = step
             if grads is not None:
-                arrived[node_id] = [None if g is None else add(g) for g in grads]
+                arrived[node_id] = grads
         leaf_grads: dict[int, Hashable] = {}
         for node_id, leaf in self._leaves.items():
             if leaf.grad is not None:
@@ -325,10 +331,7 @@ class GraphCapture:
             node_id = self._index.get(fn)
             if node_id is not None and node_id not in arrived and grad is not None:
                 arrived[node_id] = [add(grad)]
-        sent = {
-            node_id: [None if g is None else add(g) for g in grads]
-            for node_id, grads in self._sent.items()
-        }
+        sent = self._sent
         seed_keys = [None if s is None else add(s) for s in seeds]
         self._summary.run()
         result = self._summary.result

@@ -352,7 +352,8 @@ class Trace:
                 self._warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
                 return engine(t_outputs, *args, **kwargs)
             try:
-                result = engine(t_outputs, *args, **kwargs)
+                with paused_gc():  # the hooks make many small objects: see tracer.quiet
+                    result = engine(t_outputs, *args, **kwargs)
             finally:
                 capture.unhook()  # whatever raised: nothing of ours stays in the graph
             try:

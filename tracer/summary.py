@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterable
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from tracer.graph import DEFAULT_MAX_VALUES, TensorData
 from tracer.quiet import quiet_torch
@@ -132,6 +133,10 @@ class Summarizer:
         self._tensors: dict[Hashable, torch.Tensor] = {}
         self._results: dict[Hashable, TensorData] = {}
         self._kept: list[torch.Tensor] = []
+        # Summarising inside the engine runs torch ops there: only when no dispatch mode of
+        # the user's (which would see them) is active.
+        self._now = _get_current_dispatch_mode() is None
+        self._early: list[tuple[Any, ...]] = []  # (key, shape, dtype, norm, min, max) of add_now
 
     def add(self, t: torch.Tensor, version: int | None = None) -> Hashable:
         """Queue `t`; `version` is its `_version` when it was recorded (None: now)."""
@@ -143,6 +148,38 @@ class Summarizer:
         key = id(t)  # unique while we hold `t`, which we do until `run` is done
         self._tensors[key] = t
         return key
+
+    def add_now(self, t: torch.Tensor) -> Hashable:
+        """Like `add`, called from inside autograd's engine (a hook): a large plain CPU
+        tensor has its norm, min and max computed right away and is not kept, so that the
+        pass's gradients are freed as they would be untraced (keeping them all costs more
+        than the reductions: fresh memory for every later gradient). Anything else, and a
+        tensor with NaN or Inf (counted later), is kept for `run`."""
+        if (
+            self._now
+            and t.dtype in _REAL
+            and t.numel() > self.max_values
+            and type(t) in _PLAIN_TYPES
+            and t.device.type == "cpu"
+            and t.layout == torch.strided
+            and not t.is_neg()
+            and not t._is_zerotensor()
+            and not _is_functorch(t)
+        ):
+            try:
+                d = t.detach()  # no graph of our own, whatever the grad mode (create_graph)
+                if _function_modes():  # ours, or the user's: they should not see these
+                    with torch._C.DisableTorchFunction():
+                        low_high, norm = torch.aminmax(d), torch.linalg.vector_norm(d)
+                else:
+                    low_high, norm = torch.aminmax(d), torch.linalg.vector_norm(d)
+                if math.isfinite(norm.item()):  # then so is every value
+                    key = ("now", len(self._early))
+                    self._early.append((key, t.shape, t.dtype, norm, *low_high))
+                    return key
+            except Exception:
+                pass  # summarised later, the careful way
+        return self.add(t)
 
     def result(self, key: Hashable) -> TensorData:
         return self._results[key]
@@ -168,8 +205,21 @@ class Summarizer:
                     self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
             self._small(small)
             self._large(large)
+            self._finish_early()
         self._tensors.clear()
         self._kept.clear()
+
+    def _finish_early(self) -> None:
+        """The reductions `add_now` started, moved to the host in one transfer."""
+        if not self._early:
+            return
+        columns = zip(*(entry[3:] for entry in self._early), strict=True)  # norms, mins, maxs
+        table = torch.stack([torch.stack(column).double() for column in columns]).tolist()
+        numbers = zip(*table, strict=True)
+        for (key, shape, dtype, *_), (norm, lo, hi) in zip(self._early, numbers, strict=True):
+            name = _DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
+            self._results[key] = TensorData(tuple(shape), name, None, norm, lo, hi)
+        self._early.clear()
 
     def _small(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
         """Values and statistics of small tensors, many at once: one concatenation per
@@ -249,6 +299,14 @@ class Summarizer:
             return float(torch.linalg.vector_norm(d)), float(lo), float(hi)
         except Exception:
             return _NAN, _NAN, _NAN  # the slow path then says what it can
+
+
+def _is_functorch(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _function_modes() -> int:
+    return torch._C._len_torch_function_stack()
 
 
 def _safe_version(t: torch.Tensor) -> int | None:
