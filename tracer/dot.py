@@ -14,6 +14,7 @@ one function in `NODE_ROWS`, so a new per-node overlay is one function added the
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from collections.abc import Callable
@@ -21,7 +22,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tracer.graph import Edge, Graph, Node, Recording, TensorData
-from tracer.report import check_line, format_tensor, graph_title, problems, shape_text
+from tracer.report import (
+    check_line,
+    format_tensor,
+    graph_title,
+    problems,
+    shape_text,
+    summary_line,
+)
 
 # Colours: ops blue, leaves yellow, constants grey, gradients orange, problems red.
 OP_FILL = "#dceaf7"
@@ -39,6 +47,8 @@ DISAGREE_FILL = "#f7c6c5"
 Detail = Literal["slide", "full"]
 DETAILS: tuple[Detail, ...] = ("slide", "full")
 
+# The slide view writes out tensors of at most this many values; larger ones as a summary.
+SLIDE_VALUES = 16
 # A name longer than this is cut (with "…"): Graphviz cannot lay out an overwide node.
 NAME_LIMIT = 60
 # The heading lists at most this many problems, then says how many more there are.
@@ -91,9 +101,28 @@ def _plain(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _edge_label(t: TensorData) -> str:
+# A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
+# its text is made once per picture (the caches are emptied when a picture starts).
+def _tensor_lines(t: TensorData, limit: int | None) -> list[str]:
+    """The tensor's values, or its summary line when it has more than `limit` of them."""
+    if limit is not None and t.values is not None and len(t.values) > limit:
+        return [summary_line(t)]
+    return format_tensor(t, per_line=4)
+
+
+@functools.lru_cache(maxsize=16384)
+def _edge_label(t: TensorData, limit: int | None) -> str:
     # A plain label (numbers, and at most a note): "\l" ends a left-justified line.
-    return '"' + "".join(_plain(line) + "\\l" for line in format_tensor(t, per_line=4)) + '"'
+    return '"' + "".join(_plain(line) + "\\l" for line in _tensor_lines(t, limit)) + '"'
+
+
+@functools.lru_cache(maxsize=16384)
+def _tensor_html(t: TensorData, limit: int | None) -> str:
+    return "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in _tensor_lines(t, limit))
+
+
+def _limit(options: RenderOptions) -> int | None:
+    return SLIDE_VALUES if options.detail == "slide" else None
 
 
 def _bad(t: TensorData | None) -> bool:
@@ -110,9 +139,9 @@ def _small(content: str, colour: str = "#333333") -> Row:
     return f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="9" COLOR="{colour}">{content}</FONT></TD></TR>'
 
 
-def _pair(key: str, t: TensorData, colour: str) -> Row:
+def _pair(key: str, t: TensorData, colour: str, limit: int | None = None) -> Row:
     colour = PROBLEM if _bad(t) else colour
-    body = "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in format_tensor(t, per_line=4))
+    body = _tensor_html(t, limit)
     return (
         f'<TR><TD ALIGN="RIGHT" VALIGN="TOP"><FONT POINT-SIZE="9">{key}</FONT></TD>'
         f'<TD ALIGN="LEFT" BALIGN="LEFT"><FONT FACE="Courier" POINT-SIZE="9" '
@@ -177,9 +206,9 @@ def leaf_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     if node.kind != "leaf" or graph.kind != "backward":
         return []
     if node.leaf_grad is not None:
-        return [_pair(".grad", node.leaf_grad, GRAD_COLOUR)]
+        return [_pair(".grad", node.leaf_grad, GRAD_COLOUR, _limit(options))]
     if node.grads and node.grads[0] is not None:  # torch.autograd.grad's result
-        return [_pair("grad", node.grads[0], GRAD_COLOUR)]
+        return [_pair("grad", node.grads[0], GRAD_COLOUR, _limit(options))]
     if node.received_no_gradient:
         return [_small("received no gradient", PROBLEM)]
     return []
@@ -199,7 +228,7 @@ def saved_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
         elif saved.source:
             rows.append(_small(f"saved {name} = {text(saved.source, NAME_LIMIT)}", SAVED_COLOUR))
         else:
-            rows.append(_pair(f"saved {name}", saved.tensor, SAVED_COLOUR))
+            rows.append(_pair(f"saved {name}", saved.tensor, SAVED_COLOUR, _limit(options)))
     return rows
 
 
@@ -235,13 +264,13 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
     return f'color="{colour}" fillcolor="{fill}" penwidth={width} shape=box style="{style}"'
 
 
-def _edge_attributes(edge: Edge, graph: Graph) -> str:
+def _edge_attributes(edge: Edge, graph: Graph, limit: int | None) -> str:
     if graph.nodes[edge.dst].kind == "constant":
         return 'arrowhead=none color="#999999" style=dashed'
     if edge.grad is None:
         return 'color="#555555"'
     colour = PROBLEM if _bad(edge.grad) else GRAD_COLOUR
-    return f'color="{colour}" fontcolor="{colour}" label={_edge_label(edge.grad)}'
+    return f'color="{colour}" fontcolor="{colour}" label={_edge_label(edge.grad, limit)}'
 
 
 # -- the whole picture ----------------------------------------------------------------------
@@ -286,17 +315,16 @@ def _graph_lines(graph: Graph, index: int, options: RenderOptions, cluster: bool
         lines.append(f'{indent}{prefix}seed{root} [label="" shape=point width=0.08]')
         lines.append(
             f'{indent}{prefix}seed{root} -> {prefix}n{root} [color="{colour}" '
-            f'fontcolor="{colour}" label={_edge_label(seed)}]'
+            f'fontcolor="{colour}" label={_edge_label(seed, _limit(options))}]'
         )
-    highlight = options.highlight
+    highlight, limit = options.highlight, _limit(options)
     for node in graph.nodes:
         attributes = _node_attributes(node, graph, (index, node.id) in highlight)
         label = node_label(node, graph, options)
         lines.append(f"{indent}{prefix}n{node.id} [label={label} {attributes}]")
     for edge in graph.edges:
-        lines.append(
-            f"{indent}{prefix}n{edge.src} -> {prefix}n{edge.dst} [{_edge_attributes(edge, graph)}]"
-        )
+        attributes = _edge_attributes(edge, graph, limit)
+        lines.append(f"{indent}{prefix}n{edge.src} -> {prefix}n{edge.dst} [{attributes}]")
     if cluster:
         lines.append("\t}")
     return lines
@@ -309,6 +337,8 @@ def dot_source(recording: Recording, options: RenderOptions | None = None) -> st
     cluster costs Graphviz's layout dearly on large graphs.
     """
     options = options or RenderOptions()
+    _edge_label.cache_clear()
+    _tensor_html.cache_clear()
     single = len(recording.graphs) == 1
     titles = [recording.title] if recording.title else []
     if single:

@@ -18,15 +18,21 @@ def format_numbers(values: tuple[float, ...]) -> list[str]:
     finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
     scientific = bool(finite) and (max(finite) >= 1e8 or min(finite) < 1e-4)
 
+    spec = ".4e" if scientific else ".4f"
+    negative_zero = format(-0.0, spec)  # "-0.0000": what a tiny negative rounds to
+
     def one(v: float) -> str:
-        if math.isnan(v):
+        if v != v:
             return "nan"
-        if math.isinf(v):
+        if v in _INFINITIES:
             return "inf" if v > 0 else "-inf"
-        text = f"{v:.4e}" if scientific else f"{v:.4f}"
-        return text.removeprefix("-") if float(text) == 0 else text  # no "-0.0000"
+        text = format(v, spec)
+        return text[1:] if text == negative_zero else text  # no "-0.0000"
 
     return [one(v) for v in values]
+
+
+_INFINITIES = (math.inf, -math.inf)
 
 
 def format_error(error: float) -> str:
