@@ -78,6 +78,7 @@ class RenderOptions:
 # -- text -----------------------------------------------------------------------------------
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SPECIAL = re.compile(r"[&<>\"'\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _visible(match: re.Match[str]) -> str:
@@ -90,6 +91,8 @@ def text(value: str, limit: int | None = None) -> str:
     surrogates made visible, and escaped (& < > " ')."""
     if limit is not None and len(value) > limit:
         value = value[: limit - 1] + "…"
+    if not _SPECIAL.search(value):
+        return value  # the common case: nothing to escape
     # Graphviz expands \\N, \\G, \\L even in HTML-like labels, and shows "\\\\" as one
     # backslash: every backslash is doubled.
     return html.escape(_UNPRINTABLE.sub(_visible, value), quote=True).replace("\\", "\\\\")
@@ -126,7 +129,7 @@ def _limit(options: RenderOptions) -> int | None:
 
 
 def _bad(t: TensorData | None) -> bool:
-    return t is not None and not t.finite
+    return t is not None and (t.nan > 0 or t.inf > 0)
 
 
 # -- node labels ----------------------------------------------------------------------------
@@ -252,7 +255,9 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
         fill = HIGHER_ORDER_FILL
     else:
         fill = MANUAL_FILL if graph.kind == "manual" else OP_FILL
-    problem = any(_bad(t) for t in (*node.forward, *node.grads, node.leaf_grad))
+    problem = _bad(node.leaf_grad) or any(
+        t is not None and (t.nan > 0 or t.inf > 0) for t in (*node.forward, *node.grads)
+    )
     unused = graph.kind == "backward" and node.received_no_gradient
     style = "rounded,filled,dashed" if unused else "rounded,filled"
     if highlighted:
