@@ -7,10 +7,10 @@ The page opens on the forward graph and steps through the backward pass in the e
 order: the running node is outlined, the gradients it received and sent appear on their
 edges, the side panel shows the chain-rule step with its numbers (per input slot, the
 formula from torch's derivatives table with its names bound to the user's, from
-`tracer.chainrule`), and leaves' `.grad` fill in as they accumulate. It needs no network: the picture is `render_svg` of the
-recording (slide view) with the leaves' `.grad` left for the page to fill in, and every
-number the page shows is text formatted here by `tracer.report` — the script only shows,
-hides and highlights.
+`tracer.chainrule`), and leaves' `.grad` fill in as they accumulate. It needs no
+network: the picture is `render_svg` of the recording (slide view) with the leaves'
+`.grad` left for the page to fill in, and every number the page shows is text formatted
+here by `tracer.report` — the script only shows, hides and highlights.
 """
 
 from __future__ import annotations
