@@ -174,9 +174,18 @@ def view_options(
             help="Tensors with at most N elements show their values; larger, a summary.",
         ),
     ] = DEFAULT_MAX_VALUES,
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            metavar="",
+            help="Show each op's chain-rule step per input (torch's own formula) in the "
+            "slide view too; the full view always shows it.",
+        ),
+    ] = False,
 ) -> View:
     return View(
-        RenderOptions(detail=detail.value, saved=saved),
+        RenderOptions(detail=detail.value, saved=saved, explain=explain),
         CaptureOptions(max_values=max_values, saved=saved),
     )
 

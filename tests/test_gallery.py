@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import cli
 from tracer.exercises import Exercise, all_exercises
-from tracer.gallery import README, VIEW, build_gallery, check_gallery
+from tracer.gallery import README, build_gallery, check_gallery, view
 from tracer.render import render_dot
 
 EXERCISES = all_exercises()
@@ -28,7 +28,7 @@ GALLERY = ROOT / "gallery"
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=SLUGS)
 def test_dot_matches_the_gallery(ex: Exercise) -> None:
-    assert_text_file(GALLERY / f"{ex.slug}.gv", render_dot(ex.run(), VIEW))
+    assert_text_file(GALLERY / f"{ex.slug}.gv", render_dot(ex.run(), view(ex)))
 
 
 def test_the_committed_gallery_is_current() -> None:

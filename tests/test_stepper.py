@@ -302,7 +302,13 @@ def test_hover_shows_the_full_tensor_and_zoom_and_folding_work(
     assert tip.is_visible()
     assert lines(leaf.leaf_grad) in tip.inner_text()
     edge = next(e for e in graph.edges if e.grad is not None and e.src == graph.roots[0])
-    page.hover(f"g.edge:has(> title:text-is('g0n{edge.src}->g0n{edge.dst}')) path")
+    # A point on the edge's line (its bounding box's centre can miss a curved edge).
+    path = page.locator(f"g.edge:has(> title:text-is('g0n{edge.src}->g0n{edge.dst}')) path")
+    middle = path.evaluate(
+        "p => { const m = p.getPointAtLength(p.getTotalLength() / 2)"
+        ".matrixTransform(p.getScreenCTM()); return {x: m.x, y: m.y}; }"
+    )
+    page.mouse.move(middle["x"], middle["y"])
     assert lines(edge.grad) in tip.inner_text()
     page.keyboard.press("Escape")
     # Zoom from the keyboard changes the scale; 0 fits again.

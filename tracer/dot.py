@@ -8,7 +8,9 @@ manual formula's) each is a cluster of its own, side by side; the verdict heads 
 Every piece of user text (names, titles, messages) goes into HTML-like labels, escaped
 here and nowhere else (`text`): Graphviz then expands no `\\N` or `\\G`, a backslash or
 quote cannot end a string, and a control character or lone surrogate shows as `\\x01`.
-Numbers go into plain edge labels. A node's label is a table of rows; each row kind is
+Seed gradients go into plain edge labels; an edge's gradient into an HTML-like one, under
+the input it feeds (`∂/∂self`, from tracer.chainrule), with a blank column on its left so
+that the labels of parallel edges never touch. A node's label is a table of rows; each row kind is
 one function in `NODE_ROWS`, so a new per-node overlay is one function added there.
 """
 
@@ -63,16 +65,24 @@ class RenderOptions:
     full: also each node's forward value beside the gradient that reached it, shapes and
     dtypes. `saved` adds what autograd saved for backward, in either view (the trace must
     have recorded it: `tracer.trace(saved=True)`). `highlight` outlines nodes, by (graph
-    index, node id): the running node of a step-through frame.
+    index, node id): the running node of a step-through frame. `explain` shows each op's
+    chain-rule step per input (`tracer.chainrule`) in the slide view; the full view always
+    shows it.
     """
 
     detail: Detail = "full"
     saved: bool = False
     highlight: frozenset[tuple[int, int]] = frozenset()
+    explain: bool = False  # the chain-rule step per input in the slide view too
 
     @property
     def full(self) -> bool:
         return self.detail == "full"
+
+    @property
+    def explains(self) -> bool:
+        """Whether op nodes show their chain-rule step (always in the full view)."""
+        return self.full or self.explain
 
 
 # -- text -----------------------------------------------------------------------------------
@@ -235,8 +245,32 @@ def saved_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     return rows
 
 
+# The chain-rule rows: a formula line is cut here (Graphviz cannot lay out an overwide node).
+FORMULA_LIMIT = 90
+FORMULA_COLOUR = "#3b3b8f"
+
+
+def formula_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
+    """The chain-rule step per input that received a gradient, from torch's own
+    derivatives table (tracer.chainrule): `∂/∂self: grad · cos(self)   (self = z)`.
+    Backward graphs only; a node whose class has no formula shows none."""
+    if not options.explains or node.kind != "op" or graph.kind != "backward":
+        return []
+    from tracer.chainrule import steps
+
+    found = steps(node, graph) or []
+    return [_small(text(step.line, FORMULA_LIMIT), FORMULA_COLOUR) for step in found]
+
+
 # The rows of a node's label, top to bottom.
-NODE_ROWS: tuple[RowMaker, ...] = (heading_row, kind_rows, value_rows, leaf_rows, saved_rows)
+NODE_ROWS: tuple[RowMaker, ...] = (
+    heading_row,
+    kind_rows,
+    value_rows,
+    leaf_rows,
+    saved_rows,
+    formula_rows,
+)
 
 _TABLE = '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
 
@@ -275,7 +309,32 @@ def _edge_attributes(edge: Edge, graph: Graph, limit: int | None) -> str:
     if edge.grad is None:
         return 'color="#555555"'
     colour = PROBLEM if _bad(edge.grad) else GRAD_COLOUR
-    return f'color="{colour}" fontcolor="{colour}" label={_edge_label(edge.grad, limit)}'
+    from tracer.chainrule import slot_name
+
+    label = _slot_edge_label(edge.grad, slot_name(edge, graph), colour, limit)
+    return f'color="{colour}" fontcolor="{colour}" label={label}'
+
+
+# The blank column left of an edge's label: the labels of parallel edges (the two inputs
+# of `torch.dot(x, x)`) and the edge's own line never touch.
+LABEL_GAP = 10
+
+
+def _slot_edge_label(t: TensorData, slot: str | None, colour: str, limit: int | None) -> str:
+    """The gradient sent down an edge, under the input it feeds (`∂/∂self`)."""
+    head = ""
+    if slot is not None:
+        head = (
+            f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9">'
+            f"<I>∂/∂{text(slot)}</I></FONT></TD></TR>"
+        )
+    body = _tensor_html(t, limit)
+    return (
+        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
+        f'<TD WIDTH="{LABEL_GAP}"></TD><TD><TABLE BORDER="0" CELLBORDER="0" '
+        f'CELLSPACING="0" CELLPADDING="1">{head}<TR><TD ALIGN="LEFT" BALIGN="LEFT">'
+        f'<FONT COLOR="{colour}">{body}</FONT></TD></TR></TABLE></TD></TR></TABLE>>'
+    )
 
 
 # -- the whole picture ----------------------------------------------------------------------

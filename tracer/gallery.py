@@ -10,7 +10,7 @@ deterministic; the SVG and PNG come from Graphviz and are only required to exist
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tracer.errors import TracerError
@@ -57,9 +57,14 @@ def run_all(exercises: Sequence[Exercise], progress: Progress | None = None) -> 
     return entries
 
 
+def view(ex: Exercise) -> RenderOptions:
+    """The slide view, with the chain-rule step on each node where the catalog asks."""
+    return replace(VIEW, explain=True) if ex.explain else VIEW
+
+
 def _run(ex: Exercise) -> Entry:
     recording = ex.run()
-    return Entry(ex, recording, render_dot(recording, VIEW))
+    return Entry(ex, recording, render_dot(recording, view(ex)))
 
 
 def build_gallery(
@@ -84,7 +89,7 @@ def build_gallery(
     for ex in exercises:
         entry = _run(ex)
         for suffix in PICTURES:
-            write(entry.recording, out / f"{ex.slug}.{suffix}", VIEW)
+            write(entry.recording, out / f"{ex.slug}.{suffix}", view(ex))
         write_atomic(out / f"{ex.slug}.{SOURCE}", entry.dot.encode("utf-8"))
         entries.append(entry)
         if progress is not None:

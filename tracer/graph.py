@@ -174,7 +174,9 @@ class Check:
 
     `after` is how many backward passes the trace had recorded when the comparison was
     made (0: before any); `how` is what made it: "check" (tracer.check) or "allclose" (the
-    code's own torch.allclose on a gradient, whose verdict `passed` is).
+    code's own torch.allclose on a gradient, whose verdict `passed` is; likewise "==",
+    "equal" and "isclose"), "recognised" (a manual result the user's code showed, see
+    tracer.manual) or "finite differences" (tracer.check(x, fn=...), see tracer.numeric).
     """
 
     name: str  # the tensor's variable name ("x"), or "input 0" where it has none

@@ -10,11 +10,12 @@
 
 The cell runs under a trace (its code unchanged, in the notebook's namespace, as any cell),
 then shows one picture per backward call in it, with the checks made after that call
-(`tracer.check`, or `torch.allclose` on a gradient). The optional NAME keeps the `Trace`
-in that variable, to render or check again later. Where a trace is already recording
-(`trace notebook`, or an enclosing `with tracer.trace()`), the cell just runs: the outer
-trace records it. The cell's last value is shown by IPython, as for any cell (not when
-the cell ends in `;`). IPython itself is imported only here.
+(`tracer.check`, `torch.allclose` or `==` on a gradient, or a manual result the cell
+printed, bound or displayed, recognised by the rule of `tracer.manual`). The optional
+NAME keeps the `Trace` in that variable, to render or check again later. Where a trace
+is already recording (`trace notebook`, or an enclosing `with tracer.trace()`), the cell
+just runs: the outer trace records it. The cell's last value is shown by IPython, as for
+any cell (not when the cell ends in `;`). IPython itself is imported only here.
 """
 
 from __future__ import annotations
@@ -112,12 +113,26 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
     t = Trace()
     try:
         with t:
-            return run()
+            return _run_offering(shell, run, cell)
     finally:
         if name:
             shell.user_ns[name] = t
         locate = Locator(filename, shown=f"In [{_cell_number(shell)}]")
         show_passes(passes(t.recording, locate))  # also when the cell raised: those so far
+
+
+def _run_offering(shell: Any, run: Callable[[], Any], cell: str) -> Any:
+    """Run the cell, offering what it prints, binds and displays to tracer.manual, which
+    recognises manual results among them."""
+    from tracer.manual import offer, offer_bindings, watching_prints
+
+    bound = {k: id(v) for k, v in shell.user_ns.items() if not k.startswith("_")}
+    with watching_prints():
+        value = run()
+    offer_bindings(shell.user_ns, bound)
+    if not cell.rstrip().endswith(";"):  # IPython shows the value: it is displayed
+        offer(value, "displayed")
+    return value
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -102,12 +102,26 @@ def _shell(path: Path) -> Iterator[Any]:
         InteractiveShell.clear_instance()
 
 
+def _offer_shown(result: Any, namespace: dict[str, Any], bound: dict[str, int]) -> None:
+    """A cell's displayed value (IPython's `result.result`: None when the cell ends in `;`)
+    and the tensors it bound, for tracer.manual to recognise manual results among."""
+    from tracer.manual import offer, offer_bindings
+
+    offer(result.result, "displayed")
+    offer_bindings(namespace, bound)
+
+
 def run_notebook(path: str | Path, *, capture: CaptureOptions = DEFAULT_CAPTURE) -> RunResult:
-    """Run a notebook's code cells in order, in one IPython shell, in this process."""
+    """Run a notebook's code cells in order, in one IPython shell, in this process.
+
+    Each cell's displayed value, printed tensors and new bindings are offered to
+    tracer.manual: a manual result shown next to a backward pass is checked."""
     path = Path(path)
     nb = read_notebook(path)
     locate = Locator(path)
     cells = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+
+    bound: dict[str, int] = {}  # name -> id of the tensor it held after the last cell
 
     def body() -> None:
         with _shell(path) as shell:
@@ -116,6 +130,7 @@ def run_notebook(path: str | Path, *, capture: CaptureOptions = DEFAULT_CAPTURE)
                 result = shell.run_cell(source, store_history=True)
                 error = result.error_before_exec or result.error_in_exec
                 if error is None:
+                    _offer_shown(result, shell.user_ns, bound)
                     continue
                 status = exit_status(error) if isinstance(error, SystemExit) else 0
                 if isinstance(error, SystemExit) and status == 0:

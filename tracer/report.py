@@ -100,6 +100,17 @@ def verdict_text(check: Check) -> str:
 
 # -- one check, in words: every place that shows a check uses these ----------------------
 
+
+def oracle_text(check: Check) -> str:
+    """What autograd was compared with: "finite differences", "manual (recognised)" (a
+    result the code showed, see tracer.manual), or "manual"."""
+    if check.how == "finite differences":
+        return "finite differences"
+    if check.how == "recognised":
+        return "manual (recognised)"
+    return "manual"
+
+
 CheckStyle = Literal["picture", "exact", "brief"]
 
 
@@ -125,7 +136,7 @@ def check_line(check: Check, style: CheckStyle = "picture") -> str:
     if style == "brief":
         return f"{'✓' if check.passed else '✗'} {check.name} ({check.how})"
     if style == "picture":
-        head = f"{check.derivative}: autograd vs manual: {verdict_text(check)}"
+        head = f"{check.derivative}: autograd vs {oracle_text(check)}: {verdict_text(check)}"
         if check.problem:
             return f"{head}: {check.problem}"
         return f"{head} (largest error {format_error(check.max_abs)})"
@@ -144,7 +155,7 @@ def format_check(check: Check) -> str:
         lines.extend(pad + row for row in body[1:])
 
     block("autograd", check.autograd)
-    block("manual", check.manual)
+    block("numeric" if check.how == "finite differences" else "manual", check.manual)
     lines.append(f"  {check.problem or _largest_error(check)}")
     lines.append(f"  {verdict_text(check)}")
     return "\n".join(lines)

@@ -36,6 +36,13 @@ def as_main(path: Path, argv: Sequence[str]) -> Iterator[None]:
         sys.path[:] = saved_path
 
 
+def _offer_bound(namespace: dict[str, object]) -> None:
+    """The tensors the script left bound to names, for tracer.manual (see its rule)."""
+    from tracer.manual import offer_bindings
+
+    offer_bindings(namespace, {})
+
+
 def run_script(
     path: str | Path, args: Sequence[str] = (), *, capture: CaptureOptions = DEFAULT_CAPTURE
 ) -> RunResult:
@@ -54,7 +61,8 @@ def run_script(
         cwd = os.getcwd()
         try:
             with as_main(path, args):
-                runpy.run_path(str(path), run_name="__main__")
+                namespace = runpy.run_path(str(path), run_name="__main__")
+            _offer_bound(namespace)
         finally:
             os.chdir(cwd)
 

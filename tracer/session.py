@@ -42,6 +42,7 @@ from tracer.capture import GraphCapture, root_node
 from tracer.compare import compare
 from tracer.graph import Check, Graph, Node, Recording
 from tracer.locate import is_user_file
+from tracer.manual import Recogniser
 from tracer.node_record import NodeRecord, record_of
 from tracer.quiet import paused_gc
 from tracer.render import RenderOptions, render_svg, write
@@ -49,7 +50,17 @@ from tracer.report import format_check
 from tracer.summary import DEFAULT_MAX_VALUES
 
 _ALLCLOSE = {torch.allclose, torch.Tensor.allclose}
+# Elementwise comparisons the user's code may check a gradient with (`x.grad == 4 * x`).
+_EQUALITY = {
+    torch.Tensor.__eq__: "==",
+    torch.Tensor.eq: "==",
+    torch.eq: "==",
+    torch.equal: "equal",
+    torch.isclose: "isclose",
+    torch.Tensor.isclose: "isclose",
+}
 # Their results are gradients the engine made, not forward values of the user's ops.
+FINITE_DIFFERENCES = "finite differences"  # a Check's `how` when tracer.numeric made it
 _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
 
 
@@ -172,6 +183,10 @@ class _ForwardRecorder(TorchFunctionMode):
                 if func in _ALLCLOSE:
                     if isinstance(out, bool):
                         self.session._note_allclose(args, kwargs, out, sys._getframe(1))
+                elif func in _EQUALITY:
+                    self.session._note_equality(
+                        _EQUALITY[func], args, kwargs, out, sys._getframe(1)
+                    )
                 elif func not in _BACKWARD_CALLS:
                     self.session._note_forward(out, args, kwargs)
         except Exception as e:  # tracer's problem, never the user's
@@ -207,6 +222,7 @@ class Trace:
         # gradient of: allclose on one of them is a check.
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
         self._warned: set[str] = set()
+        self._recogniser = Recogniser(self)  # manual results shown by the user's code
 
     # -- the block ---------------------------------------------------------------------
 
@@ -221,6 +237,7 @@ class Trace:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._recognise("close")
         try:
             if self._mode is not None:
                 self._mode.__exit__(*exc)
@@ -423,29 +440,35 @@ class Trace:
             graph.through = self._made_by
         if graph.create_graph:
             self._made_by = number
+        self._recognise("before")
         self.recording.graphs.append(graph)
+        self._recognise("after", number)
 
     # -- checks ------------------------------------------------------------------------
 
     def check(
         self,
         tensor: torch.Tensor,
-        manual: torch.Tensor,
+        manual: torch.Tensor | None = None,
         *,
         name: str | None = None,
         rtol: float | None = None,
         atol: float | None = None,
         quiet: bool = False,
+        fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Check:
         """Compare `tensor.grad` with the hand-derived `manual`; print and return the result.
 
         When `manual` was computed from tensors that require grad it has a graph of its
-        own: that graph is captured too and drawn beside autograd's.
+        own: that graph is captured too and drawn beside autograd's. Without `manual`,
+        `fn` (the scalar backward differentiated, as a function of `tensor`) gives the
+        gradient by central finite differences instead (see tracer.numeric).
         """
         self._name_from_frame(sys._getframe(1))
         if name is None:
             name = self.name_of(tensor) or f"input {len(self.recording.checks)}"
-        result = self._record(name, tensor.grad, manual, rtol=rtol, atol=atol)
+        manual, rtol, atol, how = _oracle(tensor, manual, fn, rtol, atol)
+        result = self._record(name, tensor.grad, manual, rtol=rtol, atol=atol, how=how)
         if not quiet:
             print(format_check(result))
         return result
@@ -532,6 +555,58 @@ class Trace:
                             return f"{name}.{pname}"
         return None
 
+    def _note_equality(
+        self, how: str, args: tuple, kwargs: dict, out: Any, frame: FrameType
+    ) -> None:
+        """The code compared a gradient elementwise (`x.grad == 4 * x`, `torch.equal`,
+        `torch.isclose`): recorded as a check, with the verdict the code saw (all equal)."""
+        a = args[0] if args else kwargs.get("input", kwargs.get("self"))
+        b = args[1] if len(args) > 1 else kwargs.get("other")
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+            return  # `x.grad == 0`: a mask, not a comparison with a result
+        if a.shape != b.shape or not (a.is_floating_point() and b.is_floating_point()):
+            return
+        caller = user_frame(frame)
+        if caller is None or caller is not _outward(frame, _in_torch):
+            return  # tracer's own comparison, or one inside a library
+        if how == "isclose":
+            rtol = float(args[2] if len(args) > 2 else kwargs.get("rtol", 1e-5))
+            atol = float(args[3] if len(args) > 3 else kwargs.get("atol", 1e-8))
+        else:
+            rtol = atol = 0.0
+        verdict = bool(out) if isinstance(out, bool) else bool(out.all())
+        self._name_from_frame(caller)
+        for grad, manual in ((a, b), (b, a)):
+            name = self._gradient_of(grad, caller)
+            if name is not None:
+                self._record(name, grad, manual, rtol=rtol, atol=atol, how=how, verdict=verdict)
+                return
+
+    # -- manual results the user's code showed (tracer.manual) -----------------------------
+
+    def offer_manual(self, tensor: torch.Tensor, source: str) -> None:
+        """A tensor the user's code displayed, printed or bound: maybe a manual result
+        (the rule is tracer.manual's). Never raises into the user's code."""
+        try:
+            with torch._C.DisableTorchFunction():
+                self._recogniser.offer(tensor, source)
+        except Exception as e:
+            self._warn(f"a shown result was not considered ({type(e).__name__}: {e})")
+
+    def _recognise(self, moment: str, number: int = 0) -> None:
+        """Let the recogniser act at a pass ("before" / "after" it is recorded) or at the
+        end of the trace ("close")."""
+        try:
+            with torch._C.DisableTorchFunction():
+                if moment == "before":
+                    self._recogniser.before_pass_recorded()
+                elif moment == "after":
+                    self._recogniser.after_pass_recorded(number)
+                else:
+                    self._recogniser.close()
+        except Exception as e:
+            self._warn(f"shown results were not compared ({type(e).__name__}: {e})")
+
     def render(self, path: str | Path, options: RenderOptions | None = None) -> Path:
         """Write the recording to `path`; the format follows the suffix (see render.write).
 
@@ -549,18 +624,20 @@ class Trace:
 
 def check(
     tensor: torch.Tensor,
-    manual: torch.Tensor,
+    manual: torch.Tensor | None = None,
     *,
     name: str | None = None,
     rtol: float | None = None,
     atol: float | None = None,
     quiet: bool = False,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Check:
-    """Compare `tensor.grad` with `manual`: inside a trace it is recorded there (see
+    """Compare `tensor.grad` with `manual` (or, given `fn` instead, with central finite
+    differences of `fn`, see tracer.numeric): inside a trace it is recorded there (see
     `Trace.check`); outside one it is only compared, printed and returned."""
     active = current_trace()
     if active is not None:
-        return active.check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet)
+        return active.check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet, fn=fn)
     frame = user_frame(sys._getframe(1))
     if name is None and frame is not None:
         name = next(
@@ -572,10 +649,42 @@ def check(
             ),
             None,
         )
+    manual, rtol, atol, how = _oracle(tensor, manual, fn, rtol, atol)
     result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
+    result = replace(result, how=how)
     if not quiet:
         print(format_check(result))
     return result
+
+
+def _oracle(
+    tensor: torch.Tensor,
+    manual: torch.Tensor | None,
+    fn: Callable[[torch.Tensor], torch.Tensor] | None,
+    rtol: float | None,
+    atol: float | None,
+) -> tuple[torch.Tensor, float | None, float | None, str]:
+    """What `check` compares with: the manual result, or finite differences of `fn` (with
+    their own, looser tolerances unless given); and the Check's `how`."""
+    if manual is not None and fn is not None:
+        raise TypeError("tracer.check: give manual= or fn=, not both")
+    if manual is not None:
+        return manual, rtol, atol, "check"
+    if fn is None:
+        raise TypeError(
+            "tracer.check(x) needs what to compare x.grad with: the hand-derived gradient "
+            "(tracer.check(x, manual)), or the function backward differentiated, as a "
+            "function of x, for finite differences (tracer.check(x, fn=lambda x: ...))"
+        )
+    from tracer.numeric import FD_TOLERANCES, finite_differences
+
+    numeric = finite_differences(fn, tensor)
+    return (
+        numeric,
+        FD_TOLERANCES[0] if rtol is None else rtol,
+        FD_TOLERANCES[1] if atol is None else atol,
+        FINITE_DIFFERENCES,
+    )
 
 
 def trace(

@@ -5,11 +5,12 @@
 
 The page opens on the forward graph and steps through the backward pass in the engine's
 order: the running node is outlined, the gradients it received and sent appear on their
-edges, the side panel shows the chain-rule step with its numbers, and leaves' `.grad`
-fill in as they accumulate. It needs no network: the picture is `render_svg` of the
-recording (slide view) with the leaves' `.grad` left for the page to fill in, and every
-number the page shows is text formatted here by `tracer.report` — the script only shows,
-hides and highlights.
+edges, the side panel shows the chain-rule step with its numbers (per input slot, the
+formula from torch's derivatives table with its names bound to the user's, from
+`tracer.chainrule`), and leaves' `.grad` fill in as they accumulate. It needs no
+network: the picture is `render_svg` of the recording (slide view) with the leaves'
+`.grad` left for the page to fill in, and every number the page shows is text formatted
+here by `tracer.report` — the script only shows, hides and highlights.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import replace
 from importlib import resources
 from typing import Any
 
+from tracer.chainrule import per_slot
 from tracer.frames import engine_order
 from tracer.graph import Edge, Graph, Node, Recording, Saved, TensorData
 from tracer.render import RenderOptions, render_svg
@@ -132,12 +134,13 @@ def _graph_data(graph: Graph) -> dict[str, Any]:
         "label": graph_title(graph),
         "roots": graph.roots,
         "seeds": [tensor_text(s) for s in graph.seeds],
-        "nodes": [_node_data(n) for n in graph.nodes],
+        "nodes": [_node_data(n, graph) for n in graph.nodes],
         "edges": [_edge_data(e, graph) for e in graph.edges],
     }
 
 
-def _node_data(node: Node) -> dict[str, Any]:
+def _node_data(node: Node, graph: Graph) -> dict[str, Any]:
+    slots = per_slot(node, graph) if node.kind == "op" else None
     return {
         "id": node.id,
         "kind": node.kind,
@@ -152,8 +155,8 @@ def _node_data(node: Node) -> dict[str, Any]:
         "grads": [tensor_text(t) for t in node.grads],
         "leafGrad": tensor_text(node.leaf_grad),
         "saved": [_saved_data(s) for s in node.saved],
-        "slotNames": _slot_names(node.op) if node.kind == "op" else None,
-        "formulas": _formulas(node) if node.kind == "op" else None,
+        "slotNames": slots[0] if slots else None,
+        "formulas": slots[1] if slots else None,
     }
 
 
@@ -175,48 +178,3 @@ def _edge_data(edge: Edge, graph: Graph) -> dict[str, Any]:
         "constant": graph.node(edge.dst).kind == "constant",
         "grad": tensor_text(edge.grad),
     }
-
-
-# -- the chain-rule formula per input slot (tracer.formulas, when it is there) ---------
-
-
-def _bindings(node: Node) -> dict[str, str]:
-    """What the node's saved names stand for, as text: "self" -> "x", "alpha" -> "1"."""
-    bound = {}
-    for saved in node.saved:
-        if saved.source:
-            bound[saved.name] = saved.source
-        elif saved.text is not None:
-            bound[saved.name] = saved.text
-        elif saved.tensor is not None:
-            bound[saved.name] = format_tensor(saved.tensor)[0]
-    return bound
-
-
-def _formulas(node: Node) -> list[str] | None:
-    """One formula string per input slot from `tracer.formulas.explain`, or None.
-
-    tracer.formulas is built separately; until it is importable (or when it has nothing
-    for this op) the page leaves the formula rows empty.
-    """
-    try:
-        from tracer import formulas  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        found = formulas.explain(node.op, _bindings(node))
-    except (TypeError, ValueError, KeyError):  # an API still settling: show no formula
-        return None
-    return None if found is None else [str(line) for line in found]
-
-
-def _slot_names(op: str) -> list[str] | None:
-    try:
-        from tracer import formulas  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    try:
-        names = formulas.slot_names(op)
-    except (TypeError, ValueError, KeyError):
-        return None
-    return None if names is None else [str(n) for n in names]

@@ -97,9 +97,12 @@ def run_traced(
     from tracer.session import Trace  # torch: only once user code is run
 
     error, exit_code = None, 0
+    from tracer.manual import watching_prints
+
     with Trace(max_values=capture.max_values, values=capture.values, saved=capture.saved) as t:
         try:
-            body()
+            with watching_prints():  # printed tensors: maybe manual results (tracer.manual)
+                body()
         except SystemExit as e:
             exit_code = exit_status(e)
             if exit_code:

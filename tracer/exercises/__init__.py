@@ -43,6 +43,7 @@ class Exercise:
     manual: str  # the hand-derived gradient, in Unicode
     shapes: str
     function: str  # "package.module:function", imported when the exercise runs
+    explain: bool = False  # the gallery's slide picture shows each op's chain-rule step
 
     @property
     def fn(self) -> Callable[[], Manual]:

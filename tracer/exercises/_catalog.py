@@ -15,6 +15,7 @@ register(
         manual="∂f/∂x = 2x / (1 + xᵀx)",
         shapes="x ∈ ℝ¹⁰",
         function="tracer.exercises.lecture:exercise_a",
+        explain=True,  # the lecture's pictures show why each node sends what it sends
     ),
     Exercise(
         "exercise-b",
@@ -24,6 +25,7 @@ register(
         manual="(∂f/∂x)ᵀ·1 = Aᵀ cos(Ax + b)",
         shapes="A ∈ ℝ¹⁰ˣ⁵, x ∈ ℝ⁵, b ∈ ℝ¹⁰",
         function="tracer.exercises.lecture:exercise_b",
+        explain=True,  # the lecture's pictures show why each node sends what it sends
     ),
     Exercise(
         "gaussian",

@@ -1,0 +1,146 @@
+"""The chain-rule step of each drawn node: which input each edge feeds, and its formula.
+
+Plain data in (a `Graph`'s `Node`s and `Edge`s), text out; the formulas themselves come
+from `tracer.formulas` (torch's derivatives.yaml), never from a table of ours:
+
+    slot_name(edge, graph)  -> "self"      the input of edge.src that the edge feeds
+    steps(node, graph)      -> [SlotStep]   per input that received a gradient:
+        "∂/∂self: grad · tensor   (self = x, tensor = x)"
+    bindings(node, graph)   -> {"self": "x", "tensor": "x", "result": "z"}
+
+Bindings. A formula's names are the forward function's arguments ("self", "other",
+"tensor") and its output ("result"). Slot i's argument is bound to the name of what is at
+the end of the node's slot-i edge: the variable name of that op's output, of the leaf, or
+of the constant (a tensor needing no gradient, whose dashed edge carries its position
+among the op's tensor arguments); "result" is bound to the node's own name. Nothing is
+bound where that thing has no name.
+
+Slots. A node's `next_functions` has one slot per differentiable input, laid out by the
+table from the op alone, except for a list input (`torch.cat`'s `tensors`: one slot per
+element). The drawn graph keeps its edges' slots, not their count, so for such an op the
+count is taken as one past the highest slot any edge (or constant) uses: exact unless the
+list's trailing elements needed no gradient and were not recorded as constants (then the
+list reads shorter; `formulas` says None where that layout cannot be: nothing is shown
+rather than a guess).
+
+Nodes whose class has no formula (AccumulateGrad, a custom Function, an unknown class)
+give no steps and no slot names. Loading the table is `tracer.formulas`'s (lazy, cached on
+disk per torch version); the results per (op, slot count, bindings) are cached here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from tracer.graph import Edge, Graph, Node
+
+
+@dataclass(frozen=True)
+class SlotStep:
+    """The gradient one input slot of a node receives, as autograd computes it."""
+
+    slot: int
+    name: str  # the forward function's argument: "self", "tensor", "vec"
+    line: str  # "∂/∂self: grad · tensor   (self = x, tensor = x)"
+
+
+def slot_count(node: Node, graph: Graph) -> int | None:
+    """One past the highest slot the node's edges use; None for a node without edges."""
+    slots = [e.slot for e in graph.edges if e.src == node.id]
+    return max(slots) + 1 if slots else None
+
+
+def bindings(node: Node, graph: Graph) -> dict[str, str]:
+    """The formula's names bound to the user's (see the module docstring)."""
+    names = _slot_names(node.op, slot_count(node, graph))
+    bound: dict[str, str] = {}
+    if node.name:
+        bound["result"] = node.name
+    if names is None:
+        return bound
+    taken: set[int] = set()
+    for edge in graph.edges:  # gradient edges first: their slot is autograd's
+        if edge.src == node.id and graph.nodes[edge.dst].kind != "constant":
+            taken.add(edge.slot)
+            _bind(bound, names, edge, graph)
+    for edge in graph.edges:
+        if edge.src == node.id and graph.nodes[edge.dst].kind == "constant":
+            if edge.slot not in taken:  # a position that is no gradient slot: unknown
+                _bind(bound, names, edge, graph)
+    return bound
+
+
+def _bind(bound: dict[str, str], names: tuple[str, ...], edge: Edge, graph: Graph) -> None:
+    target = graph.nodes[edge.dst].name
+    if target and edge.slot < len(names) and "[" not in names[edge.slot]:
+        bound.setdefault(names[edge.slot], target)
+
+
+def slot_name(edge: Edge, graph: Graph) -> str | None:
+    """The argument of edge.src that the edge feeds ("self", "tensor"), or None."""
+    source = graph.nodes[edge.src]
+    if source.kind != "op" or graph.nodes[edge.dst].kind == "constant":
+        return None
+    names = _slot_names(source.op, slot_count(source, graph))
+    return names[edge.slot] if names is not None and edge.slot < len(names) else None
+
+
+def steps(node: Node, graph: Graph) -> list[SlotStep] | None:
+    """Per input that received a gradient, the formula autograd applied; None when the
+    node's class has no formula (nothing rather than a guess)."""
+    if node.kind != "op":
+        return None
+    count = slot_count(node, graph)
+    bound = bindings(node, graph)
+    lines = _explain(node.op, count, tuple(sorted(bound.items())))
+    if lines is None:
+        return None
+    names = _slot_names(node.op, count) or ()
+    fed = sorted(
+        {e.slot for e in graph.edges if e.src == node.id and graph.nodes[e.dst].kind != "constant"}
+    )
+    return [SlotStep(s, names[s], lines[s]) for s in fed if s < len(lines) and s < len(names)]
+
+
+def per_slot(node: Node, graph: Graph) -> tuple[list[str | None], list[str | None]] | None:
+    """(names, formula lines), one entry per slot (None where unknown): for the stepper."""
+    count = slot_count(node, graph)
+    names = _slot_names(node.op, count) if node.kind == "op" else None
+    if names is None:
+        return None
+    lines = _explain(node.op, count, tuple(sorted(bindings(node, graph).items())))
+    formulas: list[str | None] = list(lines) if lines is not None else [None] * len(names)
+    return list(names), formulas
+
+
+@lru_cache(maxsize=4096)
+def _slot_names(op: str, count: int | None) -> tuple[str, ...] | None:
+    """The table's slot names: its own layout, or (list inputs) the layout for `count`."""
+    from tracer import formulas
+
+    try:
+        names = formulas.slot_names(op)
+        if names is None and count is not None:
+            names = formulas.slot_names(op, count)
+    except Exception:  # a table that does not load: no names, never a failed picture
+        return None
+    return names
+
+
+@lru_cache(maxsize=4096)
+def _explain(
+    op: str, count: int | None, bound: tuple[tuple[str, str], ...]
+) -> tuple[str, ...] | None:
+    from tracer import formulas
+
+    try:
+        if formulas.slot_names(op) is not None:
+            found = formulas.explain(op, dict(bound))
+        elif count is not None:
+            found = formulas.explain(op, dict(bound), n_slots=count)
+        else:
+            found = None
+    except Exception:
+        return None
+    return None if found is None else tuple(found)
