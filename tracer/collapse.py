@@ -23,9 +23,13 @@ from tracer.errors import TracerError
 from tracer.graph import Edge, Graph, ModuleCall, Node, TensorData
 from tracer.report import module_title
 
-# A 16:9 slide holds about this many boxes readably (at 144 dpi, labels of 9-11 points):
-# larger graphs are drawn collapsed, at the deepest depth that fits.
+# A 16:9 slide holds about this many boxes readably (labels of 9-11 points), in at most
+# SLIDE_ROWS rows (the longest chain of boxes from the output down): a larger or taller
+# graph is drawn collapsed, at the deepest depth that fits both.
 SLIDE_BUDGET = 60
+SLIDE_ROWS = 16
+# `depth=EVERY_DEPTH` collapses nothing (`--depth all`).
+EVERY_DEPTH = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -73,15 +77,45 @@ def _boxes(modules: Sequence[ModuleCall], expanded: frozenset[int]) -> list[int 
     return box
 
 
-def _size(graph: Graph, box: list[int | None]) -> int:
-    shown, boxes = 0, set()
+def _fits(graph: Graph, box: list[int | None], budget: int) -> bool:
+    """Whether the view with these boxes has at most `budget` boxes in SLIDE_ROWS rows."""
+    where: list[int] = []
+    boxes: dict[int, int] = {}
+    shown = 0
     for node in graph.nodes:
         b = None if node.module is None else box[node.module]
         if b is None:
+            where.append(node.id)
             shown += 1
         else:
-            boxes.add(b)
-    return shown + len(boxes)
+            where.append(boxes.setdefault(b, -1 - b))
+    if shown + len(boxes) > budget:
+        return False
+    return _rows(where, graph.edges) <= SLIDE_ROWS
+
+
+def _rows(where: list[int], edges: Sequence[Edge]) -> int:
+    """The longest chain of boxes in the view (Kahn's order; a cycle cannot occur in a
+    backward graph, but a box swallowing part of a path could make one: counted once)."""
+    out: dict[int, set[int]] = {}
+    indegree: dict[int, int] = {}
+    for v in where:
+        indegree.setdefault(v, 0)
+    for edge in edges:
+        src, dst = where[edge.src], where[edge.dst]
+        if src != dst and dst not in out.setdefault(src, set()):
+            out[src].add(dst)
+            indegree[dst] += 1
+    depth = dict.fromkeys(indegree, 1)
+    ready = [v for v, d in indegree.items() if d == 0]
+    while ready:
+        v = ready.pop()
+        for w in out.get(v, ()):
+            depth[w] = max(depth[w], depth[v] + 1)
+            indegree[w] -= 1
+            if indegree[w] == 0:
+                ready.append(w)
+    return max(depth.values(), default=0)
 
 
 def _expanded_to(modules: Sequence[ModuleCall], depth: int) -> frozenset[int]:
@@ -134,11 +168,11 @@ def collapse(
         expanded = _expanded_to(modules, depth)
     else:
         auto, expanded, depth = True, every, None
-        if len(graph.nodes) > budget and modules:
+        if modules and not _fits(graph, _boxes(modules, expanded), budget):
             for d in range(deepest - 1, -1, -1):
                 expanded = _expanded_to(modules, d)
                 depth = d
-                if _size(graph, _boxes(modules, expanded)) <= budget:
+                if _fits(graph, _boxes(modules, expanded), budget):
                     break
     if depth is not None and depth >= deepest and focus is None:
         depth = None  # nothing collapsed

@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -106,11 +106,19 @@ class ModuleTracker:
                 record.module = stack[-1]
         self._local.seen = fn._sequence_nr()  # the newest node: numbers only grow
 
-    def enter(self, module: torch.nn.Module, args: tuple) -> None:
+    def enter(
+        self,
+        module: torch.nn.Module,
+        args: tuple,
+        variable: Callable[[torch.nn.Module], str | None] = lambda m: None,
+    ) -> None:
+        """A module's forward starts. `variable` finds the user's name for a module (asked
+        once, for an outermost module without submodules: `head.weight`, not `weight`)."""
         stack = self._stack()
         name = self._name(module)
         if name is None:
-            self._learn(module)
+            leaf = next(iter(module.children()), None) is None
+            self._learn(module, (variable(module) or "") if leaf else "")
             name = self._name(module) or ""
         start = self._seen()
         for t in _tensors(args):
@@ -153,13 +161,14 @@ class ModuleTracker:
         entry = self._module_names.get(id(module))
         return entry[1] if entry is not None and entry[0]() is module else None
 
-    def _learn(self, root: torch.nn.Module) -> None:
-        """Qualified names under `root`, an outermost module; names learnt from an earlier
-        root win (the model called first, then one of its parts alone)."""
-        for name, m in root.named_modules(remove_duplicate=False):
+    def _learn(self, root: torch.nn.Module, prefix: str = "") -> None:
+        """Qualified names under `root`, an outermost module (named `prefix`, usually "");
+        names learnt from an earlier root win (the model called first, then one of its
+        parts alone)."""
+        for name, m in root.named_modules(prefix=prefix, remove_duplicate=False):
             if self._name(m) is None:
                 self._module_names[id(m)] = (weakref.ref(m), name)
-        for name, m in root.named_modules():
+        for name, m in root.named_modules(prefix=prefix):
             owner = id(m)
             own = [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
             prefix = self._name(m) or name
@@ -199,7 +208,8 @@ class ModuleTracker:
         """Set `Node.module` on the nodes of a captured graph; return its module calls.
 
         `tensors` are the leaf and constant tensors by node id, `users[node]` the first
-        node (breadth-first from the roots) that takes a leaf or constant as input.
+        node (breadth-first from the roots) that takes a leaf or constant as input. Tensors
+        the user's code named (the data `X`, the targets) stay outside every module.
         """
         if not self._calls:
             return []
@@ -223,7 +233,9 @@ class ModuleTracker:
             owner = self._owner(t)
             if owner is not None and owner in first_call:
                 found[node_id] = first_call[owner]
-            elif owner is not None and users.get(node_id) in found:  # owner not called here
+            elif (owner is not None or nodes[node_id].name is None) and users.get(
+                node_id
+            ) in found:  # owner not called here, or a module's own unnamed intermediate
                 found[node_id] = found[users[node_id]]
         if not found:
             return []

@@ -269,20 +269,23 @@ def module_title(call: ModuleCall, modules: Sequence[ModuleCall]) -> str:
 def collapse_note(view: Collapsed, how: Literal["picture", "command"] = "picture") -> str | None:
     """What a collapsed view leaves out and how to see it; None when nothing is collapsed.
 
-    picture: for the heading; command: for the terminal, naming the options.
+    picture: for the heading; command: for the terminal, with the pass it is about.
     """
+    from tracer.collapse import SLIDE_ROWS  # collapse imports this module: import it late
+
     if not view.collapsed:
         return None
     graph = view.graph
-    n = graph.number if graph.kind == "backward" else 0
-    where = f"backward pass {n}: " if how == "command" else ""
+    where = f"backward pass {graph.number}: " if how == "command" else ""
     if view.depth is None:  # a focus
-        return f"{where}modules outside the focus drawn as one box each"
-    deeper = view.depth + 1
-    text = f"{where}modules below depth {view.depth} drawn as one box each"
+        return f"{where}the modules outside the focus are drawn as one box each"
+    text = f"{where}modules nested deeper than {view.depth} are drawn as one box each"
     if view.auto:
-        text += f" ({view.boxes} of {view.full_size} boxes: the slide budget is {view.budget})"
-    more = f"--depth {deeper}, --depth all or --focus NAME"
+        text += (
+            f" ({view.boxes} boxes instead of {view.full_size}: a slide holds "
+            f"{view.budget} boxes in {SLIDE_ROWS} rows)"
+        )
+    more = f"--depth {view.depth + 1}, --depth all or --focus NAME"
     if how == "picture":
-        return f"{text}; to see more: {more} (RenderOptions(depth=…, focus=…))"
+        more += " (from Python: RenderOptions(depth=…, focus=…))"
     return f"{text}; to see more: {more}"

@@ -155,7 +155,7 @@ def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
         return
     try:
         with torch._C.DisableTorchFunction():
-            trace._modules.enter(module, args)
+            trace._modules.enter(module, args, _variable_naming(sys._getframe(1)))
     except Exception as e:  # tracer's problem, never the user's
         trace._warn(f"a module call was not recorded ({type(e).__name__}: {e})")
 
@@ -169,6 +169,21 @@ def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
             trace._modules.exit(module, output)
     except Exception as e:
         trace._warn(f"a module call was not recorded ({type(e).__name__}: {e})")
+
+
+def _variable_naming(frame: FrameType | None) -> Callable[[Any], str | None]:
+    """A function giving the user's variable name for an object (looked up lazily in the
+    innermost user frame at or above `frame`)."""
+
+    def variable(value: Any) -> str | None:
+        user = user_frame(frame)
+        for namespace in _namespaces(user) if user is not None else ():
+            for name, v in list(namespace.items()):
+                if v is value and _is_user_name(name):
+                    return name
+        return None
+
+    return variable
 
 
 def _install_module_hooks() -> None:
