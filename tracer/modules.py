@@ -148,10 +148,11 @@ class ModuleTracker:
         for t in _tensors(output):
             fn = t.grad_fn
             if fn is not None:
+                seq = _sequence_nr(fn)
                 record = record_of(fn)
-                if record.module is None:  # values=False: no recorder stamped it
-                    record.module = call
-                end = max(end, _sequence_nr(fn))
+                if record.module is None and seq > call.start:  # made here, never stamped
+                    record.module = call  # (values=False: no recorder)
+                end = max(end, seq)
         call.end = end
         self._local.seen = end
 
