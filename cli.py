@@ -35,7 +35,7 @@ from tracer import exercises
 from tracer.errors import TracerError
 from tracer.graph import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.pictures import PICTURE_FORMATS
-from tracer.render import DETAILS, FORMATS, RenderOptions, check_writable, write
+from tracer.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.report import check_line, format_report
 
 try:  # newer typer carries its own copy of click
@@ -183,11 +183,55 @@ def view_options(
             "slide view too; the full view always shows it.",
         ),
     ] = False,
+    depth: Annotated[
+        str | None,
+        typer.Option(
+            "--depth",
+            metavar="N",
+            show_default=False,
+            help="Draw every nn.Module nested deeper than N as one box (its class, "
+            "parameter count, the gradients in and out); `all`: every node. Default: the "
+            "deepest depth that fits a slide.",
+        ),
+    ] = None,
+    focus: Annotated[
+        str | None,
+        typer.Option(
+            "--focus",
+            metavar="NAME",
+            show_default=False,
+            help="Draw one module (its qualified name: layers.3.self_attn) in full and the "
+            "rest collapsed.",
+        ),
+    ] = None,
 ) -> View:
     return View(
-        RenderOptions(detail=detail.value, saved=saved, explain=explain),
+        RenderOptions(
+            detail=detail.value,
+            saved=saved,
+            explain=explain,
+            depth=parse_depth(depth),
+            focus=focus or None,
+        ),
         CaptureOptions(max_values=max_values, saved=saved),
     )
+
+
+def parse_depth(depth: str | None) -> int | None:
+    """--depth: a number ≥ 0, `all` (nothing collapsed) or nothing (fit the slide)."""
+    if depth is None:
+        return None
+    if depth.strip().lower() == "all":
+        return EVERY_DEPTH
+    try:
+        value = int(depth)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise typer.BadParameter(
+            f"'{depth}': give a whole number ≥ 0 or `all`", param_hint="--depth"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -305,6 +349,7 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
             if picture is not None:
                 write(recording, picture, view.options)
                 typer.echo(f"wrote {picture}")
+                _print_notes([recording], view.options)
             if frames is not None:
                 written = write_frames(recording, frames, frame_format.value, view.options)
                 typer.echo(
@@ -345,6 +390,15 @@ def summary_table(source: Path, result: Any) -> Table:
     return table
 
 
+def _print_notes(recordings: list[Any], options: RenderOptions) -> None:
+    """Say which pictures show collapsed modules, and how to see more (one line each)."""
+    from tracer.dot import notes
+
+    for recording in recordings:
+        for note in notes(recording, options):
+            typer.echo(f"note: {note}")
+
+
 def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any) -> None:
     """Run the user's code (`execute`), write its pictures, print the summary, exit."""
     from tracer.pictures import prepare_out_dir, write_pictures
@@ -356,6 +410,8 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         result.pictures, result.older_pictures = write_pictures(
             result.passes, folder, pictures.fmt, view.options
         )
+        if pictures.fmt not in ("json", "html"):
+            _print_notes([p.recording for p in result.passes], view.options)
     except TracerError as e:
         raise fail(str(e)) from None
     if result.passes:

@@ -16,6 +16,9 @@ first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The
   "import torch"`, each as a fresh process.
 - chain: a 100,000-op chain (`y = sin(y)`), traced / plain, and the seconds to write its
   .dot and .json.
+- models: the transformer as a script, `trace run --depth 1 --format svg` (traced, drawn
+  with one box per layer, laid out by Graphviz) / `python -c "import torch"`, each as a
+  fresh process.
 - memory: a 200-step training loop (MLP, SGD, cross-entropy), peak RSS under `trace run`
   / `python`, each as a fresh process.
 """
@@ -226,12 +229,48 @@ def bench_memory() -> None:
     row("peak under `trace run` / python", t / p, "≤ 1.3")
 
 
+MODEL_SCRIPT = textwrap.dedent(
+    """
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(
+        d_model=64, nhead=4, dim_feedforward=128, batch_first=True
+    )
+    model = torch.nn.TransformerEncoder(layer, num_layers=24, enable_nested_tensor=False)
+    model(torch.randn(4, 32, 64)).square().mean().backward()
+    """
+)
+
+
+def bench_models() -> None:
+    """The 24-layer transformer (see `transformer`), traced and drawn at --depth 1 to SVG,
+    end to end, against starting Python and importing torch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "model.py"
+        script.write_text(MODEL_SCRIPT)
+        command = [TRACE, "run", str(script), "--depth", "1", "--format", "svg", "--out", "pics"]
+        t = interleaved(
+            {
+                "import torch": lambda: _run([sys.executable, "-c", "import torch"], tmp),
+                "model": lambda: _run(command, tmp),
+            },
+            rounds=5,
+        )
+    base = t["import torch"]
+    print(
+        f"models: python -c 'import torch' takes {base:.2f} s; the traced model {t['model']:.2f} s"
+    )
+    row("trace run (24 layers) --depth 1 → SVG / import torch", t["model"] / base, "≤ 3")
+
+
 BENCHES = {
     "transformer": bench_transformer,
     "dot": bench_dot,
     "startup": bench_startup,
     "chain": bench_chain,
     "memory": bench_memory,
+    "models": bench_models,
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.autograd.graph import GradientEdge, get_gradient_edge
@@ -22,6 +22,9 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 from tracer.graph import Edge, Graph, GraphKind, Node, Saved, TensorData
 from tracer.node_record import KEY, NodeRecord, record_of
 from tracer.summary import DEFAULT_MAX_VALUES, Summarizer
+
+if TYPE_CHECKING:
+    from tracer.modules import ModuleTracker
 
 # A grad_fn node as torch exposes it. torch keeps its Python object alive with the node,
 # so identity is stable: we key our maps on the object itself while we hold it.
@@ -55,7 +58,9 @@ class GraphCapture:
         max_values: int = DEFAULT_MAX_VALUES,
         saved: bool = False,
         made_by: int | None = None,
+        modules: ModuleTracker | None = None,
     ) -> None:
+        self._modules = modules  # which module call made each node (see tracer.modules)
         self.kind: GraphKind = kind
         self.number = number
         self._name_of = name_of
@@ -251,6 +256,7 @@ class GraphCapture:
         output get a hook that keeps what they sent; `every_edge` hooks every node (when
         some nodes will not run: `inputs=`, `torch.autograd.grad`).
         """
+        self._read_grads_before()
         incoming: dict[tuple[int, int], int] = {}
         for root, output in zip(self.roots, self._root_outputs, strict=True):
             incoming[(root, output)] = incoming.get((root, output), 0) + 1
@@ -266,6 +272,37 @@ class GraphCapture:
             self._hooks.append(fn.register_prehook(self._on_arrive(node_id, leaf)))
             if node_id in senders and leaf is None:
                 self._hooks.append(fn.register_hook(self._on_send(node_id)))
+
+    def _read_grads_before(self) -> None:
+        """Each leaf's `.grad` before the pass adds to it (a summary, taken now: the engine
+        accumulates into it in place), so that the picture can tell a sum over passes."""
+        before = Summarizer(self._summary.max_values)
+        keys = {
+            node_id: before.add(leaf.grad)
+            for node_id, leaf in self._leaves.items()
+            if leaf.grad is not None
+        }
+        if keys:
+            before.run()
+            for node_id, key in keys.items():
+                self._nodes[node_id].grad_before = before.result(key)
+
+    def _module_calls(self) -> list[Any]:
+        """Set each node's module call (see tracer.modules); the graph's ModuleCalls."""
+        if self._modules is None:
+            return []
+        tensors: dict[int, torch.Tensor] = dict(self._leaves)
+        for record in self._records:
+            for _, tensor, _ in (record.constants or ()) if record is not None else ():
+                node_id = self._constant_ids.get(id(tensor))
+                if node_id is not None:
+                    tensors[node_id] = tensor
+        users: dict[int, int] = {}
+        for src, dst, _, _ in self._edges:
+            users.setdefault(dst, src)
+        for src, dst, _ in self._constant_edges:
+            users.setdefault(dst, src)
+        return self._modules.assign(self._fns, self._records, self._nodes, tensors, users)
 
     def _on_arrive(self, node_id: int, leaf: torch.Tensor | None) -> Callable[..., None]:
         arrivals = self._arrivals
@@ -379,6 +416,7 @@ class GraphCapture:
             roots=self.roots,
             seeds=[data(k) for k in seed_keys] if seeds else [None] * len(self.roots),
         )
+        graph.modules = self._module_calls()
         self._release()
         return graph
 

@@ -19,18 +19,23 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse
+from tracer.errors import TracerError
 from tracer.graph import Edge, Graph, Node, Recording, TensorData
 from tracer.report import (
     check_line,
+    collapse_note,
     format_tensor,
     graph_title,
+    module_title,
     problems,
     shape_text,
-    summary_line,
+    slide_tensor,
 )
 
 # Colours: ops blue, leaves yellow, constants grey, gradients orange, problems red.
@@ -49,8 +54,6 @@ DISAGREE_FILL = "#f7c6c5"
 Detail = Literal["slide", "full"]
 DETAILS: tuple[Detail, ...] = ("slide", "full")
 
-# The slide view writes out tensors of at most this many values; larger ones as a summary.
-SLIDE_VALUES = 16
 # A name longer than this is cut (with "…"): Graphviz cannot lay out an overwide node.
 NAME_LIMIT = 60
 # The heading lists at most this many problems, then says how many more there are.
@@ -68,11 +71,19 @@ class RenderOptions:
     index, node id): the running node of a step-through frame. `explain` shows each op's
     chain-rule step per input (`tracer.chainrule`) in the slide view; the full view always
     shows it.
+
+    Real models (see tracer.collapse): `depth=N` draws every module call deeper than N as
+    one box (`EVERY_DEPTH`: none); `focus="layers.3"` draws that module's inside in full
+    and the rest collapsed; by default (None) a graph of more than `budget` boxes is drawn
+    at the deepest depth that fits.
     """
 
     detail: Detail = "full"
     saved: bool = False
     highlight: frozenset[tuple[int, int]] = frozenset()
+    depth: int | None = None
+    focus: str | None = None
+    budget: int = SLIDE_BUDGET
     explain: bool = False  # the chain-rule step per input in the slide view too
 
     @property
@@ -116,26 +127,22 @@ def _plain(value: str) -> str:
 
 # A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
 # its text is made once per picture (the caches are emptied when a picture starts).
-def _tensor_lines(t: TensorData, limit: int | None) -> list[str]:
-    """The tensor's values, or its summary line when it has more than `limit` of them."""
-    if limit is not None and t.values is not None and len(t.values) > limit:
-        return [summary_line(t)]
-    return format_tensor(t, per_line=4)
+@functools.lru_cache(maxsize=16384)
+def _tensor_lines(t: TensorData, brief: bool) -> tuple[str, ...]:
+    """The tensor's text: all its values, or (`brief`, the slide view) a summary line
+    for a tensor of many values."""
+    return tuple(slide_tensor(t) if brief else format_tensor(t, per_line=4))
 
 
 @functools.lru_cache(maxsize=16384)
-def _edge_label(t: TensorData, limit: int | None) -> str:
+def _edge_label(t: TensorData, brief: bool = False) -> str:
     # A plain label (numbers, and at most a note): "\l" ends a left-justified line.
-    return '"' + "".join(_plain(line) + "\\l" for line in _tensor_lines(t, limit)) + '"'
+    return '"' + "".join(_plain(line) + "\\l" for line in _tensor_lines(t, brief)) + '"'
 
 
 @functools.lru_cache(maxsize=16384)
-def _tensor_html(t: TensorData, limit: int | None) -> str:
-    return "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in _tensor_lines(t, limit))
-
-
-def _limit(options: RenderOptions) -> int | None:
-    return SLIDE_VALUES if options.detail == "slide" else None
+def _tensor_html(t: TensorData, brief: bool) -> str:
+    return "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in _tensor_lines(t, brief))
 
 
 def _bad(t: TensorData | None) -> bool:
@@ -152,9 +159,9 @@ def _small(content: str, colour: str = "#333333") -> Row:
     return f'<TR><TD COLSPAN="2"><FONT POINT-SIZE="9" COLOR="{colour}">{content}</FONT></TD></TR>'
 
 
-def _pair(key: str, t: TensorData, colour: str, limit: int | None = None) -> Row:
+def _pair(key: str, t: TensorData, colour: str, brief: bool = False) -> Row:
     colour = PROBLEM if _bad(t) else colour
-    body = _tensor_html(t, limit)
+    body = _tensor_html(t, brief)
     return (
         f'<TR><TD ALIGN="RIGHT" VALIGN="TOP"><FONT POINT-SIZE="9">{key}</FONT></TD>'
         f'<TD ALIGN="LEFT" BALIGN="LEFT"><FONT FACE="Courier" POINT-SIZE="9" '
@@ -186,7 +193,7 @@ def kind_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     rows = []
     if options.full and node.shape is not None:
         rows.append(_small(f"{text(node.dtype or '')} {shape_text(node.shape)}"))
-    if node.kind == "leaf":
+    if node.kind == "leaf" and node.name:  # an unnamed leaf's heading says AccumulateGrad
         rows.append(_small(text(node.op)))
     if node.kind == "constant":
         rows.append(_small("no grad" if options.full else f"{shape_text(node.shape)} · no grad"))
@@ -206,8 +213,9 @@ def value_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
                 _pair("value" if len(node.forward) == 1 else f"value {i}", value, VALUE_COLOUR)
             )
     if node.kind == "op":
+        on_edge = _carried(graph)
         for i, grad in enumerate(node.grads):
-            if grad is not None:
+            if grad is not None and (node.id, i) not in on_edge:  # written once: on its edge
                 rows.append(
                     _pair("grad" if len(node.grads) == 1 else f"grad {i}", grad, GRAD_COLOUR)
                 )
@@ -218,10 +226,16 @@ def leaf_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     """A leaf's `.grad` after the pass (or torch.autograd.grad's result), or a warning."""
     if node.kind != "leaf" or graph.kind != "backward":
         return []
+    brief = not options.full
     if node.leaf_grad is not None:
-        return [_pair(".grad", node.leaf_grad, GRAD_COLOUR, _limit(options))]
+        if not _accumulated(node) and (node.id, 0) in _carried(graph):
+            if node.grads[0] == node.leaf_grad:  # written once: on its edge
+                return [_small(".grad = the gradient on its edge", GRAD_COLOUR)]
+        return [_pair(".grad", node.leaf_grad, GRAD_COLOUR, brief)]
     if node.grads and node.grads[0] is not None:  # torch.autograd.grad's result
-        return [_pair("grad", node.grads[0], GRAD_COLOUR, _limit(options))]
+        if (node.id, 0) in _carried(graph):
+            return [_small("grad = the gradient on its edge", GRAD_COLOUR)]
+        return [_pair("grad", node.grads[0], GRAD_COLOUR, brief)]
     if node.received_no_gradient:
         return [_small("received no gradient", PROBLEM)]
     return []
@@ -241,8 +255,39 @@ def saved_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
         elif saved.source:
             rows.append(_small(f"saved {name} = {text(saved.source, NAME_LIMIT)}", SAVED_COLOUR))
         else:
-            rows.append(_pair(f"saved {name}", saved.tensor, SAVED_COLOUR, _limit(options)))
+            rows.append(_pair(f"saved {name}", saved.tensor, SAVED_COLOUR, not options.full))
     return rows
+
+
+def _accumulated(node: Node) -> bool:
+    """The leaf's .grad held a gradient before this pass (a non-zero one): it is a sum."""
+    before = node.grad_before
+    return before is not None and not (before.finite and before.norm == 0)
+
+
+def accumulated_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
+    """A leaf whose .grad was accumulated over passes: says so, with the previous .grad
+    (this pass's gradient is on its edge, the sum in .grad above)."""
+    if node.kind != "leaf" or graph.kind != "backward" or not _accumulated(node):
+        return []
+    assert node.grad_before is not None
+    rows = [
+        _small("accumulated: previous + this pass", GRAD_COLOUR),
+        _pair("previous", node.grad_before, GRAD_COLOUR, not options.full),
+    ]
+    if (node.id, 0) not in _carried(graph) and node.grads and node.grads[0] is not None:
+        rows.append(_pair("this pass", node.grads[0], GRAD_COLOUR, not options.full))
+    return rows
+
+
+def module_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
+    """A collapsed module call: its parameter count (the gradients that entered and left
+    it are on its edges)."""
+    if node.kind != "module" or node.module is None:
+        return []
+    call = graph.modules[node.module]
+    count = f"{call.params:,} parameter{'s' if call.params != 1 else ''}"
+    return [_small(f"{count} · collapsed")]
 
 
 # The chain-rule rows: a formula line is cut here (Graphviz cannot lay out an overwide node).
@@ -269,8 +314,39 @@ NODE_ROWS: tuple[RowMaker, ...] = (
     value_rows,
     leaf_rows,
     saved_rows,
+    accumulated_rows,
+    module_rows,
     formula_rows,
 )
+
+# Per graph (by id, with a weak reference telling a reused id apart): the node outputs
+# whose arriving gradient one edge (or the seed) carries alone, so it is written there.
+_CARRIED: dict[int, tuple[weakref.ref, frozenset[tuple[int, int]]]] = {}
+
+
+def _carried(graph: Graph) -> frozenset[tuple[int, int]]:
+    entry = _CARRIED.get(id(graph))
+    if entry is not None and entry[0]() is graph:
+        return entry[1]
+    arriving: dict[tuple[int, int], list[TensorData | None]] = {}
+    for root, seed in zip(graph.roots, graph.seeds, strict=True):
+        arriving.setdefault((root, 0), []).append(seed)
+    for edge in graph.edges:
+        arriving.setdefault((edge.dst, edge.dst_output), []).append(edge.grad)
+    nodes = graph.nodes
+    carried = frozenset(
+        (dst, output)
+        for (dst, output), grads in arriving.items()
+        if len(grads) == 1
+        and grads[0] is not None
+        and output < len(nodes[dst].grads)
+        and nodes[dst].grads[output] == grads[0]
+    )
+    for key in [k for k, (ref, _) in _CARRIED.items() if ref() is None]:
+        del _CARRIED[key]
+    _CARRIED[id(graph)] = (weakref.ref(graph), carried)
+    return carried
+
 
 _TABLE = '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
 
@@ -303,7 +379,7 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
     return f'color="{colour}" fillcolor="{fill}" penwidth={width} shape=box style="{style}"'
 
 
-def _edge_attributes(edge: Edge, graph: Graph, limit: int | None) -> str:
+def _edge_attributes(edge: Edge, graph: Graph, brief: bool = False) -> str:
     if graph.nodes[edge.dst].kind == "constant":
         return 'arrowhead=none color="#999999" style=dashed'
     if edge.grad is None:
@@ -311,7 +387,7 @@ def _edge_attributes(edge: Edge, graph: Graph, limit: int | None) -> str:
     colour = PROBLEM if _bad(edge.grad) else GRAD_COLOUR
     from tracer.chainrule import slot_name
 
-    label = _slot_edge_label(edge.grad, slot_name(edge, graph), colour, limit)
+    label = _slot_edge_label(edge.grad, slot_name(edge, graph), colour, brief)
     return f'color="{colour}" fontcolor="{colour}" label={label}'
 
 
@@ -320,7 +396,7 @@ def _edge_attributes(edge: Edge, graph: Graph, limit: int | None) -> str:
 LABEL_GAP = 10
 
 
-def _slot_edge_label(t: TensorData, slot: str | None, colour: str, limit: int | None) -> str:
+def _slot_edge_label(t: TensorData, slot: str | None, colour: str, brief: bool) -> str:
     """The gradient sent down an edge, under the input it feeds (`∂/∂self`)."""
     head = ""
     if slot is not None:
@@ -328,7 +404,7 @@ def _slot_edge_label(t: TensorData, slot: str | None, colour: str, limit: int | 
             f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9">'
             f"<I>∂/∂{text(slot)}</I></FONT></TD></TR>"
         )
-    body = _tensor_html(t, limit)
+    body = _tensor_html(t, brief)
     return (
         '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
         f'<TD WIDTH="{LABEL_GAP}"></TD><TD><TABLE BORDER="0" CELLBORDER="0" '
@@ -340,12 +416,14 @@ def _slot_edge_label(t: TensorData, slot: str | None, colour: str, limit: int | 
 # -- the whole picture ----------------------------------------------------------------------
 
 
-def _heading(recording: Recording, titles: list[str]) -> str:
-    """The picture's heading: the title (and a lone graph's), one coloured row per
-    check, then the problems."""
+def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ()) -> str:
+    """The picture's heading: the title (and a lone graph's), what a collapsed view leaves
+    out (`notes`), one coloured row per check, then the problems."""
     rows = []
     for title in titles:
         rows.append(f"<TR><TD><B>{text(title)}</B></TD></TR>")
+    for note in notes:
+        rows.append(f'<TR><TD><FONT POINT-SIZE="10" COLOR="#3d4b5c">{text(note)}</FONT></TD></TR>')
     for check in recording.checks:
         fill = AGREE_FILL if check.passed else DISAGREE_FILL
         rows.append(f'<TR><TD BGCOLOR="{fill}">{text(check_line(check))}</TD></TR>')
@@ -360,9 +438,16 @@ def _heading(recording: Recording, titles: list[str]) -> str:
     return '<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="4">' + "".join(rows) + "</TABLE>>"
 
 
-def _graph_lines(graph: Graph, index: int, options: RenderOptions, cluster: bool) -> list[str]:
+def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: bool) -> list[str]:
+    graph = view.graph
     prefix = f"g{index}"
     indent = "\t\t" if cluster else "\t"
+    # DOT names follow the full graph: node n's name is the same collapsed or not (so that
+    # `highlight` keeps meaning it), and a box is named by its module call.
+    names = [
+        f"{prefix}n{full}" if full is not None else f"{prefix}m{graph.nodes[i].module}"
+        for i, full in enumerate(view.origin)
+    ]
     lines = []
     if cluster:
         manual = graph.kind == "manual"
@@ -378,47 +463,130 @@ def _graph_lines(graph: Graph, index: int, options: RenderOptions, cluster: bool
         colour = PROBLEM if _bad(seed) else GRAD_COLOUR
         lines.append(f'{indent}{prefix}seed{root} [label="" shape=point width=0.08]')
         lines.append(
-            f'{indent}{prefix}seed{root} -> {prefix}n{root} [color="{colour}" '
-            f'fontcolor="{colour}" label={_edge_label(seed, _limit(options))}]'
+            f'{indent}{prefix}seed{root} -> {names[root]} [color="{colour}" '
+            f'fontcolor="{colour}" label={_edge_label(seed, not options.full)}]'
         )
-    highlight, limit = options.highlight, _limit(options)
+    highlight = options.highlight
+    node_lines: dict[int | None, list[str]] = {}  # by the cluster (module call) they are in
     for node in graph.nodes:
-        attributes = _node_attributes(node, graph, (index, node.id) in highlight)
+        full = view.origin[node.id]
+        attributes = _node_attributes(node, graph, (index, full) in highlight)
         label = node_label(node, graph, options)
-        lines.append(f"{indent}{prefix}n{node.id} [label={label} {attributes}]")
+        home = _home(node, graph, view)
+        node_lines.setdefault(home, []).append(f"{names[node.id]} [label={label} {attributes}]")
+    lines += [indent + line for line in node_lines.pop(None, [])]
+    lines += _module_clusters(graph, node_lines, indent, prefix)
+    brief = not options.full
     for edge in graph.edges:
-        attributes = _edge_attributes(edge, graph, limit)
-        lines.append(f"{indent}{prefix}n{edge.src} -> {prefix}n{edge.dst} [{attributes}]")
+        attributes = _edge_attributes(edge, graph, brief)
+        lines.append(f"{indent}{names[edge.src]} -> {names[edge.dst]} [{attributes}]")
     if cluster:
         lines.append("\t}")
     return lines
+
+
+def _home(node: Node, graph: Graph, view: Collapsed) -> int | None:
+    """The module call whose cluster a node is drawn in: its own (expanded) call; a box
+    sits in its parent's cluster."""
+    call = node.module
+    if call is not None and node.kind == "module":
+        call = graph.modules[call].parent
+    return call if call is None or call in view.expanded else None
+
+
+def _module_clusters(
+    graph: Graph, node_lines: dict[int | None, list[str]], indent: str, prefix: str
+) -> list[str]:
+    """One cluster per expanded module call that holds something, nested as the calls
+    were, titled "layers.3 · TransformerEncoderLayer"."""
+    children: dict[int | None, list[int]] = {}
+    for call in graph.modules:
+        children.setdefault(call.parent, []).append(call.id)
+    holds: dict[int, bool] = {}
+    for call in reversed(graph.modules):  # children after their parents: bottom up
+        holds[call.id] = call.id in node_lines or any(holds[c] for c in children.get(call.id, ()))
+
+    def cluster(call_id: int, depth: int) -> list[str]:
+        pad = indent + "\t" * depth
+        title = text(module_title(graph.modules[call_id], graph.modules), NAME_LIMIT)
+        out = [
+            f"{pad}subgraph cluster_{prefix}m{call_id} {{",
+            f'{pad}\tlabel=<<FONT POINT-SIZE="10">{title}</FONT>> labeljust=l',
+            f'{pad}\tcolor="#9aa5b1" fontcolor="#3d4b5c" style="rounded,dashed"',
+        ]
+        out += [pad + "\t" + line for line in node_lines.get(call_id, [])]
+        for child in children.get(call_id, ()):
+            if holds[child]:
+                out += cluster(child, depth + 1)
+        out.append(pad + "}")
+        return out
+
+    lines = []
+    for top in children.get(None, ()):
+        if holds[top]:
+            lines += cluster(top, 0)
+    return lines
+
+
+def views(recording: Recording, options: RenderOptions | None = None) -> list[Collapsed]:
+    """Each graph as drawn: collapsed to `options.depth`, around `options.focus`, or to fit
+    the slide budget (see tracer.collapse). A focus no graph has is a TracerError."""
+    options = options or RenderOptions()
+    focus = options.focus
+    if focus is not None and not any(c.name == focus for g in recording.graphs for c in g.modules):
+        with_modules = [g for g in recording.graphs if g.modules]
+        if not with_modules:
+            raise TracerError(f"--focus {focus}: no nn.Module was called in the traced code")
+        collapse(with_modules[0], focus=focus)  # raises, naming the modules there are
+    out = []
+    for graph in recording.graphs:
+        has_focus = focus is not None and any(c.name == focus for c in graph.modules)
+        out.append(
+            collapse(
+                graph,
+                depth=options.depth,
+                focus=focus if has_focus else None,
+                budget=options.budget,
+            )
+        )
+    return out
+
+
+def notes(recording: Recording, options: RenderOptions | None = None) -> list[str]:
+    """For the terminal: what each collapsed graph leaves out, and how to see more."""
+    found = (collapse_note(v, "command") for v in views(recording, options))
+    return [note for note in found if note]
 
 
 def dot_source(recording: Recording, options: RenderOptions | None = None) -> str:
     """The Recording as DOT source: deterministic, the same text for the same recording.
 
     One graph is drawn without a cluster around it (its title joins the heading): a
-    cluster costs Graphviz's layout dearly on large graphs.
+    cluster costs Graphviz's layout dearly on large graphs. A graph of a real model is
+    drawn with a cluster per module call, collapsed as `options` say (see `views`).
     """
     options = options or RenderOptions()
+    _tensor_lines.cache_clear()
     _edge_label.cache_clear()
     _tensor_html.cache_clear()
+    shown = views(recording, options)
     single = len(recording.graphs) == 1
     titles = [recording.title] if recording.title else []
     if single:
         titles.append(graph_title(recording.graphs[0]))
+    collapsed = [note for note in (collapse_note(v) for v in shown) if note]
     lines = [
         "digraph trace {",
         "\tfontname=Helvetica labelloc=t nodesep=0.3 rankdir=TB ranksep=0.45",
     ]
-    heading = _heading(recording, titles)
+    heading = _heading(recording, titles, collapsed)
     if heading:
         lines.append(f"\tlabel={heading}")
     lines += [
         "\tnode [fontname=Helvetica fontsize=11]",
         "\tedge [arrowsize=0.7 fontname=Courier fontsize=9]",
     ]
-    for i, graph in enumerate(recording.graphs):
-        lines += _graph_lines(graph, i, options, cluster=not single)
+    for i, view in enumerate(shown):
+        lines += _graph_lines(view, i, options, cluster=not single)
     lines.append("}")
     return "\n".join(lines) + "\n"

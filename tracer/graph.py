@@ -11,7 +11,8 @@ import math
 from dataclasses import dataclass, field, is_dataclass
 from typing import Any, Literal
 
-NodeKind = Literal["op", "leaf", "constant"]
+# "module": a collapsed module call, made only by the collapsed view (tracer.collapse).
+NodeKind = Literal["op", "leaf", "constant", "module"]
 GraphKind = Literal["backward", "manual"]
 # Tensors of at most this many elements keep their values (TensorData.values); torch-free
 # here so that the command line can show it without importing torch.
@@ -121,11 +122,32 @@ class Node:
     step: int | None = None  # 1-based position in the engine's execution order
     saved: list[Saved] = field(default_factory=list)
     made_by: int | None = None  # the create_graph=True backward pass that made this node
+    module: int | None = None  # the module call (index in Graph.modules) that made it
+    grad_before: TensorData | None = None  # a leaf's .grad before the pass, when it had one
 
     @property
     def received_no_gradient(self) -> bool:
         """A leaf that backward never reached (an unused input, or one left out)."""
         return self.kind == "leaf" and self.step is None and not any(self.grads)
+
+
+@dataclass(frozen=True)
+class ModuleCall:
+    """One call of an `nn.Module` during the forward pass that made a graph's nodes.
+
+    `name` is the module's qualified name from the outermost module called ("" for that
+    module itself: `layers.3.self_attn`), `cls` its class, `parent` the call it was made
+    inside (index in Graph.modules, None for an outermost call), `call` which call of this
+    module it was within the graph (1, 2, … in forward order), `params` the module's
+    parameter count (its submodules' included).
+    """
+
+    id: int
+    name: str
+    cls: str
+    parent: int | None = None
+    call: int = 1
+    params: int = 0
 
 
 @dataclass
@@ -151,6 +173,7 @@ class Graph:
     through: int | None = None
     derivative: str | None = None
     source: tuple[str, int] | None = None
+    modules: list[ModuleCall] = field(default_factory=list)  # see ModuleCall, Node.module
 
     @property
     def steps(self) -> list[Node]:
@@ -380,6 +403,8 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
                 for v in n["saved"]
             ],
             made_by=n["made_by"],
+            module=n.get("module"),
+            grad_before=_tensor_from(n.get("grad_before")),
         )
         for n in raw["nodes"]
     ]
@@ -399,6 +424,10 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
         through=raw["through"],
         derivative=raw["derivative"],
         source=None if source is None else (source[0], source[1]),
+        modules=[
+            ModuleCall(m["id"], m["name"], m["cls"], m["parent"], m["call"], m["params"])
+            for m in raw.get("modules", ())
+        ],
     )
 
 

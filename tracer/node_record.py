@@ -59,6 +59,7 @@ class NodeRecord:
         "captured",
         "children",
         "constants",
+        "module",
         "more",
         "names",
         "summaries",
@@ -75,6 +76,7 @@ class NodeRecord:
         self.constants: list[tuple[int, torch.Tensor, int]] | None = None
         self.captured = 0  # how many backward passes captured this node
         self.names: tuple[str, ...] = ()  # the variables the user's code bound its outputs to
+        self.module: Any = None  # the module call that made it (a tracer.modules.Call)
 
     def keep(self, output_nr: int, value: torch.Tensor, version: int) -> None:
         if output_nr == 0:

@@ -14,12 +14,14 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from tracer.collapse import EVERY_DEPTH
 from tracer.dot import DETAILS, Detail, RenderOptions, dot_source
 from tracer.errors import TracerError
 from tracer.graph import Recording
 
 __all__ = [
     "DETAILS",
+    "EVERY_DEPTH",
     "FORMATS",
     "Detail",
     "RenderOptions",

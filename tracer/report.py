@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
 
-from tracer.graph import Check, Graph, Node, Recording, TensorData
+from tracer.graph import Check, Graph, ModuleCall, Node, Recording, TensorData
+
+if TYPE_CHECKING:
+    from tracer.collapse import Collapsed
 
 
 def format_numbers(values: tuple[float, ...]) -> list[str]:
@@ -244,3 +248,61 @@ def format_report(recording: Recording) -> str:
     parts = [format_check(c) for c in recording.checks]
     parts.extend(f"⚠ {p}" for p in problems(recording))
     return "\n".join(parts)
+
+
+# -- real models: module titles, the slide view's short tensors, collapsed views -----------
+
+# The slide view writes the values of tensors with at most this many elements (a 4×4
+# matrix); a larger one reads as one short line: its shape and norm.
+SLIDE_VALUES = 16
+
+
+def short_summary(t: TensorData) -> str:
+    """One short line for a large tensor on a slide: "16×3 ‖·‖ 0.4512"."""
+    shape = "×".join(str(s) for s in t.shape) or "scalar"
+    if t.note:
+        return f"{shape}: {t.note}"
+    text = f"{shape} ‖·‖ {format_numbers((t.norm,))[0]}"
+    if t.nan or t.inf:
+        text += f", {t.nan} NaN, {t.inf} Inf"
+    return text
+
+
+def slide_tensor(t: TensorData, per_line: int = 4) -> list[str]:
+    """The slide view's text of a tensor: its values when small, else one short line."""
+    if t.values is not None and t.numel <= SLIDE_VALUES:
+        return format_tensor(t, per_line)
+    return [short_summary(t)]
+
+
+def module_title(call: ModuleCall, modules: Sequence[ModuleCall]) -> str:
+    """ "layers.3 · TransformerEncoderLayer"; "fc (call 2) · Linear" when the graph holds
+    several calls of one module; the class alone for the outermost module."""
+    repeated = any(m.id != call.id and m.name == call.name and m.cls == call.cls for m in modules)
+    name = call.name + (f" (call {call.call})" if repeated else "")
+    return f"{name} · {call.cls}" if name else call.cls
+
+
+def collapse_note(view: Collapsed, how: Literal["picture", "command"] = "picture") -> str | None:
+    """What a collapsed view leaves out and how to see it; None when nothing is collapsed.
+
+    picture: for the heading; command: for the terminal, with the pass it is about.
+    """
+    from tracer.collapse import SLIDE_ROWS  # collapse imports this module: import it late
+
+    if not view.collapsed:
+        return None
+    graph = view.graph
+    where = f"backward pass {graph.number}: " if how == "command" else ""
+    if view.depth is None:  # a focus
+        return f"{where}the modules outside the focus are drawn as one box each"
+    text = f"{where}modules nested deeper than {view.depth} are drawn as one box each"
+    if view.auto:
+        text += (
+            f" ({view.boxes} boxes instead of {view.full_size}: a slide holds "
+            f"{view.budget} boxes in {SLIDE_ROWS} rows)"
+        )
+    more = f"--depth {view.depth + 1}, --depth all or --focus NAME"
+    if how == "picture":
+        more += " (from Python: RenderOptions(depth=…, focus=…))"
+    return f"{text}; to see more: {more}"

@@ -40,9 +40,11 @@ from torch.overrides import TorchFunctionMode
 
 from tracer.capture import GraphCapture, root_node
 from tracer.compare import compare
+from tracer.errors import TracerError
 from tracer.graph import Check, Graph, Node, Recording
 from tracer.locate import is_user_file
 from tracer.manual import Recogniser
+from tracer.modules import ModuleTracker
 from tracer.node_record import NodeRecord, record_of
 from tracer.quiet import paused_gc
 from tracer.render import RenderOptions, render_svg, write
@@ -153,6 +155,62 @@ def _remove_engine_hook() -> None:
         _original_engine = None
 
 
+# -- module hooks, installed while a trace is open -----------------------------------------
+
+_module_hooks: list[Any] = []
+
+
+def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
+    trace = current_trace()
+    if trace is None or getattr(_busy, "active", False) or torch.compiler.is_compiling():
+        return
+    try:
+        with torch._C.DisableTorchFunction():
+            trace._modules.enter(module, args, _variable_naming(sys._getframe(1)))
+    except Exception as e:  # tracer's problem, never the user's
+        trace._warn(f"a module call was not recorded ({type(e).__name__}: {e})")
+
+
+def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
+    trace = current_trace()
+    if trace is None or getattr(_busy, "active", False) or torch.compiler.is_compiling():
+        return
+    try:
+        with torch._C.DisableTorchFunction():
+            trace._modules.exit(module, output)
+    except Exception as e:
+        trace._warn(f"a module call was not recorded ({type(e).__name__}: {e})")
+
+
+def _variable_naming(frame: FrameType | None) -> Callable[[Any], str | None]:
+    """A function giving the user's variable name for an object (looked up lazily in the
+    innermost user frame at or above `frame`)."""
+
+    def variable(value: Any) -> str | None:
+        user = user_frame(frame)
+        for namespace in _namespaces(user) if user is not None else ():
+            for name, v in list(namespace.items()):
+                if v is value and _is_user_name(name):
+                    return name
+        return None
+
+    return variable
+
+
+def _install_module_hooks() -> None:
+    """Global forward hooks on every nn.Module: which module call makes each node, and the
+    qualified names of parameters (see tracer.modules). Removed with the engine hook."""
+    if not _module_hooks:
+        hooks = torch.nn.modules.module
+        _module_hooks.append(hooks.register_module_forward_pre_hook(_module_pre_hook))
+        _module_hooks.append(hooks.register_module_forward_hook(_module_hook, always_call=True))
+
+
+def _remove_module_hooks() -> None:
+    while _module_hooks:
+        _module_hooks.pop().remove()
+
+
 # -- the forward recorder -----------------------------------------------------------------
 
 
@@ -223,6 +281,7 @@ class Trace:
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
         self._warned: set[str] = set()
         self._recogniser = Recogniser(self)  # manual results shown by the user's code
+        self._modules = ModuleTracker()  # module calls and qualified parameter names
 
     # -- the block ---------------------------------------------------------------------
 
@@ -230,6 +289,7 @@ class Trace:
         with _LOCK:
             _OPEN.append(self)
             _install_engine_hook()
+            _install_module_hooks()
         self._token = _CURRENT.set(self)
         if self.values:
             self._mode = _ForwardRecorder(self)
@@ -254,6 +314,7 @@ class Trace:
                     _OPEN.remove(self)
                 if not _OPEN:
                     _remove_engine_hook()
+                    _remove_module_hooks()
             self._names.clear()
             self._grad_results.clear()
 
@@ -313,6 +374,11 @@ class Trace:
                         record.names = (*record.names, name)
 
     def name_of(self, t: torch.Tensor) -> str | None:
+        """A parameter's or buffer's qualified name ("fc2.bias") when a module called in
+        the trace owns it, else the first variable name the tensor was seen under."""
+        qualified = self._modules.name_of(t)
+        if qualified is not None:
+            return qualified
         entry = self._names.get(id(t))
         return entry[1] if entry is not None and entry[0]() is t else None
 
@@ -340,6 +406,7 @@ class Trace:
                 continue
             record = record_of(fn)
             record.keep(o.output_nr, o.detach(), o._version)
+            self._modules.stamp(record, fn)
             first = first or record
         if first is None or first.constants is not None:
             return
@@ -398,6 +465,7 @@ class Trace:
                 max_values=self.max_values,
                 saved=self.saved,
                 made_by=self._made_by,
+                modules=self._modules,
             )
             asked = _tensors(params.get("inputs") or ())
             capture.add_unreached(asked)
@@ -607,13 +675,27 @@ class Trace:
         except Exception as e:
             self._warn(f"shown results were not compared ({type(e).__name__}: {e})")
 
-    def render(self, path: str | Path, options: RenderOptions | None = None) -> Path:
+    def render(
+        self, path: str | Path, options: RenderOptions | None = None, *, pass_: int | None = None
+    ) -> Path:
         """Write the recording to `path`; the format follows the suffix (see render.write).
 
         `options` picks the detail: `RenderOptions("slide")` for projecting; the default
-        is the full view.
+        is the full view. `pass_=N` draws backward pass N alone (1 is the first), with the
+        manual graphs and checks made after it; by default every pass is drawn.
         """
-        return write(self.recording, path, options)
+        return write(self.pass_recording(pass_), path, options)
+
+    def pass_recording(self, pass_: int | None) -> Recording:
+        """The recording of backward pass `pass_` (see Recording.per_pass), or all of it
+        for None; a TracerError saying which passes exist for any other number."""
+        if pass_ is None:
+            return self.recording
+        parts = self.recording.per_pass()
+        if not 1 <= pass_ <= len(parts):
+            have = f"passes 1 to {len(parts)}" if parts else "no backward pass"
+            raise TracerError(f"there is no backward pass {pass_}: this trace has {have}")
+        return parts[pass_ - 1]
 
     def _repr_svg_(self) -> str | None:
         """Jupyter's picture of the trace; None (Jupyter then shows the text) with no graph."""

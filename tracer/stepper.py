@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 from tracer.chainrule import per_slot
+from tracer.collapse import EVERY_DEPTH
 from tracer.frames import engine_order
 from tracer.graph import Edge, Graph, Node, Recording, Saved, TensorData
 from tracer.render import RenderOptions, render_svg
@@ -37,8 +38,9 @@ from tracer.report import (
     summary_line,
 )
 
-# The page's picture: names, ops and gradients, readable when projected.
-PAGE_VIEW = RenderOptions(detail="slide")
+# The page's picture: names, ops and gradients, readable when projected; every node drawn
+# (the page steps through each one the engine ran; its module clusters fold in the page).
+PAGE_VIEW = RenderOptions(detail="slide", depth=EVERY_DEPTH)
 
 _ASSETS = resources.files("tracer") / "assets"
 _SLOT = re.compile(r"__(TITLE|CSS|SVG|DATA|JS)__")

@@ -163,4 +163,23 @@ register(
         shapes="X ∈ ℝ³ˣ³ invertible",
         function="tracer.exercises.classic:logdet",
     ),
+    Exercise(
+        "cnn",
+        title="cnn (real model): a small CNN, conv → ReLU → max-pool → linear, cross-entropy",
+        source="real model: an nn.Module (Conv2d, MaxPool2d, Linear), nn.CrossEntropyLoss",
+        formula="z = fc(flatten(maxpool(relu(conv(X))))), L = mean cross-entropy(z, y)",
+        manual="last layer: Δ = (softmax(z) − Y)/N, ∂L/∂W_fc = Δᵀh, ∂L/∂b_fc = Σₙ Δ "
+        "(h: the flattened features)",
+        shapes="X ∈ ℝ²ˣ¹ˣ⁶ˣ⁶, conv 1→2 channels 3×3, fc ∈ ℝ³ˣ⁸, 3 classes",
+        function="tracer.exercises.models:cnn",
+    ),
+    Exercise(
+        "transformer-layer",
+        title="transformer-layer (real model): one TransformerEncoderLayer and a linear head",
+        source="real model: nn.TransformerEncoderLayer (2 heads), mean over tokens, nn.Linear",
+        formula="h = mean over tokens of encoder(X), z = head(h), L = mean cross-entropy(z, y)",
+        manual="last layer: Δ = (softmax(z) − Y)/N, ∂L/∂W_head = Δᵀh, ∂L/∂b_head = Σₙ Δ",
+        shapes="X ∈ ℝ²ˣ³ˣ⁴ (2 sequences, 3 tokens, d_model 4), head ∈ ℝ³ˣ⁴, 3 classes",
+        function="tracer.exercises.models:transformer_layer",
+    ),
 )
