@@ -24,6 +24,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import tracer
+import tracer.interception
 from tracer.graph import Recording
 from tracer.node_record import NodeRecord
 from tracer.render import render_dot
@@ -61,7 +62,7 @@ def same_for_the_user(program: Callable[[bool], Any]) -> Any:
 def assert_nothing_left() -> None:
     assert torch.autograd._engine_run_backward is ENGINE
     assert torch.overrides._get_current_function_mode_stack() == []
-    assert tracer.session.current_trace() is None
+    assert tracer.interception.current_trace() is None
 
 
 def grads(*tensors: torch.Tensor) -> list[Any]:

@@ -30,20 +30,9 @@ from tracer.locate import Locator
 from tracer.passes import Pass, passes
 
 if TYPE_CHECKING:
-    from tracer.session import Trace
+    pass
 
 _USAGE = "usage: %%trace [NAME]  (NAME: a variable to keep the Trace in)"
-
-
-def current_trace() -> Trace | None:
-    """The trace recording now, if any (the session's answer, whichever way it gives it)."""
-    from tracer import session
-
-    if hasattr(session, "current_trace"):
-        active: Trace | None = session.current_trace()
-        return active
-    stack = session._ACTIVE  # before session.current_trace() existed
-    return stack[-1] if stack else None
 
 
 def show_passes(found: list[Pass]) -> None:
@@ -105,6 +94,8 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
     if name and not name.isidentifier():
         raise UsageError(_USAGE)
     filename, run = compile_body(shell, cell)
+    from tracer.interception import current_trace  # torch: only when a cell is traced
+
     outer = current_trace()
     if outer is not None:  # already recorded by the outer trace: do not trace twice
         if name:

@@ -90,7 +90,7 @@ def offer(value: Any, source: Source) -> None:
     Anything but a tensor is ignored; so is everything outside a trace."""
     if not isinstance(value, torch.Tensor):
         return
-    from tracer.session import current_trace
+    from tracer.interception import current_trace
 
     trace = current_trace()
     if trace is not None:
