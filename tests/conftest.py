@@ -33,6 +33,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
+def one_error_line(result, code: int = 2) -> str:
+    """The CLI's answer to a mistake: exit `code`, one `error:` line, no traceback."""
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
 def assert_text_file(path: Path, text: str) -> None:
     """`text` equals the file at `path`; with TRACER_REGEN_GOLDEN=1 a differing or missing
     file is rewritten, and the test fails all the same, asking for a re-run."""

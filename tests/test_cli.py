@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line
 from typer.testing import CliRunner
 
 from cli import app
@@ -23,14 +24,6 @@ SLUGS = [e.slug for e in all_exercises()]
 
 def cli(*args: str | Path, env: dict[str, str] | None = None):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "250", **(env or {})})
-
-
-def one_error_line(result, code: int = 2) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 # -- the exercises ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import one_error_line
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from typer.testing import CliRunner
 
@@ -24,14 +25,6 @@ f.backward()
 
 def cli(*args: str | Path):
     return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
-
-
-def one_error_line(result, code: int = 2) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 def notebook(folder: Path, *cells: str, name: str = "nb.ipynb", version: int = 4) -> Path:
