@@ -39,6 +39,7 @@ from pathlib import Path
 import torch
 
 import tracer
+from tracer.collapse import EVERY_DEPTH
 from tracer.render import RenderOptions, render_dot
 
 ROUNDS = 7
@@ -112,7 +113,9 @@ def bench_dot() -> None:
         out = model(X).square().mean()
         out.backward(retain_graph=True)
     recording = tr.recording
-    slide, full = RenderOptions("slide"), RenderOptions("full")
+    # The whole graph (not collapsed to fit a slide): the same nodes torchviz draws.
+    slide = RenderOptions("slide", depth=EVERY_DEPTH)
+    full = RenderOptions("full", depth=EVERY_DEPTH)
     params = dict(model.named_parameters())
     t = interleaved(
         {
@@ -254,8 +257,7 @@ def bench_models() -> None:
             {
                 "import torch": lambda: _run([sys.executable, "-c", "import torch"], tmp),
                 "model": lambda: _run(command, tmp),
-            },
-            rounds=5,
+            }
         )
     base = t["import torch"]
     print(

@@ -30,6 +30,7 @@ disk per torch version); the results per (op, slot count, bindings) are cached h
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,9 +46,27 @@ class SlotStep:
     line: str  # "∂/∂self: grad · tensor   (self = x, tensor = x)"
 
 
+# Per graph (by id, with a weak reference telling a reused id apart): each node's edges,
+# so that a node's step is found without reading every edge of the graph again.
+_OUT_EDGES: dict[int, tuple[weakref.ref, dict[int, list[Edge]]]] = {}
+
+
+def out_edges(node: Node, graph: Graph) -> list[Edge]:
+    """The edges from `node` to its inputs."""
+    entry = _OUT_EDGES.get(id(graph))
+    if entry is None or entry[0]() is not graph:
+        index: dict[int, list[Edge]] = {}
+        for edge in graph.edges:
+            index.setdefault(edge.src, []).append(edge)
+        for key in [k for k, (ref, _) in _OUT_EDGES.items() if ref() is None]:
+            del _OUT_EDGES[key]
+        entry = _OUT_EDGES[id(graph)] = (weakref.ref(graph), index)
+    return entry[1].get(node.id, [])
+
+
 def slot_count(node: Node, graph: Graph) -> int | None:
     """One past the highest slot the node's edges use; None for a node without edges."""
-    slots = [e.slot for e in graph.edges if e.src == node.id]
+    slots = [e.slot for e in out_edges(node, graph)]
     return max(slots) + 1 if slots else None
 
 
@@ -60,12 +79,13 @@ def bindings(node: Node, graph: Graph) -> dict[str, str]:
     if names is None:
         return bound
     taken: set[int] = set()
-    for edge in graph.edges:  # gradient edges first: their slot is autograd's
-        if edge.src == node.id and graph.nodes[edge.dst].kind != "constant":
+    edges = out_edges(node, graph)
+    for edge in edges:  # gradient edges first: their slot is autograd's
+        if graph.nodes[edge.dst].kind != "constant":
             taken.add(edge.slot)
             _bind(bound, names, edge, graph)
-    for edge in graph.edges:
-        if edge.src == node.id and graph.nodes[edge.dst].kind == "constant":
+    for edge in edges:
+        if graph.nodes[edge.dst].kind == "constant":
             if edge.slot not in taken:  # a position that is no gradient slot: unknown
                 _bind(bound, names, edge, graph)
     return bound
@@ -97,9 +117,7 @@ def steps(node: Node, graph: Graph) -> list[SlotStep] | None:
     if lines is None:
         return None
     names = _slot_names(node.op, count) or ()
-    fed = sorted(
-        {e.slot for e in graph.edges if e.src == node.id and graph.nodes[e.dst].kind != "constant"}
-    )
+    fed = sorted({e.slot for e in out_edges(node, graph) if graph.nodes[e.dst].kind != "constant"})
     return [SlotStep(s, names[s], lines[s]) for s in fed if s < len(lines) and s < len(names)]
 
 
