@@ -1,6 +1,7 @@
 """Shared test helpers.
 
-Slow tests (`@pytest.mark.slow`: a fresh Python with torch, pip install, a Jupyter kernel)
+Slow tests (`@pytest.mark.slow`: a fresh Python with torch, pip install, a Jupyter kernel,
+a real browser, a long chain)
 run with `pytest --slow`, as the README's test command and CI do; plain `pytest` leaves
 them out (and says how many it deselected).
 
@@ -24,7 +25,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--slow", action="store_true", help="also run the slow tests")
 
 
+# Fixtures whose tests are slow by nature: a real browser (Chromium through Playwright).
+SLOW_FIXTURES = {"browser"}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     if config.getoption("--slow"):
         return
     slow = [item for item in items if item.get_closest_marker("slow")]

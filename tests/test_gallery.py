@@ -57,6 +57,7 @@ def _copy(gallery: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(gallery, tmp_path / "gallery"))
 
 
+@pytest.mark.slow
 def test_build_writes_every_picture_and_the_readme(gallery: Path) -> None:
     readme = (gallery / README).read_text(encoding="utf-8")
     for ex in EXERCISES:

@@ -345,6 +345,7 @@ def test_a_100k_op_chain_traces_and_is_freed_without_a_crash() -> None:
     assert done.stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_a_touched_20k_chain_is_freed_without_recursion() -> None:
     # The keeper in tracer.node_record: without it, freeing this chain recurses 20,000 deep.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from tracer.errors import TracerError
 from tracer.graph import Edge, Graph, ModuleCall, Node, TensorData
-from tracer.report import module_title
+from tracer.report import module_title, repeated_modules
 
 # A 16:9 slide holds about this many boxes readably (labels of 9-11 points), in at most
 # SLIDE_ROWS rows (the longest chain of boxes from the output down): a larger or taller
@@ -188,6 +188,7 @@ def _view(graph: Graph, box: list[int | None]) -> tuple[Graph, list[int | None]]
     origin: list[int | None] = []
     nodes: list[Node] = []
     box_node: dict[int, int] = {}  # call id -> view id
+    repeated = repeated_modules(graph.modules)
     inside: dict[int, list[Node]] = {}
     for node in graph.nodes:
         b = None if node.module is None else box[node.module]
@@ -200,7 +201,7 @@ def _view(graph: Graph, box: list[int | None]) -> tuple[Graph, list[int | None]]
             box_node[b] = len(nodes)
             origin.append(None)
             call = graph.modules[b]
-            title = module_title(call, graph.modules)
+            title = module_title(call, graph.modules, repeated)
             nodes.append(Node(id=len(nodes), kind="module", op=call.cls, name=title, module=b))
         where.append(box_node[b])
         inside.setdefault(b, []).append(node)

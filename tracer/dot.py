@@ -34,6 +34,7 @@ from tracer.report import (
     graph_title,
     module_title,
     problems,
+    repeated_modules,
     shape_text,
     slide_tensor,
 )
@@ -502,13 +503,14 @@ def _module_clusters(
     children: dict[int | None, list[int]] = {}
     for call in graph.modules:
         children.setdefault(call.parent, []).append(call.id)
+    repeated = repeated_modules(graph.modules)
     holds: dict[int, bool] = {}
     for call in reversed(graph.modules):  # children after their parents: bottom up
         holds[call.id] = call.id in node_lines or any(holds[c] for c in children.get(call.id, ()))
 
     def cluster(call_id: int, depth: int) -> list[str]:
         pad = indent + "\t" * depth
-        title = text(module_title(graph.modules[call_id], graph.modules), NAME_LIMIT)
+        title = text(module_title(graph.modules[call_id], graph.modules, repeated), NAME_LIMIT)
         out = [
             f"{pad}subgraph cluster_{prefix}m{call_id} {{",
             f'{pad}\tlabel=<<FONT POINT-SIZE="10">{title}</FONT>> labeljust=l',

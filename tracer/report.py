@@ -275,11 +275,27 @@ def slide_tensor(t: TensorData, per_line: int = 4) -> list[str]:
     return [short_summary(t)]
 
 
-def module_title(call: ModuleCall, modules: Sequence[ModuleCall]) -> str:
+def repeated_modules(modules: Sequence[ModuleCall]) -> frozenset[tuple[str, str]]:
+    """The (name, class) of modules called more than once in a graph."""
+    seen: set[tuple[str, str]] = set()
+    twice: set[tuple[str, str]] = set()
+    for m in modules:
+        key = (m.name, m.cls)
+        (twice if key in seen else seen).add(key)
+    return frozenset(twice)
+
+
+def module_title(
+    call: ModuleCall,
+    modules: Sequence[ModuleCall],
+    repeated: frozenset[tuple[str, str]] | None = None,
+) -> str:
     """ "layers.3 · TransformerEncoderLayer"; "fc (call 2) · Linear" when the graph holds
     several calls of one module; the class alone for the outermost module."""
-    repeated = any(m.id != call.id and m.name == call.name and m.cls == call.cls for m in modules)
-    name = call.name + (f" (call {call.call})" if repeated else "")
+    if repeated is None:  # callers titling many calls pass it in, computed once
+        repeated = repeated_modules(modules)
+    again = (call.name, call.cls) in repeated
+    name = call.name + (f" (call {call.call})" if again else "")
     return f"{name} · {call.cls}" if name else call.cls
 
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.autograd
@@ -44,9 +44,10 @@ from tracer.modules import ModuleTracker
 from tracer.names import Names, is_user_name, namespaces, user_frame
 from tracer.node_record import NodeRecord, record_of
 from tracer.quiet import paused_gc
-from tracer.render import RenderOptions, render_svg, write
-from tracer.report import format_check
 from tracer.summary import DEFAULT_MAX_VALUES
+
+if TYPE_CHECKING:
+    from tracer.render import RenderOptions
 
 
 def _tensors(value: Any) -> list[Any]:
@@ -315,7 +316,7 @@ class Trace:
         manual, rtol, atol, how = checks.oracle(tensor, manual, fn, rtol, atol)
         result = self._record(name, tensor.grad, manual, rtol=rtol, atol=atol, how=how)
         if not quiet:
-            print(format_check(result))
+            _print_check(result)
         return result
 
     def _record(self, name: str, grad: Any, manual: torch.Tensor, **how: Any) -> Check:
@@ -356,6 +357,8 @@ class Trace:
         is the full view. `pass_=N` draws backward pass N alone (1 is the first), with the
         manual graphs and checks made after it; by default every pass is drawn.
         """
+        from tracer.render import write  # drawing is downstream of recording: imported on use
+
         return write(self.pass_recording(pass_), path, options)
 
     def pass_recording(self, pass_: int | None) -> Recording:
@@ -373,6 +376,8 @@ class Trace:
         """Jupyter's picture of the trace; None (Jupyter then shows the text) with no graph."""
         if not self.recording.graphs:
             return None
+        from tracer.render import render_svg
+
         return render_svg(self.recording)
 
 
@@ -407,8 +412,14 @@ def check(
     result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
     result = replace(result, how=how)
     if not quiet:
-        print(format_check(result))
+        _print_check(result)
     return result
+
+
+def _print_check(result: Check) -> None:
+    from tracer.report import format_check  # text is downstream of recording
+
+    print(format_check(result))
 
 
 def trace(
