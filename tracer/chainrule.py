@@ -70,9 +70,11 @@ def slot_count(node: Node, graph: Graph) -> int | None:
     return max(slots) + 1 if slots else None
 
 
-def bindings(node: Node, graph: Graph) -> dict[str, str]:
-    """The formula's names bound to the user's (see the module docstring)."""
-    names = _slot_names(node.op, slot_count(node, graph))
+def bindings(node: Node, graph: Graph, names: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The formula's names bound to the user's (see the module docstring); `names`, the
+    node's slot names, when the caller has them already."""
+    if names is None:
+        names = _slot_names(node.op, slot_count(node, graph))
     bound: dict[str, str] = {}
     if node.name:
         bound["result"] = node.name
@@ -80,12 +82,13 @@ def bindings(node: Node, graph: Graph) -> dict[str, str]:
         return bound
     taken: set[int] = set()
     edges = out_edges(node, graph)
+    nodes = graph.nodes
     for edge in edges:  # gradient edges first: their slot is autograd's
-        if graph.nodes[edge.dst].kind != "constant":
+        if nodes[edge.dst].kind != "constant":
             taken.add(edge.slot)
             _bind(bound, names, edge, graph)
     for edge in edges:
-        if graph.nodes[edge.dst].kind == "constant":
+        if nodes[edge.dst].kind == "constant":
             if edge.slot not in taken:  # a position that is no gradient slot: unknown
                 _bind(bound, names, edge, graph)
     return bound
@@ -111,13 +114,16 @@ def steps(node: Node, graph: Graph) -> list[SlotStep] | None:
     node's class has no formula (nothing rather than a guess)."""
     if node.kind != "op":
         return None
-    count = slot_count(node, graph)
-    bound = bindings(node, graph)
+    edges = out_edges(node, graph)
+    count = max(e.slot for e in edges) + 1 if edges else None
+    names = _slot_names(node.op, count)
+    bound = bindings(node, graph, names)
     lines = _explain(node.op, count, tuple(sorted(bound.items())))
     if lines is None:
         return None
-    names = _slot_names(node.op, count) or ()
-    fed = sorted({e.slot for e in out_edges(node, graph) if graph.nodes[e.dst].kind != "constant"})
+    names = names or ()
+    nodes = graph.nodes
+    fed = sorted({e.slot for e in edges if nodes[e.dst].kind != "constant"})
     return [SlotStep(s, names[s], lines[s]) for s in fed if s < len(lines) and s < len(names)]
 
 

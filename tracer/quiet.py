@@ -13,11 +13,10 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
-
 
 @contextmanager
 def quiet_torch() -> Iterator[None]:
+    import torch  # here, not at the top: the command line imports this module without torch
     from torch.utils._python_dispatch import _disable_current_modes
 
     with torch.no_grad(), torch._C.DisableTorchFunction(), _disable_current_modes():

@@ -18,6 +18,7 @@ from tracer.collapse import EVERY_DEPTH
 from tracer.dot import DETAILS, Detail, RenderOptions, dot_source
 from tracer.errors import TracerError
 from tracer.graph import Recording
+from tracer.quiet import paused_gc
 
 __all__ = [
     "DETAILS",
@@ -40,7 +41,8 @@ DOT_TIMEOUT = 120.0
 
 def render_dot(recording: Recording, options: RenderOptions | None = None) -> str:
     """The DOT source of the picture (deterministic)."""
-    return dot_source(recording, options)
+    with paused_gc():  # many small objects, none cyclic: see tracer.quiet
+        return dot_source(recording, options)
 
 
 def render_svg(recording: Recording, options: RenderOptions | None = None) -> str:
