@@ -46,28 +46,34 @@ class SlotStep:
     line: str  # "∂/∂self: grad · tensor   (self = x, tensor = x)"
 
 
-# Per graph (by id, with a weak reference telling a reused id apart): each node's edges,
-# so that a node's step is found without reading every edge of the graph again.
-_OUT_EDGES: dict[int, tuple[weakref.ref, dict[int, list[Edge]]]] = {}
+# Per graph (by id, with a weak reference telling a reused id apart): each node's edges
+# and slot count, so that a node's step is found without reading every edge again.
+_INDEX: dict[int, tuple[weakref.ref, dict[int, list[Edge]], dict[int, int]]] = {}
+
+
+def _index(graph: Graph) -> tuple[dict[int, list[Edge]], dict[int, int]]:
+    entry = _INDEX.get(id(graph))
+    if entry is None or entry[0]() is not graph:
+        edges: dict[int, list[Edge]] = {}
+        counts: dict[int, int] = {}
+        for edge in graph.edges:
+            edges.setdefault(edge.src, []).append(edge)
+            if edge.slot >= counts.get(edge.src, 0):
+                counts[edge.src] = edge.slot + 1
+        for key in [k for k, (ref, *_) in _INDEX.items() if ref() is None]:
+            del _INDEX[key]
+        entry = _INDEX[id(graph)] = (weakref.ref(graph), edges, counts)
+    return entry[1], entry[2]
 
 
 def out_edges(node: Node, graph: Graph) -> list[Edge]:
     """The edges from `node` to its inputs."""
-    entry = _OUT_EDGES.get(id(graph))
-    if entry is None or entry[0]() is not graph:
-        index: dict[int, list[Edge]] = {}
-        for edge in graph.edges:
-            index.setdefault(edge.src, []).append(edge)
-        for key in [k for k, (ref, _) in _OUT_EDGES.items() if ref() is None]:
-            del _OUT_EDGES[key]
-        entry = _OUT_EDGES[id(graph)] = (weakref.ref(graph), index)
-    return entry[1].get(node.id, [])
+    return _index(graph)[0].get(node.id, [])
 
 
 def slot_count(node: Node, graph: Graph) -> int | None:
     """One past the highest slot the node's edges use; None for a node without edges."""
-    slots = [e.slot for e in out_edges(node, graph)]
-    return max(slots) + 1 if slots else None
+    return _index(graph)[1].get(node.id)
 
 
 def bindings(node: Node, graph: Graph, names: tuple[str, ...] | None = None) -> dict[str, str]:

@@ -16,7 +16,6 @@ one function in `NODE_ROWS`, so a new per-node overlay is one function added the
 
 from __future__ import annotations
 
-import functools
 import html
 import re
 import weakref
@@ -128,20 +127,23 @@ def _plain(value: str) -> str:
 
 # A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
 # its text is made once per picture (the caches are emptied when a picture starts).
-@functools.lru_cache(maxsize=16384)
-def _tensor_lines(t: TensorData, brief: bool) -> tuple[str, ...]:
+def _tensor_lines(t: TensorData, brief: bool) -> list[str]:
     """The tensor's text: all its values, or (`brief`, the slide view) a summary line
     for a tensor of many values."""
-    return tuple(slide_tensor(t) if brief else format_tensor(t, per_line=4))
+    return slide_tensor(t) if brief else format_tensor(t, per_line=4)
 
 
-@functools.lru_cache(maxsize=16384)
 def _edge_label(t: TensorData, brief: bool = False) -> str:
     # A plain label (numbers, and at most a note): "\l" ends a left-justified line.
     return '"' + "".join(_plain(line) + "\\l" for line in _tensor_lines(t, brief)) + '"'
 
 
-@functools.lru_cache(maxsize=16384)
+# A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
+# its HTML is made once per picture, by the object's identity (the recording holds it for
+# as long as the picture is made; the cache is emptied when a picture starts).
+_HTML: dict[tuple[int, bool], str] = {}
+
+
 def _tensor_html(t: TensorData, brief: bool) -> str:
     return "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in _tensor_lines(t, brief))
 
@@ -568,9 +570,7 @@ def dot_source(recording: Recording, options: RenderOptions | None = None) -> st
     drawn with a cluster per module call, collapsed as `options` say (see `views`).
     """
     options = options or RenderOptions()
-    _tensor_lines.cache_clear()
-    _edge_label.cache_clear()
-    _tensor_html.cache_clear()
+    _HTML.clear()
     shown = views(recording, options)
     single = len(recording.graphs) == 1
     titles = [recording.title] if recording.title else []

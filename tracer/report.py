@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 def format_numbers(values: tuple[float, ...]) -> list[str]:
     """Four decimals as torch prints; scientific for all when the magnitudes call for it."""
+    if len(values) == 1:
+        return [_one_number(values[0])]
     finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
     scientific = bool(finite) and (max(finite) >= 1e8 or min(finite) < 1e-4)
 
@@ -37,6 +39,17 @@ def format_numbers(values: tuple[float, ...]) -> list[str]:
 
 
 _INFINITIES = (math.inf, -math.inf)
+
+
+def _one_number(v: float) -> str:
+    """`format_numbers((v,))[0]`, without the lists (a summary line's norm)."""
+    if v != v:
+        return "nan"
+    if v in _INFINITIES:
+        return "inf" if v > 0 else "-inf"
+    magnitude = abs(v)
+    text = format(v, ".4e" if magnitude and (magnitude >= 1e8 or magnitude < 1e-4) else ".4f")
+    return text[1:] if text in ("-0.0000", "-0.0000e+00") else text
 
 
 def format_error(error: float) -> str:
