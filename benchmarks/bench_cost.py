@@ -8,8 +8,9 @@ Method: one intra-op thread; each measurement's variants interleaved round by ro
 first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The rows:
 
 - transformer: a 24-layer nn.TransformerEncoder (d_model 64, 4 heads, ff 128, batch 4×32,
-  ~1,800 backward nodes), forward + backward, traced / plain: with forward values (the
-  default) and with `values=False` (structure and gradients only).
+  ~1,800 backward nodes), one training step's forward + backward (gradients reset first),
+  traced / plain: with forward values (the default) and with `values=False` (structure
+  and gradients only).
 - dot: DOT text of that graph, ours / torchviz's `make_dot(...).source`, in the slide view
   (vs plain make_dot) and the full view (vs make_dot(show_attrs=True, show_saved=True)).
 - startup: `trace exercise-a --out a.svg`, `trace --help`, `trace list` / `python -c
@@ -86,11 +87,15 @@ def transformer() -> tuple[torch.nn.Module, torch.Tensor]:
 def bench_transformer() -> None:
     model, X = transformer()
 
+    # One training step's forward and backward, gradients reset first as a training loop
+    # does (`set_to_none`, PyTorch's default), in both variants alike.
     def plain() -> None:
+        model.zero_grad(set_to_none=True)
         model(X).square().mean().backward()
 
     def traced(values: bool) -> Callable[[], None]:
         def run() -> None:
+            model.zero_grad(set_to_none=True)
             with tracer.trace(values=values):
                 model(X).square().mean().backward()
 
