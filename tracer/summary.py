@@ -15,7 +15,7 @@ its shape and dtype and a `note` saying why it was not summarised.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from typing import Any
 
 import torch
@@ -322,12 +322,3 @@ def summarize(t: torch.Tensor, max_values: int = DEFAULT_MAX_VALUES) -> TensorDa
     key = summarizer.add(t)
     summarizer.run()
     return summarizer.result(key)
-
-
-def summarize_all(
-    tensors: Iterable[torch.Tensor], max_values: int = DEFAULT_MAX_VALUES
-) -> list[TensorData]:
-    summarizer = Summarizer(max_values)
-    keys = [summarizer.add(t) for t in tensors]
-    summarizer.run()
-    return [summarizer.result(k) for k in keys]
