@@ -30,11 +30,10 @@ disk per torch version); the results per (op, slot count, bindings) are cached h
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
-from tracer.graph import Edge, Graph, Node
+from tracer.graph import Edge, Graph, Node, derived
 
 
 @dataclass(frozen=True)
@@ -46,24 +45,20 @@ class SlotStep:
     line: str  # "∂/∂self: grad · tensor   (self = x, tensor = x)"
 
 
-# Per graph (by id, with a weak reference telling a reused id apart): each node's edges
-# and slot count, so that a node's step is found without reading every edge again.
-_INDEX: dict[int, tuple[weakref.ref, dict[int, list[Edge]], dict[int, int]]] = {}
-
-
 def _index(graph: Graph) -> tuple[dict[int, list[Edge]], dict[int, int]]:
-    entry = _INDEX.get(id(graph))
-    if entry is None or entry[0]() is not graph:
-        edges: dict[int, list[Edge]] = {}
-        counts: dict[int, int] = {}
-        for edge in graph.edges:
-            edges.setdefault(edge.src, []).append(edge)
-            if edge.slot >= counts.get(edge.src, 0):
-                counts[edge.src] = edge.slot + 1
-        for key in [k for k, (ref, *_) in _INDEX.items() if ref() is None]:
-            del _INDEX[key]
-        entry = _INDEX[id(graph)] = (weakref.ref(graph), edges, counts)
-    return entry[1], entry[2]
+    """Each node's edges and slot count (once per graph): a node's step is then found
+    without reading every edge of the graph again."""
+    return derived(graph, "edges by source", _build_index)
+
+
+def _build_index(graph: Graph) -> tuple[dict[int, list[Edge]], dict[int, int]]:
+    edges: dict[int, list[Edge]] = {}
+    counts: dict[int, int] = {}
+    for edge in graph.edges:
+        edges.setdefault(edge.src, []).append(edge)
+        if edge.slot >= counts.get(edge.src, 0):
+            counts[edge.src] = edge.slot + 1
+    return edges, counts
 
 
 def out_edges(node: Node, graph: Graph) -> list[Edge]:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import html
 import re
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse
 from tracer.errors import TracerError
-from tracer.graph import Edge, Graph, Node, Recording, TensorData
+from tracer.graph import Edge, Graph, Node, Recording, TensorData, derived
 from tracer.report import (
     check_line,
     collapse_note,
@@ -322,22 +321,21 @@ NODE_ROWS: tuple[RowMaker, ...] = (
     formula_rows,
 )
 
-# Per graph (by id, with a weak reference telling a reused id apart): the node outputs
-# whose arriving gradient one edge (or the seed) carries alone, so it is written there.
-_CARRIED: dict[int, tuple[weakref.ref, frozenset[tuple[int, int]]]] = {}
-
 
 def _carried(graph: Graph) -> frozenset[tuple[int, int]]:
-    entry = _CARRIED.get(id(graph))
-    if entry is not None and entry[0]() is graph:
-        return entry[1]
+    """The node outputs whose arriving gradient one edge (or the seed) carries alone, so
+    that it is written there (once per graph)."""
+    return derived(graph, "carried", _find_carried)
+
+
+def _find_carried(graph: Graph) -> frozenset[tuple[int, int]]:
     arriving: dict[tuple[int, int], list[TensorData | None]] = {}
     for root, seed in zip(graph.roots, graph.seeds, strict=True):
         arriving.setdefault((root, 0), []).append(seed)
     for edge in graph.edges:
         arriving.setdefault((edge.dst, edge.dst_output), []).append(edge.grad)
     nodes = graph.nodes
-    carried = frozenset(
+    return frozenset(
         (dst, output)
         for (dst, output), grads in arriving.items()
         if len(grads) == 1
@@ -345,10 +343,6 @@ def _carried(graph: Graph) -> frozenset[tuple[int, int]]:
         and output < len(nodes[dst].grads)
         and nodes[dst].grads[output] == grads[0]
     )
-    for key in [k for k, (ref, _) in _CARRIED.items() if ref() is None]:
-        del _CARRIED[key]
-    _CARRIED[id(graph)] = (weakref.ref(graph), carried)
-    return carried
 
 
 _TABLE = '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'

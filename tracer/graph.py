@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 # "module": a collapsed module call, made only by the collapsed view (tracer.collapse).
+T = TypeVar("T")
 NodeKind = Literal["op", "leaf", "constant", "module"]
 GraphKind = Literal["backward", "manual"]
 # Tensors of at most this many elements keep their values (TensorData.values); torch-free
@@ -189,6 +192,26 @@ class Graph:
 
     def in_edges(self, node_id: int) -> list[Edge]:
         return [e for e in self.edges if e.dst == node_id]
+
+
+# Facts derived from a graph once and reused (an index of its edges, which gradients one
+# edge carries alone): by the graph's id, with a weak reference telling a reused id apart,
+# so that a cached fact never keeps a graph alive nor outlives it.
+_DERIVED: dict[tuple[int, str], tuple[weakref.ref, Any]] = {}
+
+
+def derived(graph: Graph, what: str, build: Callable[[Graph], T]) -> T:
+    """`build(graph)`, computed once per graph and `what` (graphs are not changed once
+    made: a changed copy is a new graph)."""
+    key = (id(graph), what)
+    entry = _DERIVED.get(key)
+    if entry is not None and entry[0]() is graph:
+        return entry[1]
+    for stale in [k for k, (ref, _) in _DERIVED.items() if ref() is None]:
+        del _DERIVED[stale]
+    value = build(graph)
+    _DERIVED[key] = (weakref.ref(graph), value)
+    return value
 
 
 @dataclass(frozen=True)
