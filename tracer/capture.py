@@ -12,7 +12,7 @@ hooks only keep references (they return None, so autograd's numbers are untouche
 from __future__ import annotations
 
 import functools
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,7 @@ import torch
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from tracer.graph import Edge, Graph, GraphKind, Node, Saved, TensorData
-from tracer.node_record import KEY, NodeRecord, record_of
+from tracer.node_record import NodeRecord, record_of
 from tracer.summary import DEFAULT_MAX_VALUES, Summarizer
 
 if TYPE_CHECKING:
@@ -45,7 +45,8 @@ class GraphCapture:
 
     `name_of` gives a tensor's variable name (or None); a node's name is that of the
     tensors it produced, kept on its record. `made_by` is the create_graph=True pass a
-    node not seen in the forward pass must come from (or None).
+    node not seen in the forward pass must come from (or None). With `values=False` no
+    forward value is summarised, not even a leaf's (a model's parameters).
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class GraphCapture:
         number: int,
         name_of: Callable[[torch.Tensor], str | None],
         max_values: int = DEFAULT_MAX_VALUES,
+        values: bool = True,
         saved: bool = False,
         made_by: int | None = None,
         modules: ModuleTracker | None = None,
@@ -64,6 +66,7 @@ class GraphCapture:
         self.kind: GraphKind = kind
         self.number = number
         self._name_of = name_of
+        self._values = values
         self._saved = saved
         self._made_by = made_by
         self._summary = Summarizer(max_values)
@@ -75,6 +78,7 @@ class GraphCapture:
         self._forward_keys: dict[int, list[Hashable | None]] = {}
         self._saved_keys: dict[int, list[tuple[str, Hashable | None, str | None, str | None]]] = {}
         self._edges: list[tuple[int, int, int, int]] = []  # (src, dst, slot, dst_output)
+        self._incoming: Counter[tuple[int, int]] = Counter()  # (dst, dst_output) -> edges
         self._constant_edges: list[tuple[int, int, int]] = []  # (src, constant node, position)
         self._constant_ids: dict[int, int] = {}  # id(tensor) -> node id
         self._leaves: dict[int, torch.Tensor] = {}  # node id -> the leaf tensor
@@ -89,44 +93,55 @@ class GraphCapture:
     # -- structure ---------------------------------------------------------------------
 
     def _walk(self, roots: list[GradFn]) -> None:
-        queue: deque[tuple[GradFn, int]] = deque()
-        index = self._index
+        """Number every node breadth-first from `roots`: `_fns` is both the numbering and the
+        queue (a node's id is its position; nodes are described in id order)."""
+        index, fns, records, nodes, edges = (
+            self._index,
+            self._fns,
+            self._records,
+            self._nodes,
+            self._edges,
+        )
         for fn in roots:
             if fn not in index:
-                queue.append((fn, self._add(fn)))
-        edges = self._edges
-        while queue:
-            fn, src = queue.popleft()
+                index[fn] = len(fns)
+                fns.append(fn)
+        src = len(nodes)
+        while src < len(fns):
+            fn = fns[src]
             next_functions = fn.next_functions
-            record = self._records[src] or record_of(fn, next_functions)
-            record.captured += 1
-            self._records[src] = record
+            # A leaf's AccumulateGrad has no children to free (see tracer.node_record): it
+            # needs no record.
+            record = record_of(fn, next_functions) if next_functions else None
+            records.append(record)
+            nodes.append(self._node(src, fn, record))
+            if record is not None:
+                record.captured += 1
             for slot, (child, output_nr) in enumerate(next_functions):
                 if child is None:
                     continue  # an input that needs no gradient: drawn from the constants
                 dst = index.get(child)
                 if dst is None:
-                    dst = self._add(child)
-                    queue.append((child, dst))
+                    dst = index[child] = len(fns)
+                    fns.append(child)
                 edges.append((src, dst, slot, output_nr))
-        for node_id, fn in enumerate(self._fns):
-            record = self._records[node_id]
+            src += 1
+        self._incoming = Counter((dst, output) for _, dst, _, output in edges)
+        for node_id, fn in enumerate(fns):
+            record = records[node_id]
             if fn is not None and record is not None and record.constants:
                 self._attach_constants(self._constant_user(fn), record.constants)
 
-    def _add(self, fn: GradFn) -> int:
-        """Number a newly found node and note what is known of it (its record is made when
-        the walk reads its edges)."""
-        node_id = len(self._nodes)
-        seen_before = fn.metadata.get(KEY)
-        self._index[fn] = node_id
-        self._fns.append(fn)
-        self._records.append(seen_before)
+    def _node(self, node_id: int, fn: GradFn, record: NodeRecord | None) -> Node:
+        """The plain-data node for `fn`, with what is known of it; its forward values (and
+        saved tensors) are queued for summarising."""
         op = type(fn).__name__
         if op == "AccumulateGrad":
             variable = fn.variable
             self._leaves[node_id] = variable
-            node = Node(
+            if self._values:
+                self._forward_keys[node_id] = [self._summary.add(variable)]
+            return Node(
                 id=node_id,
                 kind="leaf",
                 op=op,
@@ -134,30 +149,26 @@ class GraphCapture:
                 shape=tuple(variable.shape),
                 dtype=_dtype(variable),
             )
-            self._forward_keys[node_id] = [self._summary.add(variable)]
-        else:
-            forward = seen_before.outputs() if seen_before is not None else None
-            first = None
-            if forward:
-                keys = [self._forward_key(forward.get(i)) for i in range(max(forward) + 1)]
-                self._forward_keys[node_id] = keys
-                first = forward.get(0)
-            # Not seen by the forward recorder nor by an earlier capture, after a pass that
-            # built a graph of its gradients: that pass made it.
-            fresh = seen_before is None or not (seen_before.seen_forward or seen_before.captured)
-            node = Node(
-                id=node_id,
-                kind="op",
-                op=op,
-                name=", ".join(seen_before.names) if seen_before and seen_before.names else None,
-                shape=_shape_of(first),
-                dtype=_dtype_of(first),
-                made_by=self._made_by if fresh else None,
-            )
-            if self._saved:
-                self._saved_keys[node_id] = self._read_saved(fn)
-        self._nodes.append(node)
-        return node_id
+        forward = record.outputs() if record is not None else None
+        first = None
+        if forward:
+            keys = [self._forward_key(forward.get(i)) for i in range(max(forward) + 1)]
+            self._forward_keys[node_id] = keys
+            first = forward.get(0)
+        if self._saved:
+            self._saved_keys[node_id] = self._read_saved(fn)
+        # Not seen by the forward recorder nor by an earlier capture, after a pass that
+        # built a graph of its gradients: that pass made it.
+        fresh = record is None or not (record.seen_forward or record.captured)
+        return Node(
+            id=node_id,
+            kind="op",
+            op=op,
+            name=", ".join(record.names) if record is not None and record.names else None,
+            shape=_shape_of(first),
+            dtype=_dtype_of(first),
+            made_by=self._made_by if fresh else None,
+        )
 
     def _forward_key(self, entry: Any) -> Hashable | TensorData | None:
         if entry is None:
@@ -242,8 +253,10 @@ class GraphCapture:
                 continue
             fn = root_node(t)[0]
             if fn not in self._index:
-                node_id = self._add(fn)
-                self._records[node_id] = record_of(fn)
+                node_id = self._index[fn] = len(self._fns)
+                self._fns.append(fn)
+                self._records.append(None)
+                self._nodes.append(self._node(node_id, fn, None))
 
     # -- gradient flow -----------------------------------------------------------------
 
@@ -257,11 +270,8 @@ class GraphCapture:
         some nodes will not run: `inputs=`, `torch.autograd.grad`).
         """
         self._read_grads_before()
-        incoming: dict[tuple[int, int], int] = {}
-        for root, output in zip(self.roots, self._root_outputs, strict=True):
-            incoming[(root, output)] = incoming.get((root, output), 0) + 1
-        for _, dst, _, output in self._edges:
-            incoming[(dst, output)] = incoming.get((dst, output), 0) + 1
+        incoming = self._incoming.copy()
+        incoming.update(zip(self.roots, self._root_outputs, strict=True))  # the seeds
         senders = {
             src for src, dst, _, output in self._edges if every_edge or incoming[(dst, output)] > 1
         }
@@ -381,8 +391,9 @@ class GraphCapture:
         nodes = self._nodes
         for node_id, keys in self._forward_keys.items():
             nodes[node_id].forward = [data(k) for k in keys]
+        results = self._summary.results  # arrivals are keys or None (inline: once per node)
         for node_id, keys in arrived.items():
-            nodes[node_id].grads = [data(k) for k in keys]
+            nodes[node_id].grads = [None if k is None else results[k] for k in keys]
         for node_id, key in leaf_grads.items():
             nodes[node_id].leaf_grad = data(key)
         for node_id, saved in self._saved_keys.items():
@@ -395,9 +406,7 @@ class GraphCapture:
                 record.summarised(
                     {i: value for i, value in enumerate(nodes[node_id].forward) if value}
                 )
-        incoming: dict[tuple[int, int], int] = {}
-        for _, dst, _, output in self._edges:
-            incoming[(dst, output)] = incoming.get((dst, output), 0) + 1
+        incoming = self._incoming
         edges = []
         for src, dst, slot, output in self._edges:
             grad: TensorData | None = None

@@ -56,6 +56,7 @@ def record(
                 number=len(passes),
                 name_of=trace.name_of,
                 max_values=trace.max_values,
+                values=trace.values,
                 saved=trace.saved,
             )
             graph = capture.finish()

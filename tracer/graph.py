@@ -36,7 +36,9 @@ class CaptureOptions:
 DEFAULT_CAPTURE = CaptureOptions()
 
 
-@dataclass(frozen=True)
+# Not frozen, on purpose: a capture makes thousands of these per pass, and a frozen
+# dataclass's __init__ (object.__setattr__ per field) is 6x slower. Treat them as values.
+@dataclass
 class TensorData:
     """A tensor reduced to plain numbers: its values when small, a summary always.
 
@@ -72,7 +74,7 @@ class TensorData:
         return self.note is None
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: see TensorData
 class Edge:
     """One input slot of an op: the gradient `src` sent down to `dst` during backward.
 

@@ -158,10 +158,19 @@ class Recogniser:
     """The candidates of one trace, and the decision (see the module docstring)."""
 
     def __init__(self, session: Trace) -> None:
-        self.session = session
+        # A weak reference: the trace owns its recogniser, and a cycle between them would
+        # leave the whole recording to Python's cyclic collector instead of freeing it
+        # when the user drops the trace.
+        self._session = weakref.ref(session)
         self.candidates: list[Candidate] = []
         self._offered: dict[int, weakref.ref] = {}  # id -> tensor, offered once each
         self._order = 0
+
+    @property
+    def session(self) -> Trace:
+        session = self._session()
+        assert session is not None, "a trace's recogniser outlived it"
+        return session
 
     def offer(self, tensor: torch.Tensor, source: str) -> None:
         for c in self.candidates:

@@ -86,6 +86,13 @@ class NodeRecord:
                 self.more = {}
             self.more[output_nr] = (value, version)
 
+    def keep_summary(self, output_nr: int, summary: Any) -> None:
+        """Output `output_nr`'s value, already summarised (a large tensor: see
+        tracer.summary.QuickSummary), instead of the tensor."""
+        if self.summaries is None:
+            self.summaries = {}
+        self.summaries[output_nr] = summary
+
     @property
     def seen_forward(self) -> bool:
         return self.value is not None or bool(self.more) or bool(self.summaries)

@@ -44,7 +44,7 @@ from tracer.modules import ModuleTracker
 from tracer.names import Names, is_user_name, namespaces, user_frame
 from tracer.node_record import NodeRecord, record_of
 from tracer.quiet import paused_gc
-from tracer.summary import DEFAULT_MAX_VALUES
+from tracer.summary import DEFAULT_MAX_VALUES, QuickSummary
 
 if TYPE_CHECKING:
     from tracer.render import RenderOptions
@@ -88,6 +88,7 @@ class Trace:
         self._warned: set[str] = set()
         self._recogniser = Recogniser(self)  # manual results shown by the user's code
         self._modules = ModuleTracker()  # module calls and qualified parameter names
+        self._quick = QuickSummary(max_values)  # large forward values, summarised as made
 
     # -- the block ---------------------------------------------------------------------
 
@@ -109,6 +110,7 @@ class Trace:
             self._token = None
             self._names.clear()
             self._grad_results.clear()
+            self._quick.clear()
 
     @property
     def graphs(self) -> list[Graph]:
@@ -183,7 +185,11 @@ class Trace:
             if fn is None:
                 continue
             record = record_of(fn)
-            record.keep(o.output_nr, o.detach(), o._version)
+            summary = self._quick.summarise(o)  # a large value: at once, while in the cache
+            if summary is None:
+                record.keep(o.output_nr, o.detach(), o._version)
+            else:
+                record.keep_summary(o.output_nr, summary)
             self._modules.stamp(record, fn)
             first = first or record
         if first is None or first.constants is not None:
@@ -207,23 +213,23 @@ class Trace:
             return engine(t_outputs, *args, **kwargs)  # torch raises its own, clear error
         busy.active = True
         try:
-            try:
-                with paused_gc():
+            # One pause for the whole pass: capture makes many small objects, and the end of
+            # each pause brings a collection over everything made during it (tracer.quiet).
+            with paused_gc():
+                try:
                     capture, number, source = self._prepare(roots, params)
-            except Exception as e:
-                self._warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
-                return engine(t_outputs, *args, **kwargs)
-            try:
-                with paused_gc():  # the hooks make many small objects: see tracer.quiet
+                except Exception as e:
+                    self._warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
+                    return engine(t_outputs, *args, **kwargs)
+                try:
                     result = engine(t_outputs, *args, **kwargs)
-            finally:
-                capture.unhook()  # whatever raised: nothing of ours stays in the graph
-            try:
-                with paused_gc():
+                finally:
+                    capture.unhook()  # whatever raised: nothing of ours stays in the graph
+                try:
                     self._finish(capture, number, source, params, result)
-            except Exception as e:
-                self._warn(f"backward pass {number} is not recorded ({type(e).__name__}: {e})")
-            return result
+                except Exception as e:
+                    self._warn(f"backward pass {number} is not recorded ({type(e).__name__}: {e})")
+                return result
         finally:
             busy.active = False
 
@@ -241,6 +247,7 @@ class Trace:
                 number=number,
                 name_of=self.name_of,
                 max_values=self.max_values,
+                values=self.values,
                 saved=self.saved,
                 made_by=self._made_by,
                 modules=self._modules,

@@ -15,16 +15,19 @@ its shape and dtype and a `note` saying why it was not summarised.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from tracer.graph import DEFAULT_MAX_VALUES, TensorData
 from tracer.quiet import quiet_torch
 
 _NAN = math.nan
+
+# How many tensors summarised at once stay referenced, so that a view of one of them
+# arriving soon after is recognised (see `QuickSummary`).
+_RECENT = 8
 
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
@@ -121,6 +124,89 @@ def _slow_statistics(t: torch.Tensor, d: torch.Tensor) -> TensorData:
     return TensorData(tuple(t.shape), _dtype_name(t), None, norm, lo, hi, nan, inf)
 
 
+class QuickSummary:
+    """Norm, min and max of a large plain CPU tensor, computed at once: inside autograd's
+    engine (a hook), while a gradient's numbers are still in the cache, and in the forward
+    recorder, for an op's output. The tensor is not kept, so that memory is freed as it
+    would be untraced (keeping every gradient of a pass costs more than the reductions:
+    fresh memory for every later one).
+
+    A tensor is often a view of one just before it (a view, transpose or reshape node
+    passes its gradient on as a view; a view op's output), with the same numbers: the
+    last few tensors summarised (`_RECENT`) are kept, so that their memory cannot be
+    reused by another tensor, and a tensor over the same memory gets their statistics
+    without a second reduction.
+    """
+
+    def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+        self._recent: dict[Hashable, tuple[TensorData, torch.Tensor]] = {}
+
+    def summarise(self, t: torch.Tensor) -> TensorData | None:
+        """`t`'s summary, or None when it must be summarised the careful way (small, not a
+        plain CPU float tensor, under a dispatch mode of the user's, which would see our
+        ops, or holding NaN or Inf, which are counted)."""
+        numel = t.numel()
+        if not (
+            numel > self.max_values
+            and type(t) in _PLAIN_TYPES
+            and t.dtype in _REAL
+            and t.is_cpu
+            and t.layout == torch.strided
+            and not t.is_neg()
+            and not t._is_zerotensor()
+            and not _is_functorch(t)
+            and not torch._C._len_torch_dispatch_stack()
+        ):
+            return None
+        # The common case of `_span` inline: this runs once per node of a pass.
+        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+        recent = self._recent.get(span)
+        if recent is not None:
+            return _with_shape(recent[0], t)
+        try:
+            # A detached alias: no graph of our own, and kept in `_recent` it neither keeps
+            # the user's graph alive nor counts as a second owner of the tensor (AccumulateGrad
+            # adopts a gradient as `.grad` only when it has no other owner).
+            d = t.detach()
+            if _function_modes():  # ours, or the user's: they should not see these
+                with torch._C.DisableTorchFunction():
+                    low, high = torch.aminmax(d)
+                    norm = torch.linalg.vector_norm(d).item()
+            else:
+                low, high = torch.aminmax(d)
+                norm = torch.linalg.vector_norm(d).item()
+        except Exception:
+            return None  # summarised later, the careful way
+        if not math.isfinite(norm):  # a NaN or Inf somewhere: counted later
+            return None
+        data = TensorData(tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item())
+        recent_tensors = self._recent
+        recent_tensors[span] = (data, d)
+        if len(recent_tensors) > _RECENT:
+            del recent_tensors[next(iter(recent_tensors))]
+        return data
+
+    def known(self, span: Hashable, t: torch.Tensor) -> TensorData | None:
+        """The summary of a tensor over memory `span` (see `_span`), if one was just taken."""
+        recent = self._recent.get(span)
+        return None if recent is None else _with_shape(recent[0], t)
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+
+def _with_shape(data: TensorData, t: torch.Tensor) -> TensorData:
+    """`data`, the summary of another view of `t`'s numbers, with `t`'s shape (its values
+    are in another order: a view of other shape keeps statistics only)."""
+    shape = tuple(t.shape)
+    if data.shape == shape:
+        return data
+    return TensorData(
+        shape, data.dtype, None, data.norm, data.min, data.max, data.nan, data.inf, data.note
+    )
+
+
 class Summarizer:
     """Collects tensors, then summarises each distinct one once (`run`).
 
@@ -133,10 +219,7 @@ class Summarizer:
         self._tensors: dict[Hashable, torch.Tensor] = {}
         self._results: dict[Hashable, TensorData] = {}
         self._kept: list[torch.Tensor] = []
-        # Summarising inside the engine runs torch ops there: only when no dispatch mode of
-        # the user's (which would see them) is active.
-        self._now = _get_current_dispatch_mode() is None
-        self._early: list[tuple[Any, ...]] = []  # (key, shape, dtype, norm, min, max) of add_now
+        self.quick = QuickSummary(max_values)  # for `add_now`
 
     def add(self, t: torch.Tensor, version: int | None = None) -> Hashable:
         """Queue `t`; `version` is its `_version` when it was recorded (None: now)."""
@@ -150,45 +233,37 @@ class Summarizer:
         return key
 
     def add_now(self, t: torch.Tensor) -> Hashable:
-        """Like `add`, called from inside autograd's engine (a hook): a large plain CPU
-        tensor has its norm, min and max computed right away and is not kept, so that the
-        pass's gradients are freed as they would be untraced (keeping them all costs more
-        than the reductions: fresh memory for every later gradient). Anything else, and a
-        tensor with NaN or Inf (counted later), is kept for `run`."""
-        if (
-            self._now
-            and t.dtype in _REAL
-            and t.numel() > self.max_values
-            and type(t) in _PLAIN_TYPES
-            and t.device.type == "cpu"
-            and t.layout == torch.strided
-            and not t.is_neg()
-            and not t._is_zerotensor()
-            and not _is_functorch(t)
-        ):
-            try:
-                d = t.detach()  # no graph of our own, whatever the grad mode (create_graph)
-                if _function_modes():  # ours, or the user's: they should not see these
-                    with torch._C.DisableTorchFunction():
-                        low_high, norm = torch.aminmax(d), torch.linalg.vector_norm(d)
-                else:
-                    low_high, norm = torch.aminmax(d), torch.linalg.vector_norm(d)
-                if math.isfinite(norm.item()):  # then so is every value
-                    key = ("now", len(self._early))
-                    self._early.append((key, t.shape, t.dtype, norm, *low_high))
-                    return key
-            except Exception:
-                pass  # summarised later, the careful way
-        return self.add(t)
+        """Like `add`, called from inside autograd's engine (a hook): a large tensor is
+        summarised at once and not kept (see `QuickSummary`); anything else is kept for
+        `run`."""
+        data = self.quick.summarise(t)
+        if data is None:
+            return self.add(t)
+        key = ("now", len(self._results))
+        self._results[key] = data
+        return key
 
     def result(self, key: Hashable) -> TensorData:
         return self._results[key]
 
+    @property
+    def results(self) -> Mapping[Hashable, TensorData]:
+        """Every result by key (after `run`)."""
+        return self._results
+
     def run(self) -> None:
-        """Summarise everything queued; the tensors are released afterwards."""
+        """Summarise everything queued; the tensors are released afterwards.
+
+        Tensors over the same memory (a forward value and the views of it that later ops
+        returned, a gradient passed on as a view) are reduced once: large ones when they
+        cover the same elements, small ones (whose values are kept in order) when they are
+        the same view.
+        """
         with quiet_torch():
             small: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
             large: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
+            first: dict[Hashable, Hashable] = {}  # memory -> the key reduced for it
+            copies: list[tuple[Hashable, Hashable, torch.Tensor]] = []
             for key, t in self._tensors.items():
                 try:
                     note = _unreadable(t)
@@ -199,27 +274,27 @@ class Summarizer:
                     if numel == 0:
                         self._results[key] = _empty(t)
                         continue
-                    item = (key, t, _readable(t))
-                    (small if numel <= self.max_values else large).append(item)
+                    d = _readable(t)
+                    is_small = numel <= self.max_values
+                    memory = _view(d) if is_small else _span(d)
+                    same = first.get(memory)
+                    if same is not None:
+                        copies.append((key, same, t))
+                        continue
+                    if not is_small and (known := self.quick.known(memory, t)) is not None:
+                        self._results[key] = known  # summarised inside the engine
+                        continue
+                    first[memory] = key
+                    (small if is_small else large).append((key, t, d))
                 except Exception as e:  # an odd tensor must never break the user's program
                     self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
             self._small(small)
             self._large(large)
-            self._finish_early()
+            for key, same, t in copies:
+                self._results[key] = _with_shape(self._results[same], t)
         self._tensors.clear()
         self._kept.clear()
-
-    def _finish_early(self) -> None:
-        """The reductions `add_now` started, moved to the host in one transfer."""
-        if not self._early:
-            return
-        columns = zip(*(entry[3:] for entry in self._early), strict=True)  # norms, mins, maxs
-        table = torch.stack([torch.stack(column).double() for column in columns]).tolist()
-        numbers = zip(*table, strict=True)
-        for (key, shape, dtype, *_), (norm, lo, hi) in zip(self._early, numbers, strict=True):
-            name = _DTYPE_NAMES.get(dtype) or str(dtype).removeprefix("torch.")
-            self._results[key] = TensorData(tuple(shape), name, None, norm, lo, hi)
-        self._early.clear()
+        self.quick.clear()
 
     def _small(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
         """Values and statistics of small tensors, many at once: one concatenation per
@@ -299,6 +374,27 @@ class Summarizer:
             return float(torch.linalg.vector_norm(d)), float(lo), float(hi)
         except Exception:
             return _NAN, _NAN, _NAN  # the slow path then says what it can
+
+
+def _span(t: torch.Tensor) -> Hashable:
+    """The memory `t`'s numbers occupy, as a key: two tensors with the same key hold the
+    same numbers (in some order) while both live. A dense tensor (contiguous, or a
+    permutation of contiguous: a transpose) covers `numel` elements from its data pointer;
+    any other is keyed by its exact view."""
+    ptr, dtype = t.data_ptr(), t.dtype
+    if t.is_contiguous():
+        return (ptr, t.numel(), dtype)
+    expected = 1
+    for stride, size in sorted(zip(t.stride(), t.shape, strict=True)):
+        if size != 1 and stride != expected:
+            return _view(t)
+        expected *= size
+    return (ptr, t.numel(), dtype)
+
+
+def _view(t: torch.Tensor) -> Hashable:
+    """`t`'s exact view of its memory, as a key: same key, same values in the same order."""
+    return (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
 
 
 def _is_functorch(t: torch.Tensor) -> bool:
