@@ -74,6 +74,9 @@ programs = st.fixed_dictionaries(
         "steps": st.lists(step, min_size=1, max_size=8),
         "style": st.sampled_from(STYLES),
         "seed": st.integers(0, 2**16),
+        # 0: every tensor counts as large, and is summarised as it is made (in the forward
+        # recorder, inside the engine): the path real models take.
+        "max_values": st.sampled_from([64, 0]),
     }
 )
 
@@ -86,7 +89,7 @@ def run(program: dict[str, Any], traced: bool) -> tuple[Any, tracer.Trace | None
     leaves = [(base + k).to(dtype).requires_grad_() for k in range(2)]
     unused = torch.ones(shape, dtype=dtype, requires_grad=True)
     pool: list[torch.Tensor] = list(leaves)
-    trace = tracer.trace() if traced else None
+    trace = tracer.trace(max_values=program["max_values"]) if traced else None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's own (complex, half) warnings
@@ -219,3 +222,64 @@ def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[st
     assert checked == len(
         [n for n in expected if n in nodes_named and expected[n].numel() <= trace.max_values]
     )
+
+
+def _statistics_match(data: Any, t: torch.Tensor) -> bool:
+    """A summary's statistics are those of `t`: min and max exactly, the norm up to the
+    order of summation (a view is reduced in its own order)."""
+    norm = torch.linalg.vector_norm(t).item()
+    return (
+        data is not None
+        and data.shape == tuple(t.shape)
+        and data.min == t.min().item()
+        and data.max == t.max().item()
+        and abs(data.norm - norm) <= 1e-12 * max(norm, 1.0)
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs.filter(lambda p: p["dtype"] == torch.float64 and p["shape"] not in [(0,), (2, 0)]))
+def test_large_tensors_are_summarised_as_computed(program: dict[str, Any]) -> None:
+    """With every tensor counted as large (summarised as it is made, views of the same
+    memory once), each named node's forward value and arriving gradient have the
+    statistics of the tensor the op computed (taken before anything changed it in place)
+    and of torch.autograd.grad at that node."""
+    gen = torch.Generator().manual_seed(program["seed"])
+    base = torch.randn(program["shape"], generator=gen, dtype=torch.float64)
+    leaves = [(base + k).requires_grad_() for k in range(2)]
+    pool: list[torch.Tensor] = list(leaves)
+    computed: list[torch.Tensor] = [leaf.detach().clone() for leaf in leaves]
+    with tracer.trace(max_values=0) as trace:
+        for name, i, j in program["steps"]:
+            a, b = pool[i % len(pool)], pool[j % len(pool)]
+            if name in UNARY:
+                pool.append(UNARY[name](a))
+            elif a.shape == b.shape:
+                pool.append(BINARY[name](a, b))
+            else:
+                continue
+            computed.append(pool[-1].detach().clone())
+        out = pool[-1].sum()
+        named = {f"v{k}": t for k, t in enumerate(pool) if t.grad_fn is not None}
+        trace.name_tensors(named)
+        out.backward(retain_graph=True)
+    expected = {}
+    for name, t in named.items():
+        try:
+            (g,) = torch.autograd.grad(out, t, retain_graph=True)
+        except RuntimeError:  # not part of out's graph, or overwritten in place since
+            continue
+        expected[name] = g
+    graph = trace.recording.backward_graphs()[-1]
+    checked = 0
+    for node in graph.nodes:
+        if node.kind != "op" or not node.name or node.step is None:
+            continue
+        for name in node.name.split(", "):
+            if name not in expected:
+                continue
+            k, t = int(name[1:]), named[name]
+            assert _statistics_match(node.forward[t.output_nr], computed[k]), name
+            assert _statistics_match(node.grads[t.output_nr], expected[name]), name
+            checked += 1
+    assert checked or not expected

@@ -135,12 +135,15 @@ class QuickSummary:
     passes its gradient on as a view; a view op's output), with the same numbers: the
     last few tensors summarised (`_RECENT`) are kept, so that their memory cannot be
     reused by another tensor, and a tensor over the same memory gets their statistics
-    without a second reduction.
+    without a second reduction, unless the memory was written in place since (views share
+    one version counter: an in-place op on any of them, or autograd accumulating a
+    gradient in place, moves it on).
     """
 
     def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
         self.max_values = max_values
-        self._recent: dict[Hashable, tuple[TensorData, torch.Tensor]] = {}
+        # memory -> (its summary, a detached alias keeping it, its version then)
+        self._recent: dict[Hashable, tuple[TensorData, torch.Tensor, int | None]] = {}
 
     def summarise(self, t: torch.Tensor) -> TensorData | None:
         """`t`'s summary, or None when it must be summarised the careful way (small, not a
@@ -161,9 +164,9 @@ class QuickSummary:
             return None
         # The common case of `_span` inline: this runs once per node of a pass.
         span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
-        recent = self._recent.get(span)
-        if recent is not None:
-            return _with_shape(recent[0], t)
+        known = self.known(span, t)
+        if known is not None:
+            return known
         try:
             # A detached alias: no graph of our own, and kept in `_recent` it neither keeps
             # the user's graph alive nor counts as a second owner of the tensor (AccumulateGrad
@@ -181,16 +184,20 @@ class QuickSummary:
         if not math.isfinite(norm):  # a NaN or Inf somewhere: counted later
             return None
         data = TensorData(tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item())
-        recent_tensors = self._recent
-        recent_tensors[span] = (data, d)
-        if len(recent_tensors) > _RECENT:
-            del recent_tensors[next(iter(recent_tensors))]
+        version = _safe_version(d)
+        if version is not None:  # (an inference tensor has none)
+            recent_tensors = self._recent
+            recent_tensors[span] = (data, d, version)
+            if len(recent_tensors) > _RECENT:
+                del recent_tensors[next(iter(recent_tensors))]
         return data
 
     def known(self, span: Hashable, t: torch.Tensor) -> TensorData | None:
         """The summary of a tensor over memory `span` (see `_span`), if one was just taken."""
         recent = self._recent.get(span)
-        return None if recent is None else _with_shape(recent[0], t)
+        if recent is None or recent[2] != _safe_version(t):
+            return None
+        return _with_shape(recent[0], t)
 
     def clear(self) -> None:
         self._recent.clear()
