@@ -430,7 +430,7 @@ def test_frames_are_the_recording_truncated_at_each_step() -> None:
         for node in graph.nodes:
             ran = steps.get((0, node.id), 99) <= k
             original = recording.graphs[0].node(node.id)
-            assert node.grads == (original.grads if ran else [None] * len(original.grads))
+            assert node.grads == (original.grads if ran else (None,) * len(original.grads))
             assert node.leaf_grad == (original.leaf_grad if ran else None)
         for edge, original in zip(graph.edges, recording.graphs[0].edges, strict=True):
             assert edge.grad == (original.grad if steps.get((0, edge.src), 99) <= k else None)

@@ -390,16 +390,16 @@ class GraphCapture:
 
         nodes = self._nodes
         for node_id, keys in self._forward_keys.items():
-            nodes[node_id].forward = [data(k) for k in keys]
+            nodes[node_id].forward = tuple([data(k) for k in keys])
         results = self._summary.results  # arrivals are keys or None (inline: once per node)
         for node_id, keys in arrived.items():
-            nodes[node_id].grads = [None if k is None else results[k] for k in keys]
+            nodes[node_id].grads = tuple([None if k is None else results[k] for k in keys])
         for node_id, key in leaf_grads.items():
             nodes[node_id].leaf_grad = data(key)
         for node_id, saved in self._saved_keys.items():
-            nodes[node_id].saved = [
+            nodes[node_id].saved = tuple(
                 Saved(name, data(key), text, source) for name, key, text, source in saved
-            ]
+            )
         for node_id, record in enumerate(self._records):
             # Later passes through the same graph reuse the summaries; the tensors go.
             if record is not None and record.seen_forward and nodes[node_id].kind == "op":

@@ -66,7 +66,7 @@ def truncated(recording: Recording, position: int) -> Recording:
         nodes = [
             node
             if done(gi, node.id)
-            else replace(node, grads=[None] * len(node.grads), leaf_grad=None)
+            else replace(node, grads=(None,) * len(node.grads), leaf_grad=None)
             for node in graph.nodes
         ]
         edges = [e if done(gi, e.src) else replace(e, grad=None) for e in graph.edges]

@@ -121,11 +121,13 @@ class Node:
     name: str | None = None  # the variable name the user's code bound the tensor to
     shape: tuple[int, ...] | None = None
     dtype: str | None = None
-    forward: list[TensorData | None] = field(default_factory=list)
-    grads: list[TensorData | None] = field(default_factory=list)
+    # Tuples, not lists: a capture makes a Node per grad_fn, and an empty tuple is no
+    # new object for Python's cyclic collector to walk.
+    forward: tuple[TensorData | None, ...] = ()
+    grads: tuple[TensorData | None, ...] = ()
     leaf_grad: TensorData | None = None
     step: int | None = None  # 1-based position in the engine's execution order
-    saved: list[Saved] = field(default_factory=list)
+    saved: tuple[Saved, ...] = ()
     made_by: int | None = None  # the create_graph=True backward pass that made this node
     module: int | None = None  # the module call (index in Graph.modules) that made it
     grad_before: TensorData | None = None  # a leaf's .grad before the pass, when it had one
@@ -419,14 +421,14 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             name=n["name"],
             shape=None if n["shape"] is None else tuple(n["shape"]),
             dtype=n["dtype"],
-            forward=[_tensor_from(v) for v in n["forward"]],
-            grads=[_tensor_from(g) for g in n["grads"]],
+            forward=tuple(_tensor_from(v) for v in n["forward"]),
+            grads=tuple(_tensor_from(g) for g in n["grads"]),
             leaf_grad=_tensor_from(n["leaf_grad"]),
             step=n["step"],
-            saved=[
+            saved=tuple(
                 Saved(v["name"], _tensor_from(v["tensor"]), v["text"], v["source"])
                 for v in n["saved"]
-            ],
+            ),
             made_by=n["made_by"],
             module=n.get("module"),
             grad_before=_tensor_from(n.get("grad_before")),

@@ -94,7 +94,7 @@ def without_leaf_grads(recording: Recording) -> Recording:
         if graph.kind != "backward":
             return graph
         nodes = [
-            replace(n, leaf_grad=None, grads=[None] * len(n.grads)) if n.kind == "leaf" else n
+            replace(n, leaf_grad=None, grads=(None,) * len(n.grads)) if n.kind == "leaf" else n
             for n in graph.nodes
         ]
         return replace(graph, nodes=nodes)
