@@ -10,7 +10,8 @@ first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The
 - transformer: a 24-layer nn.TransformerEncoder (d_model 64, 4 heads, ff 128, batch 4×32,
   ~1,800 backward nodes), one training step's forward + backward (gradients reset first),
   traced / plain: with forward values (the default) and with `values=False` (structure
-  and gradients only).
+  and gradients only); and, for reference, the floors of any Python recorder: the graph
+  walked and a pre-hook on every node, doing nothing or reducing each arriving gradient.
 - dot: DOT text of that graph, ours / torchviz's `make_dot(...).source`, in the slide view
   (vs plain make_dot) and the full view (vs make_dot(show_attrs=True, show_saved=True)).
 - startup: `trace exercise-a --out a.svg`, `trace --help`, `trace list` / `python -c
@@ -101,13 +102,51 @@ def bench_transformer() -> None:
 
         return run
 
-    t = interleaved({"plain": plain, "values": traced(True), "structure": traced(False)})
+    # The floors of any Python recorder of the gradient flow, without tracer: walk the
+    # graph and hang a pre-hook on every node (that does nothing, or that takes the norm,
+    # min and max of each gradient arriving, the least a summary is).
+    def floor(reduce: bool) -> Callable[[], None]:
+        def summarise(grads: tuple[torch.Tensor | None, ...]) -> None:
+            for g in grads:
+                if g is not None and g.numel():
+                    low, high = torch.aminmax(g)
+                    (torch.linalg.vector_norm(g).item(), low.item(), high.item())
+
+        def run() -> None:
+            model.zero_grad(set_to_none=True)
+            out = model(X).square().mean()
+            nodes, queue = {out.grad_fn}, [out.grad_fn]
+            while queue:
+                for child, _ in queue.pop().next_functions:
+                    if child is not None and child not in nodes:
+                        nodes.add(child)
+                        queue.append(child)
+            hook = summarise if reduce else (lambda grads: None)
+            handles = [node.register_prehook(hook) for node in nodes]
+            out.backward()
+            for handle in handles:
+                handle.remove()
+
+        return run
+
+    t = interleaved(
+        {
+            "plain": plain,
+            "values": traced(True),
+            "structure": traced(False),
+            "hooks": floor(reduce=False),
+            "reductions": floor(reduce=True),
+        }
+    )
     with tracer.trace() as tr:
         model(X).square().mean().backward()
     nodes = len(tr.graphs[0].nodes)
     print(f"transformer: 24 layers, {nodes} backward nodes, plain {t['plain'] * 1e3:.0f} ms")
     row("traced / plain, with forward values (the default)", t["values"] / t["plain"], "≤ 2")
     row("traced / plain, values=False (structure, gradients)", t["structure"] / t["plain"], "≤ 1.3")
+    print("  floors, without tracer: a walk and a pre-hook on every node, which")
+    row("  does nothing / plain", t["hooks"] / t["plain"], "-")
+    row("  reduces each arriving gradient / plain", t["reductions"] / t["plain"], "-")
 
 
 def bench_dot() -> None:

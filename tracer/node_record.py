@@ -47,7 +47,8 @@ def _drain(children: Any) -> None:
 
 class NodeRecord:
     """A node's children (kept, see the module docstring), and what the forward recorder
-    saw of it: its output values with their `_version` (to catch later in-place changes),
+    saw of it: its output values, small ones as tensors with their `_version` (to catch
+    later in-place changes) and large ones already summarised (tracer.summary.QuickSummary),
     and the inputs needing no grad its op was called with.
 
     Few objects per node on purpose: every object tracer keeps alive is one more for
