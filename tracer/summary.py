@@ -261,10 +261,8 @@ class Summarizer:
     def run(self) -> None:
         """Summarise everything queued; the tensors are released afterwards.
 
-        Tensors over the same memory (a forward value and the views of it that later ops
-        returned, a gradient passed on as a view) are reduced once: large ones when they
-        cover the same elements, small ones (whose values are kept in order) when they are
-        the same view.
+        Large tensors over the same elements (a value and the views of it that later ops
+        returned, a gradient passed on as a view) are reduced once.
         """
         with quiet_torch():
             small: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
@@ -282,17 +280,19 @@ class Summarizer:
                         self._results[key] = _empty(t)
                         continue
                     d = _readable(t)
-                    is_small = numel <= self.max_values
-                    memory = _view(d) if is_small else _span(d)
+                    if numel <= self.max_values:
+                        small.append((key, t, d))
+                        continue
+                    memory = _span(d)
                     same = first.get(memory)
                     if same is not None:
                         copies.append((key, same, t))
                         continue
-                    if not is_small and (known := self.quick.known(memory, t)) is not None:
+                    if (known := self.quick.known(memory, t)) is not None:
                         self._results[key] = known  # summarised inside the engine
                         continue
                     first[memory] = key
-                    (small if is_small else large).append((key, t, d))
+                    large.append((key, t, d))
                 except Exception as e:  # an odd tensor must never break the user's program
                     self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
             self._small(small)
@@ -394,14 +394,9 @@ def _span(t: torch.Tensor) -> Hashable:
     expected = 1
     for stride, size in sorted(zip(t.stride(), t.shape, strict=True)):
         if size != 1 and stride != expected:
-            return _view(t)
+            return (ptr, dtype, tuple(t.shape), t.stride())  # this exact view
         expected *= size
     return (ptr, t.numel(), dtype)
-
-
-def _view(t: torch.Tensor) -> Hashable:
-    """`t`'s exact view of its memory, as a key: same key, same values in the same order."""
-    return (t.data_ptr(), t.dtype, tuple(t.shape), t.stride())
 
 
 def _is_functorch(t: torch.Tensor) -> bool:
