@@ -242,8 +242,11 @@ class Summarizer:
     def add_now(self, t: torch.Tensor) -> Hashable:
         """Like `add`, called from inside autograd's engine (a hook): a large tensor is
         summarised at once and not kept (see `QuickSummary`); anything else is kept for
-        `run`."""
-        data = self.quick.summarise(t)
+        `run`. Never raises: it runs inside the user's backward."""
+        try:
+            data = self.quick.summarise(t)
+        except Exception:  # an odd tensor: `run` says what it can of it
+            data = None
         if data is None:
             return self.add(t)
         key = ("now", len(self._results))
