@@ -178,23 +178,27 @@ def test_traced_and_untraced_programs_give_the_user_the_same(program: dict[str, 
 ORACLE_STYLES = ["backward", "retain-twice"]
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(programs.filter(lambda p: p["dtype"] == torch.float64))
-def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[str, Any]) -> None:
-    """The gradient recorded as arriving at a node is torch.autograd.grad of the output with
-    respect to the tensor that node produced, bit for bit."""
+def float64_pool(program: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The program run in float64 (the oracle tests): its pool, and each pool member's
+    value as computed (copied before any later step could change it in place)."""
     gen = torch.Generator().manual_seed(program["seed"])
     base = torch.randn(program["shape"], generator=gen, dtype=torch.float64)
-    leaves = [(base + k).requires_grad_() for k in range(2)]
-    pool: list[torch.Tensor] = list(leaves)
+    pool: list[torch.Tensor] = [(base + k).requires_grad_() for k in range(2)]
+    computed = [t.detach().clone() for t in pool]
     for name, i, j in program["steps"]:
         a, b = pool[i % len(pool)], pool[j % len(pool)]
         if name in UNARY:
             pool.append(UNARY[name](a))
         elif a.shape == b.shape:
             pool.append(BINARY[name](a, b))
-    out = pool[-1].sum()
-    named = {f"v{k}": t for k, t in enumerate(pool) if t.grad_fn is not None}
+        else:
+            continue
+        computed.append(pool[-1].detach().clone())
+    return pool, computed
+
+
+def gradients_at(out: torch.Tensor, named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torch.autograd.grad of `out` at each named tensor still in its graph."""
     expected = {}
     for name, t in named.items():
         try:
@@ -202,6 +206,18 @@ def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[st
         except RuntimeError:  # not part of out's graph, or overwritten in place since
             continue
         expected[name] = g
+    return expected
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs.filter(lambda p: p["dtype"] == torch.float64))
+def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[str, Any]) -> None:
+    """The gradient recorded as arriving at a node is torch.autograd.grad of the output with
+    respect to the tensor that node produced, bit for bit."""
+    pool, _ = float64_pool(program)
+    out = pool[-1].sum()
+    named = {f"v{k}": t for k, t in enumerate(pool) if t.grad_fn is not None}
+    expected = gradients_at(out, named)
     with tracer.trace() as trace:
         trace.name_tensors(named)
         out.backward()
@@ -244,32 +260,13 @@ def test_large_tensors_are_summarised_as_computed(program: dict[str, Any]) -> No
     memory once), each named node's forward value and arriving gradient have the
     statistics of the tensor the op computed (taken before anything changed it in place)
     and of torch.autograd.grad at that node."""
-    gen = torch.Generator().manual_seed(program["seed"])
-    base = torch.randn(program["shape"], generator=gen, dtype=torch.float64)
-    leaves = [(base + k).requires_grad_() for k in range(2)]
-    pool: list[torch.Tensor] = list(leaves)
-    computed: list[torch.Tensor] = [leaf.detach().clone() for leaf in leaves]
     with tracer.trace(max_values=0) as trace:
-        for name, i, j in program["steps"]:
-            a, b = pool[i % len(pool)], pool[j % len(pool)]
-            if name in UNARY:
-                pool.append(UNARY[name](a))
-            elif a.shape == b.shape:
-                pool.append(BINARY[name](a, b))
-            else:
-                continue
-            computed.append(pool[-1].detach().clone())
+        pool, computed = float64_pool(program)
         out = pool[-1].sum()
         named = {f"v{k}": t for k, t in enumerate(pool) if t.grad_fn is not None}
         trace.name_tensors(named)
         out.backward(retain_graph=True)
-    expected = {}
-    for name, t in named.items():
-        try:
-            (g,) = torch.autograd.grad(out, t, retain_graph=True)
-        except RuntimeError:  # not part of out's graph, or overwritten in place since
-            continue
-        expected[name] = g
+    expected = gradients_at(out, named)
     graph = trace.recording.backward_graphs()[-1]
     checked = 0
     for node in graph.nodes:
