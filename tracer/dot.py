@@ -20,8 +20,10 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
+from tracer.chainrule import slot_name, steps
 from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse
 from tracer.errors import TracerError
 from tracer.graph import Edge, Graph, Node, Recording, TensorData, derived
@@ -124,8 +126,6 @@ def _plain(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-# A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
-# its text is made once per picture (the caches are emptied when a picture starts).
 def _tensor_lines(t: TensorData, brief: bool) -> list[str]:
     """The tensor's text: all its values, or (`brief`, the slide view) a summary line
     for a tensor of many values."""
@@ -137,14 +137,11 @@ def _edge_label(t: TensorData, brief: bool = False) -> str:
     return '"' + "".join(_plain(line) + "\\l" for line in _tensor_lines(t, brief)) + '"'
 
 
-# A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
-# its HTML is made once per picture, by the object's identity (the recording holds it for
-# as long as the picture is made; the cache is emptied when a picture starts).
-_HTML: dict[tuple[int, bool], str] = {}
+_BREAK = '<BR ALIGN="LEFT"/>'  # ends a left-justified line of an HTML-like label
 
 
 def _tensor_html(t: TensorData, brief: bool) -> str:
-    return "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in _tensor_lines(t, brief))
+    return _BREAK.join(map(text, _tensor_lines(t, brief))) + _BREAK
 
 
 def _bad(t: TensorData | None) -> bool:
@@ -303,8 +300,6 @@ def formula_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     Backward graphs only; a node whose class has no formula shows none."""
     if not options.explains or node.kind != "op" or graph.kind != "backward":
         return []
-    from tracer.chainrule import steps
-
     found = steps(node, graph) or []
     return [_small(text(step.line, FORMULA_LIMIT), FORMULA_COLOUR) for step in found]
 
@@ -349,8 +344,11 @@ _TABLE = '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
 
 
 def node_label(node: Node, graph: Graph, options: RenderOptions) -> str:
-    rows = [row for make in NODE_ROWS for row in make(node, graph, options)]
-    return _TABLE + "".join(rows) + "</TABLE>>"
+    parts = [_TABLE]  # joined once: no intermediate copies of the label
+    for make in NODE_ROWS:
+        parts += make(node, graph, options)
+    parts.append("</TABLE>>")
+    return "".join(parts)
 
 
 def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
@@ -362,9 +360,7 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
         fill = HIGHER_ORDER_FILL
     else:
         fill = MANUAL_FILL if graph.kind == "manual" else OP_FILL
-    problem = _bad(node.leaf_grad) or any(
-        t is not None and (t.nan > 0 or t.inf > 0) for t in (*node.forward, *node.grads)
-    )
+    problem = _bad(node.leaf_grad) or any(map(_bad, node.forward)) or any(map(_bad, node.grads))
     unused = graph.kind == "backward" and node.received_no_gradient
     style = "rounded,filled,dashed" if unused else "rounded,filled"
     if highlighted:
@@ -377,36 +373,43 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
 
 
 def _edge_attributes(edge: Edge, graph: Graph, brief: bool = False) -> str:
+    """An edge's attributes: its gradient (under the input it feeds: `∂/∂self`) as a
+    label, dashed to a constant."""
     if graph.nodes[edge.dst].kind == "constant":
         return 'arrowhead=none color="#999999" style=dashed'
-    if edge.grad is None:
+    grad = edge.grad
+    if grad is None:
         return 'color="#555555"'
-    colour = PROBLEM if _bad(edge.grad) else GRAD_COLOUR
-    from tracer.chainrule import slot_name
-
-    label = _slot_edge_label(edge.grad, slot_name(edge, graph), colour, brief)
-    return f'color="{colour}" fontcolor="{colour}" label={label}'
+    colour = PROBLEM if _bad(grad) else GRAD_COLOUR
+    # One f-string for the whole: the label holds non-ASCII text (∂, ‖·‖), so each string
+    # made along the way would be a wide copy of it.
+    return (
+        f'color="{colour}" fontcolor="{colour}" label={_EDGE_LABEL}'
+        f"{_slot_head(slot_name(edge, graph))}"
+        f'<TR><TD ALIGN="LEFT" BALIGN="LEFT"><FONT COLOR="{colour}">{_tensor_html(grad, brief)}'
+        "</FONT></TD></TR></TABLE></TD></TR></TABLE>>"
+    )
 
 
 # The blank column left of an edge's label: the labels of parallel edges (the two inputs
 # of `torch.dot(x, x)`) and the edge's own line never touch.
 LABEL_GAP = 10
+# An edge label's tables up to its rows (the slot's name, then the gradient).
+_EDGE_LABEL = (
+    '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
+    f'<TD WIDTH="{LABEL_GAP}"></TD><TD><TABLE BORDER="0" CELLBORDER="0" '
+    'CELLSPACING="0" CELLPADDING="1">'
+)
 
 
-def _slot_edge_label(t: TensorData, slot: str | None, colour: str, brief: bool) -> str:
-    """The gradient sent down an edge, under the input it feeds (`∂/∂self`)."""
-    head = ""
-    if slot is not None:
-        head = (
-            f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9">'
-            f"<I>∂/∂{text(slot)}</I></FONT></TD></TR>"
-        )
-    body = _tensor_html(t, brief)
+@lru_cache(maxsize=1024)
+def _slot_head(slot: str | None) -> str:
+    """The row naming the input an edge feeds (a handful of names, on thousands of edges)."""
+    if slot is None:
+        return ""
     return (
-        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
-        f'<TD WIDTH="{LABEL_GAP}"></TD><TD><TABLE BORDER="0" CELLBORDER="0" '
-        f'CELLSPACING="0" CELLPADDING="1">{head}<TR><TD ALIGN="LEFT" BALIGN="LEFT">'
-        f'<FONT COLOR="{colour}">{body}</FONT></TD></TR></TABLE></TD></TR></TABLE>>'
+        f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9">'
+        f"<I>∂/∂{text(slot)}</I></FONT></TD></TR>"
     )
 
 
@@ -564,7 +567,6 @@ def dot_source(recording: Recording, options: RenderOptions | None = None) -> st
     drawn with a cluster per module call, collapsed as `options` say (see `views`).
     """
     options = options or RenderOptions()
-    _HTML.clear()
     shown = views(recording, options)
     single = len(recording.graphs) == 1
     titles = [recording.title] if recording.title else []
@@ -584,5 +586,7 @@ def dot_source(recording: Recording, options: RenderOptions | None = None) -> st
     ]
     for i, view in enumerate(shown):
         lines += _graph_lines(view, i, options, cluster=not single)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    # The closing brace, and after it the final newline: joined in one go, for a copy of
+    # the whole text (megabytes, for a model) costs as much as a tenth of making it.
+    lines += ["}", ""]
+    return "\n".join(lines)
