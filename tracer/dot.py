@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Literal
 
 from tracer.chainrule import slot_name, steps
-from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse
+from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse, levels
 from tracer.errors import TracerError
 from tracer.graph import Edge, Graph, Node, Recording, TensorData, derived
 from tracer.report import (
@@ -301,7 +301,13 @@ def formula_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     if not options.explains or node.kind != "op" or graph.kind != "backward":
         return []
     found = steps(node, graph) or []
-    return [_small(text(step.line, FORMULA_LIMIT), FORMULA_COLOUR) for step in found]
+    return [_formula_row(step.line) for step in found]
+
+
+@lru_cache(maxsize=4096)
+def _formula_row(line: str) -> Row:
+    """One chain-rule row; made once per line (nodes alike share their lines)."""
+    return _small(text(line, FORMULA_LIMIT), FORMULA_COLOUR)
 
 
 # The rows of a node's label, top to bottom.
@@ -467,14 +473,21 @@ def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: b
             f'fontcolor="{colour}" label={_edge_label(seed, not options.full)}]'
         )
     highlight = options.highlight
+    # Each node's line is made with its final indentation, one tab deeper than the module
+    # cluster it sits in (nested as the calls were: a call of level L is L - 1 tabs in),
+    # so that it is never copied again: a large graph's text runs to hundreds of megabytes.
+    pads = [indent + "\t" * level for level in levels(graph.modules)]
     node_lines: dict[int | None, list[str]] = {}  # by the cluster (module call) they are in
     for node in graph.nodes:
         full = view.origin[node.id]
         attributes = _node_attributes(node, graph, (index, full) in highlight)
         label = node_label(node, graph, options)
         home = _home(node, graph, view)
-        node_lines.setdefault(home, []).append(f"{names[node.id]} [label={label} {attributes}]")
-    lines += [indent + line for line in node_lines.pop(None, [])]
+        pad = indent if home is None else pads[home]
+        node_lines.setdefault(home, []).append(
+            f"{pad}{names[node.id]} [label={label} {attributes}]"
+        )
+    lines += node_lines.pop(None, [])
     lines += _module_clusters(graph, node_lines, indent, prefix)
     brief = not options.full
     for edge in graph.edges:
@@ -498,7 +511,7 @@ def _module_clusters(
     graph: Graph, node_lines: dict[int | None, list[str]], indent: str, prefix: str
 ) -> list[str]:
     """One cluster per expanded module call that holds something, nested as the calls
-    were, titled "layers.3 · TransformerEncoderLayer"."""
+    were, titled "layers.3 · TransformerEncoderLayer"; `node_lines` are indented already."""
     children: dict[int | None, list[int]] = {}
     for call in graph.modules:
         children.setdefault(call.parent, []).append(call.id)
@@ -515,7 +528,7 @@ def _module_clusters(
             f'{pad}\tlabel=<<FONT POINT-SIZE="10">{title}</FONT>> labeljust=l',
             f'{pad}\tcolor="#9aa5b1" fontcolor="#3d4b5c" style="rounded,dashed"',
         ]
-        out += [pad + "\t" + line for line in node_lines.get(call_id, [])]
+        out += node_lines.get(call_id, [])
         for child in children.get(call_id, ()):
             if holds[child]:
                 out += cluster(child, depth + 1)

@@ -22,7 +22,7 @@ def format_numbers(values: tuple[float, ...]) -> list[str]:
     """Four decimals as torch prints; scientific for all when the magnitudes call for it."""
     if len(values) == 1:
         return [_one_number(values[0])]
-    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    finite = [m for m in map(abs, values) if 0 < m < math.inf]  # no zero, NaN or Inf
     scientific = bool(finite) and (max(finite) >= 1e8 or min(finite) < 1e-4)
     spec = ".4e" if scientific else ".4f"
     # format() already writes "nan" (whatever its sign), "inf" and "-inf" as torch does: only
@@ -56,9 +56,9 @@ def format_error(error: float) -> str:
 
 def _vector(numbers: list[str], per_line: int) -> list[str]:
     """A 1-D row in brackets, wrapped every `per_line` numbers."""
+    if len(numbers) <= per_line:  # one line: most tensors drawn
+        return [f"[{', '.join(numbers)}]"]
     rows = [", ".join(numbers[i : i + per_line]) for i in range(0, len(numbers), per_line)]
-    if len(rows) <= 1:
-        return [f"[{rows[0] if rows else ''}]"]
     return [f"[{rows[0]},"] + [f" {r}," for r in rows[1:-1]] + [f" {rows[-1]}]"]
 
 
@@ -106,7 +106,9 @@ def summary_line(t: TensorData) -> str:
     return text
 
 
+@lru_cache(maxsize=1024)
 def shape_text(shape: tuple[int, ...] | None) -> str:
+    """A node's shape: "[16, 3]", "scalar" (cached, as `dims_text`)."""
     if shape is None:
         return ""
     return "scalar" if len(shape) == 0 else "[" + ", ".join(str(s) for s in shape) + "]"
