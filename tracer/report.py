@@ -237,11 +237,13 @@ def problems(recording: Recording) -> list[str]:
     found: list[str] = []
     for graph in recording.graphs:
         where = graph_name(graph)
-        for node in graph.nodes:
-            for kind, tensors in (("value", node.forward), ("gradient", node.grads)):
-                for t in tensors:
-                    if bad := _bad(t):
-                        found.append(f"{bad} in the {kind} of {node_title(node)}, {where}")
+        for node in graph.nodes:  # two loops, not one over pairs: this walks every node
+            for t in node.forward:
+                if bad := _bad(t):
+                    found.append(f"{bad} in the value of {node_title(node)}, {where}")
+            for t in node.grads:
+                if bad := _bad(t):
+                    found.append(f"{bad} in the gradient of {node_title(node)}, {where}")
             if bad := _bad(node.leaf_grad):
                 found.append(f"{bad} in {node_title(node)}.grad, {where}")
             if graph.kind == "backward" and node.received_no_gradient:
