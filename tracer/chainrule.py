@@ -76,18 +76,19 @@ def bindings(node: Node, graph: Graph, names: tuple[str, ...] | None = None) -> 
     node's slot names, when the caller has them already."""
     if names is None:
         names = _slot_names(node.op, slot_count(node, graph))
-    return _bindings(node, graph, names, out_edges(node, graph))
+    return _bindings(node, graph, names, out_edges(node, graph))[0]
 
 
 def _bindings(
     node: Node, graph: Graph, names: tuple[str, ...] | None, edges: list[Edge]
-) -> dict[str, str]:
+) -> tuple[dict[str, str], set[int]]:
+    """`bindings`, and the slots that received a gradient (an edge to no constant)."""
     bound: dict[str, str] = {}
     if node.name:
         bound["result"] = node.name
-    if names is None:
-        return bound
     taken: set[int] = set()
+    if names is None:
+        return bound, taken
     nodes = graph.nodes
     for edge in edges:  # gradient edges first: their slot is autograd's
         if nodes[edge.dst].kind != "constant":
@@ -97,7 +98,7 @@ def _bindings(
         if nodes[edge.dst].kind == "constant":
             if edge.slot not in taken:  # a position that is no gradient slot: unknown
                 _bind(bound, names, edge, graph)
-    return bound
+    return bound, taken
 
 
 def _bind(bound: dict[str, str], names: tuple[str, ...], edge: Edge, graph: Graph) -> None:
@@ -121,12 +122,12 @@ def steps(node: Node, graph: Graph) -> list[SlotStep] | None:
     if node.kind != "op":
         return None
     by_source, counts = _index(graph)
-    edges = by_source.get(node.id, [])
     count = counts.get(node.id)
-    bound = _bindings(node, graph, _slot_names(node.op, count), edges)
-    nodes = graph.nodes
-    fed = tuple(sorted({e.slot for e in edges if nodes[e.dst].kind != "constant"}))
-    found = _steps(node.op, count, tuple(sorted(bound.items())), fed)
+    names = _slot_names(node.op, count)
+    if names is None:  # no formula for the class (or this layout): no lines either
+        return None
+    bound, fed = _bindings(node, graph, names, by_source.get(node.id, []))
+    found = _steps(node.op, count, tuple(sorted(bound.items())), tuple(sorted(fed)))
     return None if found is None else list(found)
 
 
