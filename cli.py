@@ -15,26 +15,24 @@ in site-packages.
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 from tracer import exercises
 from tracer.errors import TracerError
 from tracer.graph import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.pictures import PICTURE_FORMATS
+from tracer.quiet import paused_gc
 from tracer.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.report import check_line, format_report
 
@@ -43,7 +41,38 @@ try:  # newer typer carries its own copy of click
 except ImportError:  # pragma: no cover - older typer, on click
     from click.exceptions import ClickException  # type: ignore[no-redef]
 
-console = Console()
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+
+@functools.cache
+def console() -> Console:
+    """The terminal for tables, made on first use: rich's console and tables are imported
+    only by the commands that print one (not by `trace SLUG`, which starts torch)."""
+    from rich.console import Console
+
+    return Console()
+
+
+# Whether this process is the console script's own (set by `main`): only then may
+# `_import_torch` tune the cyclic collector, which belongs to whoever owns the process.
+_OWN_PROCESS = False
+
+
+def _import_torch() -> None:
+    """Import torch for a command about to trace (it takes seconds), in the console
+    script's own process: with the cyclic collector paused while torch makes its ~165,000
+    objects (it would walk them again and again as they pile up: a tenth of the time
+    `import torch` takes), then those frozen (`gc.freeze`): they live as long as the
+    process, so no later collection, nor the one at exit, walks them either. Elsewhere (a
+    CliRunner in tests) it does nothing: torch is imported where it is used, as usual."""
+    if not _OWN_PROCESS or "torch" in sys.modules:
+        return
+    with paused_gc():
+        import torch  # noqa: F401
+
+        gc.freeze()  # before the collector is back, or its next pass walks them all
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -115,6 +144,8 @@ app = typer.Typer(
 def _version(show: bool) -> None:
     if not show:
         return
+    from importlib import metadata
+
     versions = []
     for package in ("tracer", "torch"):
         try:
@@ -270,7 +301,7 @@ def uses(**groups: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callabl
         parameters = [p for p in own.parameters.values() if p.name not in groups]
         names = {}
         for name, group in groups.items():
-            shared = inspect.signature(group, eval_str=True).parameters.values()
+            shared = _parameters(group)
             names[name] = [p.name for p in shared]
             parameters += [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in shared]
 
@@ -287,18 +318,28 @@ def uses(**groups: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callabl
     return decorate
 
 
+@functools.cache
+def _parameters(group: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """A group's options, their annotations evaluated once (every exercise's command
+    shares view_options's)."""
+    return tuple(inspect.signature(group, eval_str=True).parameters.values())
+
+
 # -- the exercises ----------------------------------------------------------------------------
 
 
 @app.command("list", cls=_Command)
 def list_exercises() -> None:
     """List the exercises with their formulas."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="Exercises (run one: trace SLUG --out graph.svg)")
     for column in ("slug", "source", "formula", "manual gradient", "shapes"):
         table.add_column(column)
     for e in exercises.all_exercises():  # Text: a formula's [ ] is not rich markup
         table.add_row(*(Text(s) for s in (e.slug, e.source, e.formula, e.manual, e.shapes)))
-    console.print(table)
+    console().print(table)
 
 
 def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
@@ -344,6 +385,7 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
                 check_writable(picture)
             if frames is not None:
                 check_target(frames, frame_format.value)
+            _import_torch()
             recording = ex.run(max_values=view.capture.max_values, saved=view.capture.saved)
             typer.echo(format_report(recording))
             if picture is not None:
@@ -377,6 +419,9 @@ for _ex in exercises.all_exercises():
 
 def summary_table(source: Path, result: Any) -> Table:
     """Each backward call: where it was made, its size, the verdicts, its picture."""
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title=Text(f"Backward passes in {source}"))
     for column in ("#", "called at", "nodes", "comparisons", "picture"):
         table.add_column(column, justify="right" if column in ("#", "nodes") else "left")
@@ -415,7 +460,7 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
     except TracerError as e:
         raise fail(str(e)) from None
     if result.passes:
-        console.print(summary_table(source, result))
+        console().print(summary_table(source, result))
         typer.echo(f"wrote {len(result.pictures)} picture(s) to {out}")
     if result.stray_checks:
         typer.echo(
@@ -519,12 +564,14 @@ def gallery(
 ) -> None:
     """Trace, check and draw every exercise into one folder: <slug>.svg, .png, .gv and a
     README.md with each picture, formula, manual gradient and largest error."""
+    from rich.console import Console
     from rich.progress import Progress
 
     from tracer.gallery import build_gallery, check_gallery
 
     every = exercises.all_exercises()
     err = Console(stderr=True)
+    _import_torch()
     try:
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("checking" if check else "rendering", total=len(every))
@@ -550,6 +597,8 @@ def gallery(
 
 def main() -> None:
     """The console script `trace`."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
     app(prog_name="trace")
 
 

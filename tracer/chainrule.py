@@ -76,13 +76,19 @@ def bindings(node: Node, graph: Graph, names: tuple[str, ...] | None = None) -> 
     node's slot names, when the caller has them already."""
     if names is None:
         names = _slot_names(node.op, slot_count(node, graph))
+    return _bindings(node, graph, names, out_edges(node, graph))[0]
+
+
+def _bindings(
+    node: Node, graph: Graph, names: tuple[str, ...] | None, edges: list[Edge]
+) -> tuple[dict[str, str], set[int]]:
+    """`bindings`, and the slots that received a gradient (an edge to no constant)."""
     bound: dict[str, str] = {}
     if node.name:
         bound["result"] = node.name
-    if names is None:
-        return bound
     taken: set[int] = set()
-    edges = out_edges(node, graph)
+    if names is None:
+        return bound, taken
     nodes = graph.nodes
     for edge in edges:  # gradient edges first: their slot is autograd's
         if nodes[edge.dst].kind != "constant":
@@ -92,7 +98,7 @@ def bindings(node: Node, graph: Graph, names: tuple[str, ...] | None = None) -> 
         if nodes[edge.dst].kind == "constant":
             if edge.slot not in taken:  # a position that is no gradient slot: unknown
                 _bind(bound, names, edge, graph)
-    return bound
+    return bound, taken
 
 
 def _bind(bound: dict[str, str], names: tuple[str, ...], edge: Edge, graph: Graph) -> None:
@@ -115,17 +121,27 @@ def steps(node: Node, graph: Graph) -> list[SlotStep] | None:
     node's class has no formula (nothing rather than a guess)."""
     if node.kind != "op":
         return None
-    edges = out_edges(node, graph)
-    count = max(e.slot for e in edges) + 1 if edges else None
+    by_source, counts = _index(graph)
+    count = counts.get(node.id)
     names = _slot_names(node.op, count)
-    bound = bindings(node, graph, names)
-    lines = _explain(node.op, count, tuple(sorted(bound.items())))
+    if names is None:  # no formula for the class (or this layout): no lines either
+        return None
+    bound, fed = _bindings(node, graph, names, by_source.get(node.id, []))
+    found = _steps(node.op, count, tuple(sorted(bound.items())), tuple(sorted(fed)))
+    return None if found is None else list(found)
+
+
+@lru_cache(maxsize=4096)
+def _steps(
+    op: str, count: int | None, bound: tuple[tuple[str, str], ...], fed: tuple[int, ...]
+) -> tuple[SlotStep, ...] | None:
+    """`steps` for the node's class, slot count, bindings and fed slots: a graph has many
+    nodes alike (a layer's ops, a chain's), so each step is made once."""
+    lines = _explain(op, count, bound)
     if lines is None:
         return None
-    names = names or ()
-    nodes = graph.nodes
-    fed = sorted({e.slot for e in edges if nodes[e.dst].kind != "constant"})
-    return [SlotStep(s, names[s], lines[s]) for s in fed if s < len(lines) and s < len(names)]
+    names = _slot_names(op, count) or ()
+    return tuple(SlotStep(s, names[s], lines[s]) for s in fed if s < len(lines) and s < len(names))
 
 
 def per_slot(node: Node, graph: Graph) -> tuple[list[str | None], list[str | None]] | None:

@@ -20,9 +20,11 @@ import html
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
-from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse
+from tracer.chainrule import slot_name, steps
+from tracer.collapse import SLIDE_BUDGET, Collapsed, collapse, levels
 from tracer.errors import TracerError
 from tracer.graph import Edge, Graph, Node, Recording, TensorData, derived
 from tracer.report import (
@@ -124,8 +126,6 @@ def _plain(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-# A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
-# its text is made once per picture (the caches are emptied when a picture starts).
 def _tensor_lines(t: TensorData, brief: bool) -> list[str]:
     """The tensor's text: all its values, or (`brief`, the slide view) a summary line
     for a tensor of many values."""
@@ -137,14 +137,11 @@ def _edge_label(t: TensorData, brief: bool = False) -> str:
     return '"' + "".join(_plain(line) + "\\l" for line in _tensor_lines(t, brief)) + '"'
 
 
-# A tensor is often drawn twice (in the node it reaches, on the edge that carries it):
-# its HTML is made once per picture, by the object's identity (the recording holds it for
-# as long as the picture is made; the cache is emptied when a picture starts).
-_HTML: dict[tuple[int, bool], str] = {}
+_BREAK = '<BR ALIGN="LEFT"/>'  # ends a left-justified line of an HTML-like label
 
 
 def _tensor_html(t: TensorData, brief: bool) -> str:
-    return "".join(text(line) + '<BR ALIGN="LEFT"/>' for line in _tensor_lines(t, brief))
+    return _BREAK.join(map(text, _tensor_lines(t, brief))) + _BREAK
 
 
 def _bad(t: TensorData | None) -> bool:
@@ -194,7 +191,7 @@ def kind_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     and which pass made a node of a higher-order graph."""
     rows = []
     if options.full and node.shape is not None:
-        rows.append(_small(f"{text(node.dtype or '')} {shape_text(node.shape)}"))
+        rows.append(_type_row(node.dtype, node.shape))
     if node.kind == "leaf" and node.name:  # an unnamed leaf's heading says AccumulateGrad
         rows.append(_small(text(node.op)))
     if node.kind == "constant":
@@ -202,6 +199,12 @@ def kind_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     if node.made_by is not None:
         rows.append(_small(f"made by backward pass {node.made_by}"))
     return rows
+
+
+@lru_cache(maxsize=1024)
+def _type_row(dtype: str | None, shape: tuple[int, ...]) -> Row:
+    """ "float32 [16, 3]": made once per dtype and shape (a model has a few, on every node)."""
+    return _small(f"{text(dtype or '')} {shape_text(shape)}")
 
 
 def value_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
@@ -303,10 +306,14 @@ def formula_rows(node: Node, graph: Graph, options: RenderOptions) -> list[Row]:
     Backward graphs only; a node whose class has no formula shows none."""
     if not options.explains or node.kind != "op" or graph.kind != "backward":
         return []
-    from tracer.chainrule import steps
-
     found = steps(node, graph) or []
-    return [_small(text(step.line, FORMULA_LIMIT), FORMULA_COLOUR) for step in found]
+    return [_formula_row(step.line) for step in found]
+
+
+@lru_cache(maxsize=4096)
+def _formula_row(line: str) -> Row:
+    """One chain-rule row; made once per line (nodes alike share their lines)."""
+    return _small(text(line, FORMULA_LIMIT), FORMULA_COLOUR)
 
 
 # The rows of a node's label, top to bottom.
@@ -349,8 +356,11 @@ _TABLE = '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
 
 
 def node_label(node: Node, graph: Graph, options: RenderOptions) -> str:
-    rows = [row for make in NODE_ROWS for row in make(node, graph, options)]
-    return _TABLE + "".join(rows) + "</TABLE>>"
+    parts = [_TABLE]  # joined once: no intermediate copies of the label
+    for make in NODE_ROWS:
+        parts += make(node, graph, options)
+    parts.append("</TABLE>>")
+    return "".join(parts)
 
 
 def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
@@ -362,9 +372,7 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
         fill = HIGHER_ORDER_FILL
     else:
         fill = MANUAL_FILL if graph.kind == "manual" else OP_FILL
-    problem = _bad(node.leaf_grad) or any(
-        t is not None and (t.nan > 0 or t.inf > 0) for t in (*node.forward, *node.grads)
-    )
+    problem = _bad(node.leaf_grad) or any(map(_bad, node.forward)) or any(map(_bad, node.grads))
     unused = graph.kind == "backward" and node.received_no_gradient
     style = "rounded,filled,dashed" if unused else "rounded,filled"
     if highlighted:
@@ -377,36 +385,43 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
 
 
 def _edge_attributes(edge: Edge, graph: Graph, brief: bool = False) -> str:
+    """An edge's attributes: its gradient (under the input it feeds: `∂/∂self`) as a
+    label, dashed to a constant."""
     if graph.nodes[edge.dst].kind == "constant":
         return 'arrowhead=none color="#999999" style=dashed'
-    if edge.grad is None:
+    grad = edge.grad
+    if grad is None:
         return 'color="#555555"'
-    colour = PROBLEM if _bad(edge.grad) else GRAD_COLOUR
-    from tracer.chainrule import slot_name
-
-    label = _slot_edge_label(edge.grad, slot_name(edge, graph), colour, brief)
-    return f'color="{colour}" fontcolor="{colour}" label={label}'
+    colour = PROBLEM if _bad(grad) else GRAD_COLOUR
+    # One f-string for the whole: the label holds non-ASCII text (∂, ‖·‖), so each string
+    # made along the way would be a wide copy of it.
+    return (
+        f'color="{colour}" fontcolor="{colour}" label={_EDGE_LABEL}'
+        f"{_slot_head(slot_name(edge, graph))}"
+        f'<TR><TD ALIGN="LEFT" BALIGN="LEFT"><FONT COLOR="{colour}">{_tensor_html(grad, brief)}'
+        "</FONT></TD></TR></TABLE></TD></TR></TABLE>>"
+    )
 
 
 # The blank column left of an edge's label: the labels of parallel edges (the two inputs
 # of `torch.dot(x, x)`) and the edge's own line never touch.
 LABEL_GAP = 10
+# An edge label's tables up to its rows (the slot's name, then the gradient).
+_EDGE_LABEL = (
+    '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
+    f'<TD WIDTH="{LABEL_GAP}"></TD><TD><TABLE BORDER="0" CELLBORDER="0" '
+    'CELLSPACING="0" CELLPADDING="1">'
+)
 
 
-def _slot_edge_label(t: TensorData, slot: str | None, colour: str, brief: bool) -> str:
-    """The gradient sent down an edge, under the input it feeds (`∂/∂self`)."""
-    head = ""
-    if slot is not None:
-        head = (
-            f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9">'
-            f"<I>∂/∂{text(slot)}</I></FONT></TD></TR>"
-        )
-    body = _tensor_html(t, brief)
+@lru_cache(maxsize=1024)
+def _slot_head(slot: str | None) -> str:
+    """The row naming the input an edge feeds (a handful of names, on thousands of edges)."""
+    if slot is None:
+        return ""
     return (
-        '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>'
-        f'<TD WIDTH="{LABEL_GAP}"></TD><TD><TABLE BORDER="0" CELLBORDER="0" '
-        f'CELLSPACING="0" CELLPADDING="1">{head}<TR><TD ALIGN="LEFT" BALIGN="LEFT">'
-        f'<FONT COLOR="{colour}">{body}</FONT></TD></TR></TABLE></TD></TR></TABLE>>'
+        f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9">'
+        f"<I>∂/∂{text(slot)}</I></FONT></TD></TR>"
     )
 
 
@@ -464,14 +479,21 @@ def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: b
             f'fontcolor="{colour}" label={_edge_label(seed, not options.full)}]'
         )
     highlight = options.highlight
+    # Each node's line is made with its final indentation, one tab deeper than the module
+    # cluster it sits in (nested as the calls were: a call of level L is L - 1 tabs in),
+    # so that it is never copied again: a large graph's text runs to hundreds of megabytes.
+    pads = [indent + "\t" * level for level in levels(graph.modules)]
     node_lines: dict[int | None, list[str]] = {}  # by the cluster (module call) they are in
     for node in graph.nodes:
         full = view.origin[node.id]
         attributes = _node_attributes(node, graph, (index, full) in highlight)
         label = node_label(node, graph, options)
         home = _home(node, graph, view)
-        node_lines.setdefault(home, []).append(f"{names[node.id]} [label={label} {attributes}]")
-    lines += [indent + line for line in node_lines.pop(None, [])]
+        pad = indent if home is None else pads[home]
+        node_lines.setdefault(home, []).append(
+            f"{pad}{names[node.id]} [label={label} {attributes}]"
+        )
+    lines += node_lines.pop(None, [])
     lines += _module_clusters(graph, node_lines, indent, prefix)
     brief = not options.full
     for edge in graph.edges:
@@ -495,7 +517,7 @@ def _module_clusters(
     graph: Graph, node_lines: dict[int | None, list[str]], indent: str, prefix: str
 ) -> list[str]:
     """One cluster per expanded module call that holds something, nested as the calls
-    were, titled "layers.3 · TransformerEncoderLayer"."""
+    were, titled "layers.3 · TransformerEncoderLayer"; `node_lines` are indented already."""
     children: dict[int | None, list[int]] = {}
     for call in graph.modules:
         children.setdefault(call.parent, []).append(call.id)
@@ -512,7 +534,7 @@ def _module_clusters(
             f'{pad}\tlabel=<<FONT POINT-SIZE="10">{title}</FONT>> labeljust=l',
             f'{pad}\tcolor="#9aa5b1" fontcolor="#3d4b5c" style="rounded,dashed"',
         ]
-        out += [pad + "\t" + line for line in node_lines.get(call_id, [])]
+        out += node_lines.get(call_id, [])
         for child in children.get(call_id, ()):
             if holds[child]:
                 out += cluster(child, depth + 1)
@@ -563,8 +585,26 @@ def dot_source(recording: Recording, options: RenderOptions | None = None) -> st
     cluster costs Graphviz's layout dearly on large graphs. A graph of a real model is
     drawn with a cluster per module call, collapsed as `options` say (see `views`).
     """
+    return "\n".join(_lines(recording, options))
+
+
+def dot_utf8(recording: Recording, options: RenderOptions | None = None) -> bytes:
+    """`dot_source(recording, options).encode("utf-8")`, for a file or for Graphviz, with
+    a third less memory: a large graph's text runs to hundreds of megabytes as a str (two
+    bytes a character, for the few ∂ or ‖ on each line) and half that in UTF-8. Each line
+    is encoded and let go in turn, so that its memory holds the next lines' bytes, and the
+    whole is never a str."""
+    lines = _lines(recording, options)
+    encoded = []
+    for i, line in enumerate(lines):
+        encoded.append(line.encode("utf-8"))
+        lines[i] = ""
+    return b"\n".join(encoded)
+
+
+def _lines(recording: Recording, options: RenderOptions | None) -> list[str]:
+    """The DOT source's lines (see `dot_source`), and an empty one for its final newline."""
     options = options or RenderOptions()
-    _HTML.clear()
     shown = views(recording, options)
     single = len(recording.graphs) == 1
     titles = [recording.title] if recording.title else []
@@ -584,5 +624,7 @@ def dot_source(recording: Recording, options: RenderOptions | None = None) -> st
     ]
     for i, view in enumerate(shown):
         lines += _graph_lines(view, i, options, cluster=not single)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    # The closing brace, and after it the final newline: in the one join, for a copy of
+    # the whole text (megabytes, for a model) costs as much as a tenth of making it.
+    lines += ["}", ""]
+    return lines

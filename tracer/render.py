@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tracer.collapse import EVERY_DEPTH
-from tracer.dot import DETAILS, Detail, RenderOptions, dot_source
+from tracer.dot import DETAILS, Detail, RenderOptions, dot_source, dot_utf8
 from tracer.errors import TracerError
 from tracer.graph import Recording
 from tracer.quiet import paused_gc
@@ -45,6 +45,12 @@ def render_dot(recording: Recording, options: RenderOptions | None = None) -> st
         return dot_source(recording, options)
 
 
+def _dot_bytes(recording: Recording, options: RenderOptions | None) -> bytes:
+    """The DOT source in UTF-8, for a file or for Graphviz (see `dot_utf8`)."""
+    with paused_gc():
+        return dot_utf8(recording, options)
+
+
 def render_svg(recording: Recording, options: RenderOptions | None = None) -> str:
     return _pipe(recording, "svg", options).decode("utf-8")
 
@@ -62,7 +68,7 @@ def _pipe(recording: Recording, fmt: str, options: RenderOptions | None = None) 
     try:
         done = subprocess.run(
             command,
-            input=render_dot(recording, options).encode("utf-8"),
+            input=_dot_bytes(recording, options),
             capture_output=True,
             timeout=limit,
             check=False,
@@ -118,8 +124,8 @@ def check_writable(path: str | Path) -> Path:
 
 def _encode(recording: Recording, fmt: str, options: RenderOptions | None) -> bytes:
     renderers: dict[str, Callable[[], bytes]] = {
-        "dot": lambda: render_dot(recording, options).encode("utf-8"),
-        "gv": lambda: render_dot(recording, options).encode("utf-8"),
+        "dot": lambda: _dot_bytes(recording, options),
+        "gv": lambda: _dot_bytes(recording, options),
         "json": lambda: recording.to_json().encode("utf-8"),
         "html": lambda: _stepper_page(recording),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
 from tracer.graph import Check, Graph, ModuleCall, Node, Recording, TensorData
@@ -21,35 +22,28 @@ def format_numbers(values: tuple[float, ...]) -> list[str]:
     """Four decimals as torch prints; scientific for all when the magnitudes call for it."""
     if len(values) == 1:
         return [_one_number(values[0])]
-    finite = [abs(v) for v in values if math.isfinite(v) and v != 0]
+    finite = [m for m in map(abs, values) if 0 < m < math.inf]  # no zero, NaN or Inf
     scientific = bool(finite) and (max(finite) >= 1e8 or min(finite) < 1e-4)
-
     spec = ".4e" if scientific else ".4f"
-    negative_zero = format(-0.0, spec)  # "-0.0000": what a tiny negative rounds to
-
-    def one(v: float) -> str:
-        if v != v:
-            return "nan"
-        if v in _INFINITIES:
-            return "inf" if v > 0 else "-inf"
-        text = format(v, spec)
-        return text[1:] if text == negative_zero else text  # no "-0.0000"
-
-    return [one(v) for v in values]
+    # format() already writes "nan" (whatever its sign), "inf" and "-inf" as torch does: only
+    # a negative zero ("-0.0000", what a tiny negative rounds to) is rewritten, and only
+    # when there is one (a tensor's numbers are formatted by the thousand: this is hot).
+    texts = [format(v, spec) for v in values]
+    negative_zero = _NEGATIVE_ZERO[spec]
+    if negative_zero in texts:
+        return [text[1:] if text == negative_zero else text for text in texts]
+    return texts
 
 
-_INFINITIES = (math.inf, -math.inf)
+_NEGATIVE_ZERO = {spec: format(-0.0, spec) for spec in (".4f", ".4e")}
 
 
 def _one_number(v: float) -> str:
     """`format_numbers((v,))[0]`, without the lists (a summary line's norm)."""
-    if v != v:
-        return "nan"
-    if v in _INFINITIES:
-        return "inf" if v > 0 else "-inf"
     magnitude = abs(v)
-    text = format(v, ".4e" if magnitude and (magnitude >= 1e8 or magnitude < 1e-4) else ".4f")
-    return text[1:] if text in ("-0.0000", "-0.0000e+00") else text
+    spec = ".4e" if magnitude and (magnitude >= 1e8 or magnitude < 1e-4) else ".4f"
+    text = format(v, spec)  # nan, inf and -inf as format_numbers writes them
+    return text[1:] if text == _NEGATIVE_ZERO[spec] else text
 
 
 def format_error(error: float) -> str:
@@ -62,9 +56,9 @@ def format_error(error: float) -> str:
 
 def _vector(numbers: list[str], per_line: int) -> list[str]:
     """A 1-D row in brackets, wrapped every `per_line` numbers."""
+    if len(numbers) <= per_line:  # one line: most tensors drawn
+        return [f"[{', '.join(numbers)}]"]
     rows = [", ".join(numbers[i : i + per_line]) for i in range(0, len(numbers), per_line)]
-    if len(rows) <= 1:
-        return [f"[{rows[0] if rows else ''}]"]
     return [f"[{rows[0]},"] + [f" {r}," for r in rows[1:-1]] + [f" {rows[-1]}]"]
 
 
@@ -94,8 +88,15 @@ def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
     return lines
 
 
+@lru_cache(maxsize=1024)
+def dims_text(shape: tuple[int, ...]) -> str:
+    """A shape in a tensor's summary: "16×3", "scalar". Cached: a picture of a model
+    writes the same few shapes thousands of times."""
+    return "×".join(map(str, shape)) or "scalar"
+
+
 def summary_line(t: TensorData) -> str:
-    shape = "×".join(str(s) for s in t.shape) or "scalar"
+    shape = dims_text(t.shape)
     if t.note:
         return f"{shape} {t.dtype}: {t.note}"
     lo, hi, norm = format_numbers((t.min, t.max, t.norm))
@@ -105,7 +106,9 @@ def summary_line(t: TensorData) -> str:
     return text
 
 
+@lru_cache(maxsize=1024)
 def shape_text(shape: tuple[int, ...] | None) -> str:
+    """A node's shape: "[16, 3]", "scalar" (cached, as `dims_text`)."""
     if shape is None:
         return ""
     return "scalar" if len(shape) == 0 else "[" + ", ".join(str(s) for s in shape) + "]"
@@ -234,11 +237,13 @@ def problems(recording: Recording) -> list[str]:
     found: list[str] = []
     for graph in recording.graphs:
         where = graph_name(graph)
-        for node in graph.nodes:
-            for kind, tensors in (("value", node.forward), ("gradient", node.grads)):
-                for t in tensors:
-                    if bad := _bad(t):
-                        found.append(f"{bad} in the {kind} of {node_title(node)}, {where}")
+        for node in graph.nodes:  # two loops, not one over pairs: this walks every node
+            for t in node.forward:
+                if bad := _bad(t):
+                    found.append(f"{bad} in the value of {node_title(node)}, {where}")
+            for t in node.grads:
+                if bad := _bad(t):
+                    found.append(f"{bad} in the gradient of {node_title(node)}, {where}")
             if bad := _bad(node.leaf_grad):
                 found.append(f"{bad} in {node_title(node)}.grad, {where}")
             if graph.kind == "backward" and node.received_no_gradient:
@@ -272,10 +277,10 @@ SLIDE_VALUES = 16
 
 def short_summary(t: TensorData) -> str:
     """One short line for a large tensor on a slide: "16×3 ‖·‖ 0.4512"."""
-    shape = "×".join(str(s) for s in t.shape) or "scalar"
+    shape = dims_text(t.shape)
     if t.note:
         return f"{shape}: {t.note}"
-    text = f"{shape} ‖·‖ {format_numbers((t.norm,))[0]}"
+    text = f"{shape} ‖·‖ {_one_number(t.norm)}"
     if t.nan or t.inf:
         text += f", {t.nan} NaN, {t.inf} Inf"
     return text
