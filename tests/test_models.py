@@ -4,6 +4,7 @@ that fit a slide, one pass at a time, accumulated leaves, torch's sentinels."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,89 @@ def test_values_false_still_groups_by_module(encoder_graph: Graph) -> None:
     assert [c.name for c in cheap.modules] == [c.name for c in encoder_graph.modules]
     layer_of = {n.name: cheap.modules[n.module].name for n in cheap.leaves()}  # type: ignore[index]
     assert layer_of["layers.1.linear2.weight"] == "layers.1.linear2"
+
+
+class Tangled(nn.Module):
+    """What a plain walk of submodules gets wrong: a weight tied across modules, a
+    submodule registered twice, a buffer, empty (None) entries."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.body = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 4))
+        self.again = self.body
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+        self.register_buffer("scale", torch.tensor(2.0))
+        self.register_buffer("unset", None)
+        self.register_parameter("missing", None)
+        self.register_module("absent", None)
+
+    def forward(self, i: torch.Tensor) -> torch.Tensor:
+        return self.head(self.again(self.body(self.embed(i))) * self.scale)
+
+
+@pytest.mark.parametrize("values", [True, False])
+def test_names_and_parameter_counts_are_torchs(values: bool) -> None:
+    model = Tangled()
+    with tracer.trace(values=values) as t:
+        model(torch.tensor([1, 2, 3])).sum().backward()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        assert t.name_of(tensor) == name
+    modules = dict(model.named_modules())
+    calls = t.graphs[0].modules
+    assert {c.name for c in calls} == {"", "embed", "body", "body.0", "body.1", "body.2", "head"}
+    for call in calls:
+        assert call.params == sum(p.numel() for p in modules[call.name].parameters()), call
+
+
+def test_a_lazy_module_is_recorded() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.LazyLinear(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a tracer warning: a module call was not recorded
+        with tracer.trace() as t:
+            model(torch.randn(2, 3)).sum().backward()
+    assert [c.name for c in t.graphs[0].modules] == ["", "0", "1"]
+    assert t.name_of(model[1].weight) == "1.weight"
+
+
+class Aside(nn.Module):
+    """Makes a node it does not return, after its last inner call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 3)
+        self.b = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.b(torch.relu(self.a(x)))
+        self.penalty = out.abs().mean()  # made inside, returned through an attribute
+        return out
+
+
+def test_values_false_places_every_node_where_values_true_does() -> None:
+    def modules_of_ops(values: bool) -> list[tuple[str, str | None]]:
+        torch.manual_seed(0)
+        model, x = Aside(), torch.randn(2, 3, requires_grad=True)
+        with tracer.trace(values=values) as t:
+            h = model.a(x)
+            outside = x.exp().sum()  # the user's, between two calls: in no module
+            y = model.b(h)
+            (y.sum() + outside + model(x).sum() + model.penalty).backward()
+        graph = t.graphs[0]
+        return [
+            (
+                n.op,
+                None if n.module is None else module_title(graph.modules[n.module], graph.modules),
+            )
+            for n in graph.nodes
+            if n.kind == "op"
+        ]
+
+    placed = modules_of_ops(values=False)
+    assert placed == modules_of_ops(values=True)
+    assert ("ExpBackward0", None) in placed
+    assert ("AbsBackward0", "Aside") in placed
 
 
 def test_json_round_trip_keeps_modules_and_grad_before() -> None:

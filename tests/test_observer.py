@@ -193,6 +193,24 @@ def test_the_users_own_mode_sees_only_the_users_calls() -> None:
     assert same_for_the_user(program)[1] == ["sin", "mul", "sum", "backward"]
 
 
+def test_the_users_own_mode_sees_no_module_bookkeeping() -> None:
+    def program(traced: bool) -> Any:
+        seen: list[str] = []
+
+        class Mine(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+                seen.append(getattr(func, "__name__", str(func)))
+                return func(*args, **(kwargs or {}))
+
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        with Mine(), maybe_traced(traced):
+            model(torch.ones(2, 3)).sum().backward()
+        return seen, grads(*model.parameters())
+
+    assert "linear" in same_for_the_user(program)[1][0]
+
+
 # -- errors stay the user's, and nothing stays behind ----------------------------------------
 
 

@@ -31,7 +31,6 @@ import torch.autograd
 from torch.overrides import TorchFunctionMode
 
 from tracer import checks
-from tracer.names import variable_naming
 
 if TYPE_CHECKING:
     from tracer.session import Trace
@@ -57,7 +56,17 @@ _CURRENT: contextvars.ContextVar[Trace | None] = contextvars.ContextVar(
 )
 _OPEN: list[Trace] = []  # every open trace, in any thread
 _LOCK = threading.Lock()
-busy = threading.local()  # set while this thread captures: nested engine calls pass through
+
+
+class _Busy(threading.local):
+    """Set while this thread captures: nested engine calls and module hooks pass through.
+    False by default, as a class attribute: read at every module call, it raises (and
+    catches) no AttributeError in a thread that never set it."""
+
+    active = False
+
+
+busy = _Busy()
 
 
 def current_trace() -> Trace | None:
@@ -80,7 +89,7 @@ def _traced_engine(t_outputs: Any, *args: Any, **kwargs: Any) -> Any:
     original = _original_engine
     assert original is not None
     trace = current_trace()
-    if trace is None or getattr(busy, "active", False):
+    if trace is None or busy.active:
         return original(t_outputs, *args, **kwargs)
     return trace._run_backward(original, t_outputs, args, kwargs)
 
@@ -106,22 +115,22 @@ _module_hooks: list[Any] = []
 
 def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
     trace = current_trace()
-    if trace is None or getattr(busy, "active", False) or torch.compiler.is_compiling():
+    if trace is None or busy.active or torch.compiler.is_compiling():
         return
     try:
-        with torch._C.DisableTorchFunction():
-            trace._modules.enter(module, args, variable_naming(sys._getframe(1)))
+        # No DisableTorchFunction here, at every call: the tracker touches tensors only at
+        # an outermost module's first call, and disables torch functions there.
+        trace._modules.enter(module)
     except Exception as e:  # tracer's problem, never the user's
         trace._warn(f"a module call was not recorded ({type(e).__name__}: {e})")
 
 
 def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
     trace = current_trace()
-    if trace is None or getattr(busy, "active", False) or torch.compiler.is_compiling():
+    if trace is None or busy.active or torch.compiler.is_compiling():
         return
     try:
-        with torch._C.DisableTorchFunction():
-            trace._modules.exit(module, output)
+        trace._modules.exit(module)  # reads no tensor: the output is left alone
     except Exception as e:
         trace._warn(f"a module call was not recorded ({type(e).__name__}: {e})")
 

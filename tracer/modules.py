@@ -4,31 +4,43 @@ While a trace is open, global module hooks (installed by tracer.session, like th
 wrapper, and removed whatever raised) tell the trace's `ModuleTracker` when a module's
 forward starts and ends. The tracker keeps, per thread, the stack of module calls; the
 forward recorder stamps each op's `NodeRecord` with the innermost call open when the op
-ran (`stamp`). Qualified names come from the outermost module called: its
-`named_modules()`, `named_parameters()` and `named_buffers()`, read once per module.
+ran (`stamp`). Qualified names, and each module's parameter count, come from the outermost
+module called: one walk of its submodules' own dicts (`_modules`, `_parameters`,
+`_buffers`, in `named_modules()` order) at its first call in the trace.
 
 Nodes the forward recorder did not see (the inner ops of a composite call such as
 `F.multi_head_attention_forward`, or every op with `values=False`) are placed by autograd's
 sequence number, which grows by one with every node the thread creates: each call notes
-the highest number seen when it starts and when it ends, and an unseen node goes to the
-innermost call whose interval holds its number. A parameter's leaf goes to the call of the
-module that owns it; a buffer drawn as a constant likewise.
+the thread's counter (the number the next node will get) when it starts and when it ends,
+and an unseen node goes to the innermost call whose interval holds its number. A
+parameter's leaf goes to the call of the module that owns it; a buffer drawn as a constant
+likewise.
+
+The hooks run around every module call of the user's forward, so their common case (a
+module already named in this trace) reads a few dicts and the counter, and touches no
+tensor: no `grad_fn` made into a Python object, no torch function for a mode to see.
 """
 
 from __future__ import annotations
 
 import bisect
+import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from tracer.graph import ModuleCall, Node
-from tracer.node_record import NodeRecord, record_of
+from tracer.names import variable_naming
+from tracer.node_record import NodeRecord
 
 GradFn = Any
+
+# The number autograd will give the next node this thread creates (a thread-local counter
+# read without touching any node; torch >= 2.1): every node made before has a lower one.
+_next_sequence_nr: Callable[[], int] = torch.autograd._get_sequence_nr
 
 
 class Call:
@@ -49,135 +61,170 @@ class Call:
         self.order = 0  # position among the trace's calls, in the order they started
 
 
-def _sequence_nr(fn: GradFn) -> int:
-    record_of(fn)  # touching a grad_fn from Python needs a record: see tracer.node_record
-    return int(fn._sequence_nr())
+class Known:
+    """A module the trace has named: its weak reference (telling a reused id apart), its
+    qualified name, and its parameter count (its submodules' included)."""
+
+    __slots__ = ("name", "params", "ref")
+
+    def __init__(self, module: torch.nn.Module, name: str, params: int) -> None:
+        self.ref = weakref.ref(module)
+        self.name = name
+        self.params = params
 
 
-def _tensors(value: Any) -> Iterable[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            if isinstance(v, torch.Tensor):
-                yield v
-    elif isinstance(value, dict):
-        for v in value.values():
-            if isinstance(v, torch.Tensor):
-                yield v
+def parameter_count(module: torch.nn.Module) -> int:
+    """`sum(p.numel() for p in module.parameters())`: each submodule and parameter once,
+    read from the modules' own dicts as torch's `_named_members` does (without its nested
+    generators, which cost more than all the rest of the hooks on a large model)."""
+    total = 0
+    modules: set[int] = set()
+    parameters: set[int] = set()
+    todo: list[torch.nn.Module | None] = [module]
+    while todo:
+        m = todo.pop()
+        if m is None or id(m) in modules:
+            continue
+        modules.add(id(m))
+        for p in m._parameters.values():
+            if p is not None and id(p) not in parameters:
+                parameters.add(id(p))
+                total += p.numel()
+        todo.extend(m._modules.values())
+    return total
+
+
+class _Stacks(threading.local):
+    """Each thread's open calls, innermost last (made empty in each thread, on first use)."""
+
+    def __init__(self) -> None:
+        self.stack: list[Call] = []
 
 
 class ModuleTracker:
     """The module calls of one trace, and the qualified names of their tensors."""
 
     def __init__(self) -> None:
-        self._local = threading.local()
+        self._local = _Stacks()
         self._calls: list[Call] = []  # every call, in the order it started
         self._starts: list[int] = []  # their start numbers (non-decreasing per thread)
+        self._modules: dict[int, Known] = {}  # by id()
         # By id(), with a weak reference telling a reused id apart.
-        self._module_names: dict[int, tuple[weakref.ref, str]] = {}
         self._tensor_names: dict[int, tuple[weakref.ref, str, int]] = {}  # -> name, owner id
-        self._params: dict[int, int] = {}
         self._lock = threading.Lock()
 
     # -- the hooks' side -------------------------------------------------------------------
 
-    def _stack(self) -> list[Call]:
-        stack: list[Call] | None = getattr(self._local, "stack", None)
-        if stack is None:
-            stack = self._local.stack = []
-        return stack
-
-    def _seen(self) -> int:
-        """The highest sequence number this thread has shown us: every node made before
-        now has at most this number."""
-        seen: int = getattr(self._local, "seen", -1)
-        return seen
-
-    def current(self) -> Call | None:
-        stack = self._stack()
-        return stack[-1] if stack else None
-
     def stamp(self, record: NodeRecord, fn: GradFn) -> None:
-        """The forward recorder saw `fn` made: it belongs to the innermost open call."""
+        """The forward recorder saw `fn` made: it belongs to the innermost open call. (The
+        node itself is not read: the calls' intervals come from autograd's counter.)"""
         if record.module is None:
-            stack = self._stack()
+            stack = self._local.stack
             if stack:
                 record.module = stack[-1]
-        self._local.seen = fn._sequence_nr()  # the newest node: numbers only grow
 
-    def enter(
-        self,
-        module: torch.nn.Module,
-        args: tuple,
-        variable: Callable[[torch.nn.Module], str | None] = lambda m: None,
-    ) -> None:
-        """A module's forward starts. `variable` finds the user's name for a module (asked
-        once, for an outermost module without submodules: `head.weight`, not `weight`)."""
-        stack = self._stack()
-        name = self._name(module)
-        if name is None:
-            leaf = next(iter(module.children()), None) is None
-            self._learn(module, (variable(module) or "") if leaf else "")
-            name = self._name(module) or ""
-        start = self._seen()
-        for t in _tensors(args):
-            if t.grad_fn is not None:
-                start = max(start, _sequence_nr(t.grad_fn))
-        params = self._params.get(id(module))
-        if params is None:
-            params = self._params[id(module)] = sum(p.numel() for p in module.parameters())
-        call = Call(
-            id(module), name, type(module).__name__, stack[-1] if stack else None, params, start
-        )
+    def enter(self, module: torch.nn.Module) -> None:
+        """A module's forward starts."""
+        known = self._known(module)
+        if known is None:  # called outside every module named so far: an outermost one
+            known = self._learn_root(module)
+        stack = self._local.stack
+        parent = stack[-1] if stack else None
+        start = _next_sequence_nr() - 1
+        call = Call(id(module), known.name, type(module).__name__, parent, known.params, start)
         with self._lock:
             call.order = len(self._calls)
             self._calls.append(call)
             self._starts.append(start)
         stack.append(call)
 
-    def exit(self, module: torch.nn.Module, output: Any) -> None:
-        stack = self._stack()
-        if not any(c.module == id(module) for c in stack):
-            return  # entered before the trace opened
+    def exit(self, module: torch.nn.Module) -> None:
+        """A module's forward ended (returned or raised)."""
+        stack = self._local.stack
+        key = id(module)
+        if not stack or stack[-1].module != key:  # not the innermost: see below
+            if not any(c.module == key for c in stack):
+                return  # entered before the trace opened
+        end = _next_sequence_nr() - 1
         call = stack.pop()
-        while call.module != id(module):  # an inner call that raised
-            call.end = max(call.end, self._seen())
+        while call.module != key:  # an inner call whose end we never saw
+            call.end = end
             call = stack.pop()
-        end = self._seen()
-        for t in _tensors(output):
-            fn = t.grad_fn
-            if fn is not None:
-                seq = _sequence_nr(fn)
-                record = record_of(fn)
-                if record.module is None and seq > call.start:  # made here, never stamped
-                    record.module = call  # (values=False: no recorder)
-                end = max(end, seq)
         call.end = end
-        self._local.seen = end
 
     # -- names -----------------------------------------------------------------------------
 
-    def _name(self, module: torch.nn.Module) -> str | None:
-        entry = self._module_names.get(id(module))
-        return entry[1] if entry is not None and entry[0]() is module else None
+    def _known(self, module: torch.nn.Module) -> Known | None:
+        known = self._modules.get(id(module))
+        return known if known is not None and known.ref() is module else None
+
+    def _learn_root(self, root: torch.nn.Module) -> Known:
+        """Learn the names under `root`, outermost; a root without submodules is named by
+        the user's variable (`head.weight`, not `weight`), else ""."""
+        leaf = all(child is None for child in root._modules.values())
+        # The user's frame that called it: the innermost outside tracer and torch.
+        name = variable_naming(sys._getframe())(root) if leaf else None
+        # numel() is a torch function: the user's modes see only their own calls (and an
+        # uninitialised lazy parameter counts 0 instead of raising).
+        with torch._C.DisableTorchFunction():
+            self._learn(root, name or "")
+        return self._modules[id(root)]
 
     def _learn(self, root: torch.nn.Module, prefix: str = "") -> None:
-        """Qualified names under `root`, an outermost module (named `prefix`, usually "");
-        names learnt from an earlier root win (the model called first, then one of its
-        parts alone)."""
-        for name, m in root.named_modules(prefix=prefix, remove_duplicate=False):
-            if self._name(m) is None:
-                self._module_names[id(m)] = (weakref.ref(m), name)
-        for name, m in root.named_modules(prefix=prefix):
-            owner = id(m)
-            own = [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]
-            prefix = self._name(m) or name
-            for local, t in own:
-                if t is None or self.name_of(t) is not None:
+        """Qualified names and parameter counts under `root`, an outermost module (named
+        `prefix`, usually ""), as they are at its first call in the trace; what was learnt
+        from an earlier root wins (the model called first, then one of its parts alone).
+
+        One walk in `named_modules(prefix=prefix)` order (depth first, each module once, at
+        its first path), over the modules' own dicts: each module's parameters, then its
+        buffers, as `named_parameters` and `named_buffers` with `recurse=False` give them.
+        """
+        learnt: list[tuple[torch.nn.Module, Known]] = []  # the modules first named here
+        seen: set[int] = set()  # modules and parameters, by id()
+        shared = False  # one of them held twice: subtrees' counts do not add up
+
+        def visit(m: torch.nn.Module, path: str) -> int:
+            """Name what `m` holds; its parameter count (its submodules' included)."""
+            nonlocal shared
+            if id(m) in seen:
+                shared = True
+                return 0
+            seen.add(id(m))
+            known = self._known(m)
+            fresh = known is None  # else named by an earlier root: its name and count stay
+            if known is None:
+                known = self._modules[id(m)] = Known(m, path, 0)
+                learnt.append((m, known))
+            owner = known.name or path
+            count = 0
+            for local, p in m._parameters.items():
+                if p is None:
                     continue
-                qualified = f"{prefix}.{local}" if prefix else local
-                self._tensor_names[id(t)] = (weakref.ref(t), qualified, owner)
+                if id(p) in seen:
+                    shared = True
+                    continue
+                seen.add(id(p))
+                count += p.numel()
+                self._name_tensor(p, f"{owner}.{local}" if owner else local, m)
+            for local, b in m._buffers.items():
+                if b is not None:
+                    self._name_tensor(b, f"{owner}.{local}" if owner else local, m)
+            for local, child in m._modules.items():
+                if child is not None:
+                    count += visit(child, f"{path}.{local}" if path else local)
+            if fresh:
+                known.params = count
+            return count
+
+        visit(root, prefix)
+        if shared:  # tied weights, a module registered twice: count each subtree anew
+            for m, known in learnt:
+                known.params = parameter_count(m)
+
+    def _name_tensor(self, t: torch.Tensor, qualified: str, owner: torch.nn.Module) -> None:
+        """The first name a tensor is given wins (a parameter shared by two modules)."""
+        if self.name_of(t) is None:
+            self._tensor_names[id(t)] = (weakref.ref(t), qualified, id(owner))
 
     def name_of(self, t: torch.Tensor) -> str | None:
         """The qualified name of a parameter or buffer ("fc2.bias"), or None."""
