@@ -10,11 +10,13 @@ module called: one walk of its submodules' own dicts (`_modules`, `_parameters`,
 
 Nodes the forward recorder did not see (the inner ops of a composite call such as
 `F.multi_head_attention_forward`, or every op with `values=False`) are placed by autograd's
-sequence number, which grows by one with every node the thread creates: each call notes
-the thread's counter (the number the next node will get) when it starts and when it ends,
-and an unseen node goes to the innermost call whose interval holds its number. A
-parameter's leaf goes to the call of the module that owns it; a buffer drawn as a constant
-likewise.
+sequence number, which grows by one with every node the thread creates: each call reads
+the thread's counter when it starts and when it ends (every node made inside numbers in
+between, whether the call returns it or not), and an unseen node goes to the innermost
+call whose interval holds its number. (The counters of two threads overlap: while more
+than one thread makes module calls in a trace, the intervals place the unseen nodes
+unreliably.) A parameter's leaf goes to the call of the module that owns it; a buffer
+drawn as a constant likewise.
 
 The hooks run around every module call of the user's forward, so their common case (a
 module already named in this trace) reads a few dicts and the counter, and touches no
@@ -24,6 +26,7 @@ tensor: no `grad_fn` made into a Python object, no torch function for a mode to 
 from __future__ import annotations
 
 import bisect
+import itertools
 import sys
 import threading
 import weakref
@@ -49,7 +52,14 @@ class Call:
     __slots__ = ("cls", "end", "module", "name", "order", "params", "parent", "start")
 
     def __init__(
-        self, module: int, name: str, cls: str, parent: Call | None, params: int, start: int
+        self,
+        module: int,
+        name: str,
+        cls: str,
+        parent: Call | None,
+        params: int,
+        start: int,
+        order: int,
     ) -> None:
         self.module = module  # id() of the module: tells repeated calls of one module
         self.name = name
@@ -58,7 +68,7 @@ class Call:
         self.params = params
         self.start = start  # sequence numbers of nodes made inside: start < s <= end
         self.end = start
-        self.order = 0  # position among the trace's calls, in the order they started
+        self.order = order  # position among the trace's calls, in the order they started
 
 
 class Known:
@@ -106,12 +116,16 @@ class ModuleTracker:
 
     def __init__(self) -> None:
         self._local = _Stacks()
-        self._calls: list[Call] = []  # every call, in the order it started
-        self._starts: list[int] = []  # their start numbers (non-decreasing per thread)
+        # Every call, in the order it started (numbered by `_order`). Appending to a list
+        # and counting are atomic: the hooks need no lock, which would cost them about as
+        # much as the rest of `enter`.
+        self._calls: list[Call] = []
+        self._order = itertools.count()
+        # Their start numbers (non-decreasing per thread), as far as `assign` has read them.
+        self._starts: list[int] = []
         self._modules: dict[int, Known] = {}  # by id()
         # By id(), with a weak reference telling a reused id apart.
         self._tensor_names: dict[int, tuple[weakref.ref, str, int]] = {}  # -> name, owner id
-        self._lock = threading.Lock()
 
     # -- the hooks' side -------------------------------------------------------------------
 
@@ -131,11 +145,16 @@ class ModuleTracker:
         stack = self._local.stack
         parent = stack[-1] if stack else None
         start = _next_sequence_nr() - 1
-        call = Call(id(module), known.name, type(module).__name__, parent, known.params, start)
-        with self._lock:
-            call.order = len(self._calls)
-            self._calls.append(call)
-            self._starts.append(start)
+        call = Call(
+            id(module),
+            known.name,
+            type(module).__name__,
+            parent,
+            known.params,
+            start,
+            next(self._order),
+        )
+        self._calls.append(call)
         stack.append(call)
 
     def exit(self, module: torch.nn.Module) -> None:
@@ -261,6 +280,7 @@ class ModuleTracker:
         """
         if not self._calls:
             return []
+        self._starts.extend(c.start for c in self._calls[len(self._starts) :])  # calls since
         found: dict[int, Call] = {}
         for node_id, fn in enumerate(fns):
             if nodes[node_id].kind != "op":
