@@ -129,9 +129,9 @@ class ModuleTracker:
 
     # -- the hooks' side -------------------------------------------------------------------
 
-    def stamp(self, record: NodeRecord, fn: GradFn) -> None:
-        """The forward recorder saw `fn` made: it belongs to the innermost open call. (The
-        node itself is not read: the calls' intervals come from autograd's counter.)"""
+    def stamp(self, record: NodeRecord) -> None:
+        """The forward recorder saw the node of `record` made: it belongs to the innermost
+        open call."""
         if record.module is None:
             stack = self._local.stack
             if stack:

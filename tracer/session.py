@@ -190,7 +190,7 @@ class Trace:
                 record.keep(o.output_nr, o.detach(), o._version)
             else:
                 record.keep_summary(o.output_nr, summary)
-            self._modules.stamp(record, fn)
+            self._modules.stamp(record)
             first = first or record
         if first is None or first.constants is not None:
             return
