@@ -176,37 +176,35 @@ def test_meta_tensors_and_an_empty_tensor_render() -> None:
     same_for_the_user(program)
 
 
+class NamesSeen(TorchFunctionMode):
+    """A user's own mode: notes the name of every torch function it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        self.seen.append(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
 def test_the_users_own_mode_sees_only_the_users_calls() -> None:
     def program(traced: bool) -> Any:
-        seen: list[str] = []
-
-        class Mine(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-                seen.append(getattr(func, "__name__", str(func)))
-                return func(*args, **(kwargs or {}))
-
         x = torch.tensor([1.0, 2.0], requires_grad=True)
-        with Mine(), maybe_traced(traced):
+        with (mine := NamesSeen()), maybe_traced(traced):
             (x.sin() * x).sum().backward()
-        return seen
+        return mine.seen
 
     assert same_for_the_user(program)[1] == ["sin", "mul", "sum", "backward"]
 
 
 def test_the_users_own_mode_sees_no_module_bookkeeping() -> None:
     def program(traced: bool) -> Any:
-        seen: list[str] = []
-
-        class Mine(TorchFunctionMode):
-            def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-                seen.append(getattr(func, "__name__", str(func)))
-                return func(*args, **(kwargs or {}))
-
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-        with Mine(), maybe_traced(traced):
+        with (mine := NamesSeen()), maybe_traced(traced):
             model(torch.ones(2, 3)).sum().backward()
-        return seen, grads(*model.parameters())
+        return mine.seen, grads(*model.parameters())
 
     assert "linear" in same_for_the_user(program)[1][0]
 
