@@ -104,8 +104,7 @@ class GraphCapture:
         )
         for fn in roots:
             if fn not in index:
-                index[fn] = len(fns)
-                fns.append(fn)
+                self._number(fn)
         src = len(nodes)
         while src < len(fns):
             fn = fns[src]
@@ -122,8 +121,7 @@ class GraphCapture:
                     continue  # an input that needs no gradient: drawn from the constants
                 dst = index.get(child)
                 if dst is None:
-                    dst = index[child] = len(fns)
-                    fns.append(child)
+                    dst = self._number(child)
                 edges.append((src, dst, slot, output_nr))
             src += 1
         self._incoming = Counter((dst, output) for _, dst, _, output in edges)
@@ -131,6 +129,12 @@ class GraphCapture:
             record = records[node_id]
             if fn is not None and record is not None and record.constants:
                 self._attach_constants(self._constant_user(fn), record.constants)
+
+    def _number(self, fn: GradFn) -> int:
+        """Give a newly found node the next id (its position in `_fns`)."""
+        node_id = self._index[fn] = len(self._fns)
+        self._fns.append(fn)
+        return node_id
 
     def _node(self, node_id: int, fn: GradFn, record: NodeRecord | None) -> Node:
         """The plain-data node for `fn`, with what is known of it; its forward values (and
@@ -253,8 +257,7 @@ class GraphCapture:
                 continue
             fn = root_node(t)[0]
             if fn not in self._index:
-                node_id = self._index[fn] = len(self._fns)
-                self._fns.append(fn)
+                node_id = self._number(fn)
                 self._records.append(None)
                 self._nodes.append(self._node(node_id, fn, None))
 
@@ -295,7 +298,7 @@ class GraphCapture:
         if keys:
             before.run()
             for node_id, key in keys.items():
-                self._nodes[node_id].grad_before = before.result(key)
+                self._nodes[node_id].grad_before = before.results[key]
 
     def _module_calls(self) -> list[Any]:
         """Set each node's module call (see tracer.modules); the graph's ModuleCalls."""
@@ -381,18 +384,17 @@ class GraphCapture:
         sent = self._sent
         seed_keys = [None if s is None else add(s) for s in seeds]
         self._summary.run()
-        result = self._summary.result
+        results = self._summary.results
 
         def data(key: Hashable | TensorData | None) -> TensorData | None:
             if key is None or isinstance(key, TensorData):
                 return key
-            return result(key)
+            return results[key]
 
         nodes = self._nodes
         for node_id, keys in self._forward_keys.items():
             nodes[node_id].forward = tuple([data(k) for k in keys])
-        results = self._summary.results  # arrivals are keys or None (inline: once per node)
-        for node_id, keys in arrived.items():
+        for node_id, keys in arrived.items():  # keys or None: `data` inline, once per node
             nodes[node_id].grads = tuple([None if k is None else results[k] for k in keys])
         for node_id, key in leaf_grads.items():
             nodes[node_id].leaf_grad = data(key)

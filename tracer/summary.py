@@ -217,7 +217,7 @@ def _with_shape(data: TensorData, t: torch.Tensor) -> TensorData:
 class Summarizer:
     """Collects tensors, then summarises each distinct one once (`run`).
 
-    `add` returns a key; after `run`, `result(key)` is the TensorData. Nothing here raises
+    `add` returns a key; after `run`, `results[key]` is the TensorData. Nothing here raises
     for an odd tensor: what cannot be summarised gets a note.
     """
 
@@ -253,12 +253,9 @@ class Summarizer:
         self._results[key] = data
         return key
 
-    def result(self, key: Hashable) -> TensorData:
-        return self._results[key]
-
     @property
     def results(self) -> Mapping[Hashable, TensorData]:
-        """Every result by key (after `run`)."""
+        """Each key's TensorData (after `run`)."""
         return self._results
 
     def run(self) -> None:
@@ -422,4 +419,4 @@ def summarize(t: torch.Tensor, max_values: int = DEFAULT_MAX_VALUES) -> TensorDa
     summarizer = Summarizer(max_values)
     key = summarizer.add(t)
     summarizer.run()
-    return summarizer.result(key)
+    return summarizer.results[key]
