@@ -41,8 +41,8 @@ from pathlib import Path
 import torch
 
 import tracer
-from tracer.collapse import EVERY_DEPTH
-from tracer.render import RenderOptions, render_dot
+from tracer.output.render import RenderOptions, render_dot
+from tracer.view.collapse import EVERY_DEPTH
 
 ROUNDS = 7
 BIN = Path(sys.executable).parent

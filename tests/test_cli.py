@@ -14,7 +14,7 @@ import pytest
 from conftest import one_error_line
 from typer.testing import CliRunner
 
-from cli import app
+from tracer.cli import app
 from tracer.exercises import COMMANDS, all_exercises
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ def test_missing_dot_says_how_to_install_and_clobbers_nothing(
 
 _IMPORTS_AFTER = """
 import sys
-from cli import main
+from tracer.cli import main
 sys.argv = ["trace", *sys.argv[1:]]
 try:
     main()

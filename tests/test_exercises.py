@@ -20,10 +20,10 @@ from torch.overrides import TorchFunctionMode
 from typer.testing import CliRunner
 
 import tracer.exercises
-from cli import exercise_command
+from tracer.cli import exercise_command
 from tracer.exercises import COMMANDS, Exercise, all_exercises, register
 from tracer.exercises._inputs import Manual
-from tracer.report import check_line
+from tracer.view.text import check_line
 
 EXERCISES = all_exercises()
 SLUGS = [e.slug for e in EXERCISES]

@@ -1,4 +1,4 @@
-"""tracer.formulas: torch's derivatives table, mapped onto real grad_fn nodes."""
+"""tracer.derivatives.formulas: torch's derivatives table, mapped onto real grad_fn nodes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tracer import formulas
-from tracer.formulas import explain, formula_for, readable, slot_names
+from tracer.derivatives import formulas
+from tracer.derivatives.formulas import explain, formula_for, readable, slot_names
 
 # The C++ types of saved values that get no Python getter (gen_autograd_functions.py):
 # kept on the node in C++ only, so never a `_saved_*` attribute.
@@ -515,8 +515,8 @@ def test_unwritable_cache_still_loads(fresh_cache: Path, monkeypatch: pytest.Mon
 def test_cached_path_does_not_load_torchgens_loader(fresh_cache: Path) -> None:
     formulas._table()  # writes the cache
     script = (
-        "import sys, tracer.formulas as f\n"
-        "assert 'tracer.formulas' in sys.modules and f._loaded is None\n"
+        "import sys, tracer.derivatives.formulas as f\n"
+        "assert 'tracer.derivatives.formulas' in sys.modules and f._loaded is None\n"
         "print(f.explain('SinBackward0'))\n"
         "loader = [m for m in sys.modules if m.startswith('torchgen.packaged') or m == 'yaml']\n"
         "print(loader)\n"

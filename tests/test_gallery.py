@@ -16,10 +16,10 @@ from conftest import REGENERATE, ROOT, assert_text_file
 from test_exercises import WRONG
 from typer.testing import CliRunner
 
-import cli
+import tracer.cli as cli
 from tracer.exercises import Exercise, all_exercises
 from tracer.gallery import README, build_gallery, check_gallery, view
-from tracer.render import render_dot
+from tracer.output.render import render_dot
 
 EXERCISES = all_exercises()
 SLUGS = [e.slug for e in EXERCISES]

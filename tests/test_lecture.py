@@ -1,6 +1,6 @@
 """The lecture as written: manual results recognised where the user wrote them
-(tracer.manual), the chain-rule step on every node (tracer.chainrule), and finite
-differences as a second oracle (tracer.numeric)."""
+(tracer.checks.manual), the chain-rule step on every node (tracer.derivatives.chainrule), and finite
+differences as a second oracle (tracer.checks.numeric)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from cli import app
 from nbformat.v4 import new_code_cell, new_notebook
 from typer.testing import CliRunner
 
 import tracer
-from cli import app
-from tracer.dot import DISAGREE_FILL
 from tracer.exercises import get
-from tracer.graph import Recording
-from tracer.render import RenderOptions, render_dot
+from tracer.model.graph import Recording
+from tracer.output.dot import DISAGREE_FILL
+from tracer.output.render import RenderOptions, render_dot
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 f64 = torch.float64

@@ -1,4 +1,4 @@
-"""Where code is, and whether it is the user's: `tracer.locate`."""
+"""Where code is, and whether it is the user's: `tracer.model.location`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 import tracer.exercises
 import tracer.exercises.lecture
-import tracer.locate
-from tracer.locate import Locator, is_user_file
+import tracer.model.location
+from tracer.model.location import Locator, is_user_file
 
 STDLIB = sysconfig.get_paths()["stdlib"]
 
@@ -43,7 +43,7 @@ def test_the_users_code(filename: str) -> None:
         pytest.__file__,  # site-packages
         "<frozen importlib._bootstrap>",
         "<frozen runpy>",
-        tracer.locate.__file__,  # tracer itself
+        tracer.model.location.__file__,  # tracer itself
         inspect.getfile(tracer.exercises),  # the exercise registry is tracer's, not an exercise
     ],
 )

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli import app
 from torch import nn
 from typer.testing import CliRunner
 
 import tracer
-from cli import app
-from tracer.collapse import EVERY_DEPTH, SLIDE_BUDGET, SLIDE_ROWS, collapse, levels
-from tracer.dot import RenderOptions, dot_source, views
 from tracer.errors import TracerError
 from tracer.exercises import get
-from tracer.graph import Graph, Recording
-from tracer.report import module_title
+from tracer.model.graph import Graph, Recording
+from tracer.output.dot import RenderOptions, dot_source, views
+from tracer.view.collapse import EVERY_DEPTH, SLIDE_BUDGET, SLIDE_ROWS, collapse, levels
+from tracer.view.text import module_title
 
 
 class MLP(nn.Module):
@@ -361,7 +361,7 @@ def test_a_large_graph_is_drawn_at_the_deepest_depth_that_fits(encoder_graph: Gr
 
 
 def _too_tall(graph: Graph) -> bool:
-    from tracer.collapse import _rows
+    from tracer.view.collapse import _rows
 
     return _rows(list(range(len(graph.nodes))), graph.edges) > SLIDE_ROWS
 

@@ -24,10 +24,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import tracer
-import tracer.interception
-from tracer.graph import Recording
-from tracer.node_record import NodeRecord
-from tracer.render import render_dot
+import tracer.record.interception
+from tracer.model.graph import Recording
+from tracer.output.render import render_dot
+from tracer.record.node_record import NodeRecord
 
 ENGINE = torch.autograd._engine_run_backward
 f64 = torch.float64
@@ -62,7 +62,7 @@ def same_for_the_user(program: Callable[[bool], Any]) -> Any:
 def assert_nothing_left() -> None:
     assert torch.autograd._engine_run_backward is ENGINE
     assert torch.overrides._get_current_function_mode_stack() == []
-    assert tracer.interception.current_trace() is None
+    assert tracer.record.interception.current_trace() is None
 
 
 def grads(*tensors: torch.Tensor) -> list[Any]:
@@ -363,7 +363,7 @@ def test_a_100k_op_chain_traces_and_is_freed_without_a_crash() -> None:
 
 @pytest.mark.slow
 def test_a_touched_20k_chain_is_freed_without_recursion() -> None:
-    # The keeper in tracer.node_record: without it, freeing this chain recurses 20,000 deep.
+    # The keeper in tracer.record.node_record: without it, freeing this chain recurses 20,000 deep.
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 1000))
     x = torch.tensor([0.5], requires_grad=True)
     with tracer.trace():

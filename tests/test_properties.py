@@ -227,7 +227,7 @@ def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[st
         if node.kind != "op" or not node.name or node.step is None:
             continue
         for name in node.name.split(", "):
-            if name not in expected or expected[name].numel() > trace.max_values:
+            if name not in expected or expected[name].numel() > trace.options.max_values:
                 continue
             arrived = node.grads[named[name].output_nr]
             assert arrived is not None and arrived.values is not None
@@ -236,7 +236,7 @@ def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[st
             checked += 1
     nodes_named = {n for node in graph.nodes if node.name for n in node.name.split(", ")}
     assert checked == len(
-        [n for n in expected if n in nodes_named and expected[n].numel() <= trace.max_values]
+        [n for n in expected if n in nodes_named and expected[n].numel() <= trace.options.max_values]
     )
 
 

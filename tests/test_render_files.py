@@ -14,8 +14,8 @@ import torch
 
 import tracer
 from tracer.errors import TracerError
-from tracer.node_record import record_of
-from tracer.render import render_dot, write
+from tracer.output.render import render_dot, write
+from tracer.record.node_record import record_of
 
 HOSTILE = [
     "odd\\",  # an odd number of backslashes at the end

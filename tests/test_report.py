@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from tracer.graph import Check, TensorData
-from tracer.report import check_html, check_line, format_check
+from tracer.model.check import Check
+from tracer.model.tensor import TensorData
+from tracer.view.text import check_html, check_line, format_check
 
 
 def _tensor(*values: float) -> TensorData:

@@ -8,7 +8,7 @@ import sys
 import torch
 
 import tracer
-from tracer.graph import Recording
+from tracer.model.graph import Recording
 
 f64 = torch.float64
 

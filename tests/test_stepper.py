@@ -14,18 +14,19 @@ from typing import Any
 
 import pytest
 import torch
+from cli import app
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
 import tracer
-from cli import app
 from tracer.exercises import all_exercises
-from tracer.frames import engine_order, frame_options, global_steps, truncated, write_frames
-from tracer.graph import Recording
-from tracer.render import RenderOptions, render_dot, write
-from tracer.report import format_tensor
-from tracer.stepper import page_data, render_html, script_json
+from tracer.model.graph import Recording
+from tracer.output.frames import frame_options, write_frames
+from tracer.output.page import page_data, render_html, script_json
+from tracer.output.render import RenderOptions, render_dot, write
+from tracer.view.steps import engine_order, global_steps, truncated
+from tracer.view.text import format_tensor
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -182,7 +183,7 @@ def assert_step(opened: Opened, recording: Recording, position: int) -> None:
     gi, node = order[position - 1]
     graph = recording.graphs[gi]
     assert state["running"] == [f"g{gi}n{node.id}"]
-    assert state["runningTitle"] == f"▶ running: {tracer.report.node_title(node)}"
+    assert state["runningTitle"] == f"▶ running: {tracer.view.text.node_title(node)}"
     assert state["done"] == position - 1  # a ✓ on every node that ran before
     assert state["gradIn"] == [lines(g) for g in node.grads if g is not None]
     if node.kind == "leaf":

@@ -10,8 +10,9 @@ import torch
 
 import tracer
 from tracer.exercises import get
-from tracer.render import RenderOptions, render_dot
-from tracer.report import format_report, graph_title, problems
+from tracer.output.render import RenderOptions, render_dot
+from tracer.view.report import format_report, problems
+from tracer.view.text import graph_title
 
 f64 = torch.float64
 

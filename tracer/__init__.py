@@ -8,6 +8,25 @@ with tracer.trace() as t:
     f.backward()
 t.check(x, manual=2 * x / (1 + z))
 t.render("graph.svg")
+
+The house. Data flows one way: code under trace → capture → plain data → views → files.
+Each layer is a sub-package (or a module) with one job, and imports only from the layers
+below it (tests/test_layout.py holds every import to this, those inside functions too):
+
+    `errors`       TracerError, the one exception for a user's mistake
+    `model`        the plain-data graph, torch-free: Recording, Graph, Check, options, JSON
+    `derivatives`  torch's derivative formulas, and the chain-rule step of each node
+    `view`         text, collapsed module calls, the backward pass step by step
+    `output`       DOT, Graphviz, files written atomically, the step-through page, frames
+    `record`       what is installed in torch, the forward recorder, capture, summaries
+    `checks`       comparisons, finite differences, the user's comparisons, manual results
+    `session`      `Trace`: one trace's passes and checks, the seam record reports to
+    `run`          scripts, notebooks and Jupyter under a trace
+    `exercises`    the exercises, plain functions
+    `gallery`      every exercise drawn into one folder
+    `cli`          the `trace` command, thin over the rest
+
+This module is the public face: it imports from any layer, lazily, and no layer imports it.
 """
 
 from __future__ import annotations
@@ -17,27 +36,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tracer.errors import TracerError
-    from tracer.graph import Check, Edge, Graph, Node, Recording, TensorData
-    from tracer.render import RenderOptions, render_dot, render_svg, write
+    from tracer.model.check import Check
+    from tracer.model.graph import Edge, Graph, Node, Recording
+    from tracer.model.tensor import TensorData
+    from tracer.output.render import RenderOptions, render_dot, render_svg, write
     from tracer.session import Trace, check, trace
 
 # Each public name and the module it lives in, imported on first use: `import tracer` (and
 # so `trace --help`, `trace list`) must not import torch, which takes seconds.
 _EXPORTS = {
-    "Check": "tracer.graph",
-    "Edge": "tracer.graph",
-    "Graph": "tracer.graph",
-    "Node": "tracer.graph",
-    "Recording": "tracer.graph",
-    "RenderOptions": "tracer.render",
-    "TensorData": "tracer.graph",
+    "Check": "tracer.model.check",
+    "Edge": "tracer.model.graph",
+    "Graph": "tracer.model.graph",
+    "Node": "tracer.model.graph",
+    "Recording": "tracer.model.graph",
+    "RenderOptions": "tracer.output.render",
+    "TensorData": "tracer.model.tensor",
     "Trace": "tracer.session",
     "TracerError": "tracer.errors",
     "check": "tracer.session",
-    "render_dot": "tracer.render",
-    "render_svg": "tracer.render",
+    "render_dot": "tracer.output.render",
+    "render_svg": "tracer.output.render",
     "trace": "tracer.session",
-    "write": "tracer.render",
+    "write": "tracer.output.render",
 }
 __all__ = [
     "Check",
@@ -60,6 +81,8 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'tracer' has no attribute {name!r}")
+    if _EXPORTS[name].startswith("tracer.model."):
+        importlib.import_module("tracer.view.text")  # how a Check reads (see model.check)
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value  # found directly from now on
     return value
@@ -70,7 +93,7 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: object) -> None:
-    """`%load_ext tracer` in Jupyter: the `%%trace` cell magic (see tracer.jupyter)."""
-    from tracer.jupyter import load_ipython_extension as load
+    """`%load_ext tracer` in Jupyter: the `%%trace` cell magic (see tracer.run.jupyter)."""
+    from tracer.run.jupyter import load_ipython_extension as load
 
     load(ipython)

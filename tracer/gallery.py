@@ -15,9 +15,10 @@ from pathlib import Path
 
 from tracer.errors import TracerError
 from tracer.exercises import Exercise, all_exercises
-from tracer.graph import Recording
-from tracer.render import RenderOptions, render_dot, write, write_atomic
-from tracer.report import check_line
+from tracer.model.graph import Recording
+from tracer.output.files import write_atomic
+from tracer.output.render import RenderOptions, render_dot, write
+from tracer.view.text import check_line
 
 README = "README.md"
 # The files each exercise gets, by suffix; the DOT source is the one compared by --check.

@@ -1,10 +1,12 @@
 """The trace session: `with tracer.trace() as t:` runs the user's code under observation.
 
 `Trace` holds what one trace records: each backward pass (walked and hooked by
-tracer.capture, summarised into plain data), the checks made against them (tracer.check,
-the user's own comparisons, manual results recognised by tracer.manual), the names the
-user's code gave (tracer.names) and its module calls (tracer.modules). What is installed
-in torch while a trace is open is tracer.interception's.
+tracer.record.capture, summarised into plain data), the checks made against them
+(`tracer.check`, the user's own comparisons, manual results recognised by
+tracer.checks.manual), the names the user's code gave (tracer.record.names) and its module
+calls (tracer.record.modules). It is the `Observer` that the hooks installed in torch
+report to (tracer.record.interception), and it hands the checks what they need as
+arguments: the recording, a naming function, the pass's gradients.
 
 Anything that goes wrong inside tracer is reported as a warning and the user's code runs
 on untraced: tracing must never break the program it watches.
@@ -16,38 +18,35 @@ import contextvars
 import sys
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import torch
 import torch.autograd
 from torch.autograd.graph import GradientEdge
 
-from tracer import checks
-from tracer.capture import GraphCapture, root_node
-from tracer.compare import compare
+from tracer.checks.compare import compare
+from tracer.checks.comparisons import gradient_of, judge, oracle, user_comparison
+from tracer.checks.manual import Deciding, Recogniser
 from tracer.errors import TracerError
-from tracer.graph import Check, Graph, Node, Recording
-from tracer.interception import (
-    ForwardRecorder,
-    busy,
-    close_trace,
-    current_trace,
-    open_trace,
-    tensor_arguments,
-)
-from tracer.manual import Recogniser
-from tracer.modules import ModuleTracker
-from tracer.names import Names, is_user_name, namespaces, user_frame
-from tracer.node_record import NodeRecord, record_of
-from tracer.quiet import paused_gc
-from tracer.summary import DEFAULT_MAX_VALUES, QuickSummary
+from tracer.model.check import Check, How
+from tracer.model.collector import paused_gc
+from tracer.model.graph import Graph, Node, Recording
+from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
+from tracer.output.render import RenderOptions, render_svg, write
+from tracer.record.capture import GraphCapture, root_node
+from tracer.record.forward import ForwardRecorder
+from tracer.record.interception import busy, close_trace, current_trace, open_trace
+from tracer.record.modules import ModuleTracker
+from tracer.record.names import Names, is_user_name, namespaces, user_frame
+from tracer.record.summary import QuickSummary
+from tracer.view.text import format_check
 
-if TYPE_CHECKING:
-    from tracer.render import RenderOptions
+# When the recogniser of manual results acts: before a pass is recorded, after, at the end.
+Moment = Literal["before", "after", "close"]
 
 
 def _tensors(value: Any) -> list[Any]:
@@ -74,10 +73,9 @@ class Trace:
         values: bool = True,
         saved: bool = False,
     ) -> None:
-        self.max_values = max_values
-        self.values = values
-        self.saved = saved
+        self.options = CaptureOptions(max_values=max_values, values=values, saved=saved)
         self.recording = Recording(title=title)
+        self.module_calls = ModuleTracker()  # module calls and qualified parameter names
         self._mode: ForwardRecorder | None = None
         self._token: contextvars.Token | None = None
         self._names = Names()  # the variable names the user's code gave
@@ -86,16 +84,22 @@ class Trace:
         # gradient of: allclose on one of them is a check.
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
         self._warned: set[str] = set()
-        self._recogniser = Recogniser(self)  # manual results shown by the user's code
-        self._modules = ModuleTracker()  # module calls and qualified parameter names
+        self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
+
+    @classmethod
+    def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
+        """A trace that records what `options` say."""
+        return cls(title, max_values=options.max_values, values=options.values, saved=options.saved)
 
     # -- the block ---------------------------------------------------------------------
 
     def __enter__(self) -> Trace:
         self._token = open_trace(self)
-        if self.values:
-            self._mode = ForwardRecorder(self)
+        if self.options.values:
+            self._mode = ForwardRecorder(
+                self._quick, self.module_calls, self._note_comparison, self.warn
+            )
             self._mode.__enter__()
         return self
 
@@ -145,7 +149,9 @@ class Trace:
         finally:
             sys.setprofile(previous)
 
-    def _warn(self, message: str) -> None:
+    def warn(self, message: str) -> None:
+        """Tell the user, once per message, that something of tracer's went wrong: a
+        RuntimeWarning, which never becomes the user's exception."""
         if message not in self._warned:
             self._warned.add(message)
             warnings.warn(f"tracer: {message}", RuntimeWarning, stacklevel=3)
@@ -162,50 +168,15 @@ class Trace:
     def name_of(self, t: torch.Tensor) -> str | None:
         """A parameter's or buffer's qualified name ("fc2.bias") when a module called in
         the trace owns it, else the first variable name the tensor was seen under."""
-        return self._modules.name_of(t) or self._names.of(t)
-
-    def _name_from_frame(self, frame: FrameType | None) -> None:
-        self._names.learn_from(frame)
+        return self.module_calls.name_of(t) or self._names.of(t)
 
     # -- capture -----------------------------------------------------------------------
 
-    def _note_forward(self, out: Any, args: tuple, kwargs: dict) -> None:
-        """Keep each output's value on its node, and which inputs needing no grad it took."""
-        if isinstance(out, torch.Tensor):
-            outputs: Iterable[Any] = (out,)
-        elif isinstance(out, (tuple, list)):
-            outputs = out
-        else:
-            return
-        first: NodeRecord | None = None
-        for o in outputs:
-            if not isinstance(o, torch.Tensor):
-                continue
-            fn = o.grad_fn
-            if fn is None:
-                continue
-            record = record_of(fn)
-            summary = self._quick.summarise(o)  # a large value: at once, while in the cache
-            if summary is None:
-                record.keep(o.output_nr, o.detach(), o._version)
-            else:
-                record.keep_summary(o.output_nr, summary)
-            self._modules.stamp(record)
-            first = first or record
-        if first is None or first.constants is not None:
-            return
-        constants = [
-            (i, t, t._version)
-            for i, t in enumerate(tensor_arguments(args, kwargs))
-            if not t.requires_grad
-        ]
-        if constants:
-            first.constants = constants
-
-    def _run_backward(
+    def observe_backward(
         self, engine: Callable[..., Any], t_outputs: Any, args: tuple, kwargs: dict
     ) -> Any:
-        """Run autograd's engine with this pass captured (see the module docstring)."""
+        """Run autograd's engine with this pass captured: tracer.record.interception hands
+        every backward call made inside the trace here."""
         names = ("grad_tensors", "keep_graph", "create_graph", "inputs", "allow_unreachable")
         params = dict(zip(names, args, strict=False)) | kwargs
         roots = _tensors(t_outputs)
@@ -214,12 +185,12 @@ class Trace:
         busy.active = True
         try:
             # One pause for the whole pass: capture makes many small objects, and the end of
-            # each pause brings a collection over everything made during it (tracer.quiet).
+            # each pause brings a collection over everything made during it (tracer.record.quiet).
             with paused_gc():
                 try:
                     capture, number, source = self._prepare(roots, params)
                 except Exception as e:
-                    self._warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
+                    self.warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
                     return engine(t_outputs, *args, **kwargs)
                 try:
                     result = engine(t_outputs, *args, **kwargs)
@@ -228,7 +199,7 @@ class Trace:
                 try:
                     self._finish(capture, number, source, params, result)
                 except Exception as e:
-                    self._warn(f"backward pass {number} is not recorded ({type(e).__name__}: {e})")
+                    self.warn(f"backward pass {number} is not recorded ({type(e).__name__}: {e})")
                 return result
         finally:
             busy.active = False
@@ -239,18 +210,16 @@ class Trace:
         with torch._C.DisableTorchFunction():
             user = user_frame(sys._getframe(1))
             source = None if user is None else (user.f_code.co_filename, user.f_lineno)
-            self._name_from_frame(user)
+            self._names.learn_from(user)
             number = len(self.recording.backward_graphs()) + 1
             capture = GraphCapture(
                 [root_node(r) for r in roots],
                 kind="backward",
                 number=number,
                 name_of=self.name_of,
-                max_values=self.max_values,
-                values=self.values,
-                saved=self.saved,
+                options=self.options,
                 made_by=self._made_by,
-                modules=self._modules,
+                modules=self.module_calls,
             )
             asked = _tensors(params.get("inputs") or ())
             capture.add_unreached(asked)
@@ -315,45 +284,109 @@ class Trace:
         When `manual` was computed from tensors that require grad it has a graph of its
         own: that graph is captured too and drawn beside autograd's. Without `manual`,
         `fn` (the scalar backward differentiated, as a function of `tensor`) gives the
-        gradient by central finite differences instead (see tracer.numeric).
+        gradient by central finite differences instead (see tracer.checks.numeric).
         """
-        self._name_from_frame(sys._getframe(1))
+        self._names.learn_from(sys._getframe(1))
         if name is None:
             name = self.name_of(tensor) or f"input {len(self.recording.checks)}"
-        manual, rtol, atol, how = checks.oracle(tensor, manual, fn, rtol, atol)
-        result = self._record(name, tensor.grad, manual, rtol=rtol, atol=atol, how=how)
+        manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
+        result = self._record_check(name, tensor.grad, manual, rtol=rtol, atol=atol, how=how)
         if not quiet:
-            _print_check(result)
+            print(format_check(result))
         return result
 
-    def _record(self, name: str, grad: Any, manual: torch.Tensor, **how: Any) -> Check:
-        """Compare and record a check (see tracer.checks.record)."""
-        return checks.record(self, name, grad, manual, **how)
+    def _record_check(
+        self,
+        name: str,
+        grad: torch.Tensor | None,
+        manual: torch.Tensor,
+        *,
+        rtol: float | None,
+        atol: float | None,
+        how: How,
+        verdict: bool | None = None,
+    ) -> Check:
+        """Compare and record a check, with the manual formula's graph when it has one
+        (drawn beside autograd's)."""
+        result = judge(
+            self.recording,
+            name,
+            grad,
+            manual,
+            rtol=rtol,
+            atol=atol,
+            max_values=self.options.max_values,
+            how=how,
+            verdict=verdict,
+        )
+        if manual.grad_fn is not None:
+            with torch._C.DisableTorchFunction():
+                capture = GraphCapture(
+                    [root_node(manual)],
+                    kind="manual",
+                    number=result.after,
+                    name_of=self.name_of,
+                    options=self.options,
+                )
+                graph = capture.finish()
+            graph.derivative = result.derivative
+            self.recording.graphs.append(graph)
+        self.recording.checks.append(result)
+        return result
 
-    # -- manual results the user's code showed (tracer.manual) -----------------------------
+    def _note_comparison(
+        self, how: How, args: tuple, kwargs: dict, out: Any, frame: FrameType
+    ) -> None:
+        """The forward recorder saw a comparison: when the user's code compared a gradient
+        with it, that is a check, with the verdict the code saw."""
+        found = user_comparison(how, args, kwargs, out, frame)
+        if found is None:
+            return
+        self._names.learn_from(found.caller)  # also the names the manual graph shows
+        for grad, manual in ((found.a, found.b), (found.b, found.a)):
+            name = gradient_of(grad, found.caller, self._grad_results, self._names.tensors())
+            if name is not None:
+                self._record_check(
+                    name,
+                    grad,
+                    manual,
+                    rtol=found.rtol,
+                    atol=found.atol,
+                    how=how,
+                    verdict=found.verdict,
+                )
+                return
+        # Neither side is a gradient: not a comparison we report.
+
+    # -- manual results the user's code showed (tracer.checks.manual) -----------------------------
 
     def offer_manual(self, tensor: torch.Tensor, source: str) -> None:
         """A tensor the user's code displayed, printed or bound: maybe a manual result
-        (the rule is tracer.manual's). Never raises into the user's code."""
+        (the rule is tracer.checks.manual's). Never raises into the user's code."""
         try:
             with torch._C.DisableTorchFunction():
-                self._recogniser.offer(tensor, source)
+                self._recogniser.offer(tensor, source, len(self.recording.backward_graphs()))
         except Exception as e:
-            self._warn(f"a shown result was not considered ({type(e).__name__}: {e})")
+            self.warn(f"a shown result was not considered ({type(e).__name__}: {e})")
 
-    def _recognise(self, moment: str, number: int = 0) -> None:
+    def _recognise(self, moment: Moment, number: int = 0) -> None:
         """Let the recogniser act at a pass ("before" / "after" it is recorded) or at the
         end of the trace ("close")."""
+
+        def record(name: str, grad: torch.Tensor, manual: torch.Tensor) -> Check:
+            return self._record_check(name, grad, manual, rtol=None, atol=None, how=How.RECOGNISED)
+
+        deciding = Deciding(self.recording, self.name_of, record)
         try:
             with torch._C.DisableTorchFunction():
                 if moment == "before":
-                    self._recogniser.before_pass_recorded()
+                    self._recogniser.before_pass_recorded(deciding)
                 elif moment == "after":
                     self._recogniser.after_pass_recorded(number)
                 else:
-                    self._recogniser.close()
+                    self._recogniser.close(deciding)
         except Exception as e:
-            self._warn(f"shown results were not compared ({type(e).__name__}: {e})")
+            self.warn(f"shown results were not compared ({type(e).__name__}: {e})")
 
     def render(
         self, path: str | Path, options: RenderOptions | None = None, *, pass_: int | None = None
@@ -364,7 +397,6 @@ class Trace:
         is the full view. `pass_=N` draws backward pass N alone (1 is the first), with the
         manual graphs and checks made after it; by default every pass is drawn.
         """
-        from tracer.render import write  # drawing is downstream of recording: imported on use
 
         return write(self.pass_recording(pass_), path, options)
 
@@ -383,8 +415,6 @@ class Trace:
         """Jupyter's picture of the trace; None (Jupyter then shows the text) with no graph."""
         if not self.recording.graphs:
             return None
-        from tracer.render import render_svg
-
         return render_svg(self.recording)
 
 
@@ -399,7 +429,7 @@ def check(
     fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Check:
     """Compare `tensor.grad` with `manual` (or, given `fn` instead, with central finite
-    differences of `fn`, see tracer.numeric): inside a trace it is recorded there (see
+    differences of `fn`, see tracer.checks.numeric): inside a trace it is recorded there (see
     `Trace.check`); outside one it is only compared, printed and returned."""
     active = current_trace()
     if active is not None:
@@ -415,18 +445,12 @@ def check(
             ),
             None,
         )
-    manual, rtol, atol, how = checks.oracle(tensor, manual, fn, rtol, atol)
+    manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
     result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
     result = replace(result, how=how)
     if not quiet:
-        _print_check(result)
+        print(format_check(result))
     return result
-
-
-def _print_check(result: Check) -> None:
-    from tracer.report import format_check  # text is downstream of recording
-
-    print(format_check(result))
 
 
 def trace(

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import TracerError
-from tracer.graph import DEFAULT_MAX_VALUES, Recording
+from tracer.model.graph import Recording
+from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 
 if TYPE_CHECKING:
     from tracer.exercises._inputs import Manual
@@ -52,13 +53,13 @@ class Exercise:
         found: Any = getattr(importlib.import_module(module), name)
         return found
 
-    def run(self, *, max_values: int = DEFAULT_MAX_VALUES, saved: bool = False) -> Recording:
-        """Trace the exercise and check every manual gradient it returns (`saved`: record
-        what autograd saved for backward too)."""
-        from tracer.session import trace
+    def run(self, capture: CaptureOptions = DEFAULT_CAPTURE) -> Recording:
+        """Trace the exercise, recording what `capture` says, and check every manual
+        gradient it returns."""
+        from tracer.session import Trace
 
         fn = self.fn
-        with trace(self.title, max_values=max_values, saved=saved) as t:
+        with Trace.with_options(capture, self.title) as t:
             manual = fn()
             for tensor, formula in manual.items():
                 t.check(tensor, formula, quiet=True)

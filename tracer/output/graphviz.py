@@ -1,0 +1,65 @@
+"""Graphviz: DOT source laid out by the `dot` program, under a time limit.
+
+A graph too large to lay out in time gets one line saying what to do instead, never a hang
+(`TRACER_DOT_TIMEOUT`, seconds). The `graphviz` package finds `dot` and tells its version
+(`dot_version`); the layout itself is one `dot` process run here, because the package's
+`pipe` has no time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tracer.errors import TracerError
+from tracer.model.graph import Recording
+from tracer.output.dot import RenderOptions, dot_utf8
+
+# How long Graphviz may take to lay a picture out (seconds); TRACER_DOT_TIMEOUT changes it.
+DOT_TIMEOUT = 120.0
+
+MISSING_DOT = (
+    "Graphviz's `dot` program was not found: install it (Debian/Ubuntu: "
+    "`apt-get install graphviz`; macOS: `brew install graphviz`; conda: "
+    "`conda install graphviz`), or write .dot or .json, which need no `dot`"
+)
+
+
+def dot_version() -> str | None:
+    """Graphviz's version ("2.43.0"), or None when `dot` is not installed."""
+    import graphviz  # here: only `trace --version` asks
+
+    try:
+        return ".".join(str(part) for part in graphviz.version())
+    except (graphviz.ExecutableNotFound, RuntimeError, OSError):
+        return None
+
+
+def lay_out(dot: bytes, fmt: str, nodes: int) -> bytes:
+    """The picture of DOT source `dot` (of a recording of `nodes` nodes) in format `fmt`."""
+    command = ["dot", f"-T{fmt}"]
+    if fmt == "png":
+        command.append("-Gdpi=144")  # 72 dpi makes 9-point labels unreadable on a slide
+    limit = float(os.environ.get("TRACER_DOT_TIMEOUT", DOT_TIMEOUT))
+    try:
+        done = subprocess.run(command, input=dot, capture_output=True, timeout=limit, check=False)
+    except FileNotFoundError:
+        raise TracerError(MISSING_DOT) from None
+    except subprocess.TimeoutExpired:
+        raise TracerError(
+            f"Graphviz's `dot` did not lay out the {nodes:,} nodes within "
+            f"{limit:g} s: write .dot or .json instead (no layout needed), draw less "
+            "(--detail slide), or allow more time (TRACER_DOT_TIMEOUT=seconds)"
+        ) from None
+    if done.returncode != 0:
+        stderr = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise TracerError(
+            f"Graphviz's `dot` failed: {stderr[-1] if stderr else f'exit {done.returncode}'}"
+        )
+    return done.stdout
+
+
+def picture(recording: Recording, fmt: str, options: RenderOptions | None = None) -> bytes:
+    """The recording drawn as `options` say, laid out by Graphviz, as a file's bytes."""
+    nodes = sum(len(g.nodes) for g in recording.graphs)
+    return lay_out(dot_utf8(recording, options), fmt, nodes)

@@ -1,0 +1,185 @@
+"""The stepper page: one self-contained HTML file that steps through a backward pass.
+
+    render_html(recording) -> str        the page (SVG, script, styles and data inline)
+    write(recording, "graph.html")      the same, through tracer.output.render's writer
+
+The page opens on the forward graph and steps through the backward pass in the engine's
+order: the running node is outlined, the gradients it received and sent appear on their
+edges, the side panel shows the chain-rule step with its numbers (per input slot, the
+formula from torch's derivatives table with its names bound to the user's, from
+`tracer.derivatives.chainrule`), and leaves' `.grad` fill in as they accumulate. It needs no
+network: the picture is `render_svg` of the recording (slide view) with the leaves'
+`.grad` left for the page to fill in, and every number the page shows is text formatted
+here by `tracer.view.text` — the script only shows, hides and highlights.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+from tracer.derivatives.chainrule import EdgeIndex, per_slot
+from tracer.model.graph import Edge, Graph, Node, Recording, Saved
+from tracer.model.tensor import TensorData
+from tracer.output.dot import RenderOptions
+from tracer.output.graphviz import picture
+from tracer.view.collapse import EVERY_DEPTH
+from tracer.view.report import problems
+from tracer.view.steps import engine_order
+from tracer.view.text import (
+    check_line,
+    format_check,
+    format_tensor,
+    graph_title,
+    node_title,
+    shape_text,
+    summary_line,
+)
+
+# The page's picture: names, ops and gradients, readable when projected; every node drawn
+# (the page steps through each one the engine ran; its module clusters fold in the page).
+PAGE_VIEW = RenderOptions(detail="slide", depth=EVERY_DEPTH)
+
+_ASSETS = resources.files("tracer") / "assets"
+_SLOT = re.compile(r"__(TITLE|CSS|SVG|DATA|JS)__")
+
+
+def render_html(recording: Recording) -> str:
+    """The stepper page for `recording`, as one HTML document."""
+    css = (_ASSETS / "stepper.css").read_text(encoding="utf-8")
+    js = (_ASSETS / "stepper.js").read_text(encoding="utf-8")
+    template = (_ASSETS / "stepper.html").read_text(encoding="utf-8")
+    if "</script" in js.lower() or "</style" in css.lower():
+        raise AssertionError("an asset would close its own <script> or <style> element")
+    parts = {
+        "TITLE": html.escape(recording.title or "backward pass"),
+        "CSS": css,
+        "SVG": page_svg(recording),
+        "DATA": script_json(page_data(recording)),
+        "JS": js,
+    }
+    # One pass over the template: text put in (a title, the SVG) is never scanned again.
+    return _SLOT.sub(lambda m: parts[m[1]], template)
+
+
+def script_json(value: Any) -> str:
+    """JSON that can sit inside <script>: no `<`, `>` or `&` can end the element or start
+    markup, and U+2028/2029 (line breaks to old JavaScript parsers) are escaped too."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(raw, escaped)
+    return text
+
+
+def page_svg(recording: Recording) -> str:
+    """The slide picture without the leaves' `.grad` (the page fills them in step by step),
+    as an inline <svg> element: no XML prolog, doctype or comments."""
+    svg = picture(without_leaf_grads(recording), "svg", PAGE_VIEW).decode("utf-8")
+    svg = svg[svg.index("<svg") :]
+    return re.sub(r"<!--.*?-->\n?", "", svg, flags=re.DOTALL)
+
+
+def without_leaf_grads(recording: Recording) -> Recording:
+    """A copy in which no leaf of a backward graph shows a gradient yet."""
+
+    def graph_without(graph: Graph) -> Graph:
+        if graph.kind != "backward":
+            return graph
+        nodes = [
+            replace(n, leaf_grad=None, grads=(None,) * len(n.grads)) if n.kind == "leaf" else n
+            for n in graph.nodes
+        ]
+        return replace(graph, nodes=nodes)
+
+    return replace(recording, graphs=[graph_without(g) for g in recording.graphs])
+
+
+# -- the page's data: plain text and numbers, formatted here ---------------------------
+
+
+def page_data(recording: Recording) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data; tensors as text lines."""
+    return {
+        "title": recording.title,
+        "passed": recording.passed,
+        "checks": [
+            {"passed": c.passed, "headline": check_line(c, "exact"), "report": format_check(c)}
+            for c in recording.checks
+        ],
+        "problems": problems(recording),
+        "steps": [[gi, node.id] for gi, node in engine_order(recording)],
+        "graphs": [_graph_data(g) for g in recording.graphs],
+    }
+
+
+def tensor_text(t: TensorData | None) -> dict[str, Any] | None:
+    """A tensor for the page: its one-line summary, and its values when it has them."""
+    if t is None:
+        return None
+    return {
+        "summary": summary_line(t),
+        "lines": None if t.values is None else format_tensor(t),
+    }
+
+
+def _graph_data(graph: Graph) -> dict[str, Any]:
+    index = EdgeIndex.of(graph)
+    return {
+        "kind": graph.kind,
+        "label": graph_title(graph),
+        "roots": graph.roots,
+        "seeds": [tensor_text(s) for s in graph.seeds],
+        "nodes": [_node_data(n, index) for n in graph.nodes],
+        "edges": [_edge_data(e, graph) for e in graph.edges],
+    }
+
+
+def _node_data(node: Node, index: EdgeIndex) -> dict[str, Any]:
+    slots = per_slot(node, index) if node.kind == "op" else None
+    return {
+        "id": node.id,
+        "kind": node.kind,
+        "op": node.op,
+        "name": node.name,
+        "title": node_title(node),
+        "step": node.step,
+        "shape": shape_text(node.shape),
+        "dtype": node.dtype,
+        "madeBy": node.made_by,
+        "forward": [tensor_text(t) for t in node.forward],
+        "grads": [tensor_text(t) for t in node.grads],
+        "leafGrad": tensor_text(node.leaf_grad),
+        "saved": [_saved_data(s) for s in node.saved],
+        "slotNames": slots[0] if slots else None,
+        "formulas": slots[1] if slots else None,
+    }
+
+
+def _saved_data(saved: Saved) -> dict[str, Any]:
+    return {
+        "name": saved.name,
+        "text": saved.text,
+        "source": saved.source,
+        "tensor": tensor_text(saved.tensor),
+    }
+
+
+def _edge_data(edge: Edge, graph: Graph) -> dict[str, Any]:
+    return {
+        "src": edge.src,
+        "dst": edge.dst,
+        "slot": edge.slot,
+        "dstOutput": edge.dst_output,
+        "constant": graph.node(edge.dst).kind == "constant",
+        "grad": tensor_text(edge.grad),
+    }

@@ -1,0 +1,66 @@
+"""The pictures of `trace run` and `trace notebook`: one file per backward pass, in a folder."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from tracer.errors import TracerError
+from tracer.model.passes import Pass
+from tracer.output.render import FORMATS, RenderOptions, write
+
+PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json", "html")
+assert set(PICTURE_FORMATS) <= set(FORMATS)
+# What `Pass.picture_name` gives: "01-line12.svg", "02-cell4-line3.png", "03-pass.dot".
+_PICTURE_NAME = re.compile(r"^\d{2,}-(?:[\w-]*line\d+|pass)\.\w+$")
+
+
+def prepare_out_dir(out: Path, fmt: str) -> Path:
+    """Check, before any code runs, that pictures can be written to `out`; return it as an
+    absolute path, so that code which changes the working directory does not move it."""
+    if fmt not in PICTURE_FORMATS:
+        raise TracerError(
+            f"unsupported picture format '{fmt}': use one of " + ", ".join(PICTURE_FORMATS)
+        )
+    out = out.absolute()
+    if out.is_symlink() and not out.exists():
+        raise TracerError(
+            f"--out {out} is a broken symbolic link (to {os.readlink(out)}): remove it or give "
+            "another folder"
+        )
+    if out.exists():
+        if not out.is_dir():
+            raise TracerError(f"--out {out} is a file: give a folder for the pictures")
+        if not os.access(out, os.W_OK):
+            raise TracerError(f"cannot write to {out}: permission denied")
+        return out
+    if out.suffix.lower().lstrip(".") in FORMATS:
+        raise TracerError(
+            f"--out {out} looks like a file name: give a folder; the pictures in it are "
+            f"named by backward call (01-line12.{fmt}, ...)"
+        )
+    parent = out.parent
+    while not parent.exists() and not parent.is_symlink():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise TracerError(f"cannot create {out}: {parent} is not a writable folder")
+    return out
+
+
+def write_pictures(
+    passes: list[Pass], out: Path, fmt: str = "svg", options: RenderOptions | None = None
+) -> tuple[list[Path], list[Path]]:
+    """Write one picture per pass into `out`. Returns the pictures written, in order, and
+    the older pictures already in `out` that this run did not rewrite."""
+    if not passes:
+        return [], []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TracerError(f"cannot create {out}: {e.strerror or e}") from None
+    width = max(2, len(str(len(passes))))
+    written = [write(p.recording, out / p.picture_name(fmt, width), options) for p in passes]
+    names = {p.name for p in written}
+    older = sorted(p for p in out.iterdir() if _PICTURE_NAME.match(p.name) and p.name not in names)
+    return written, older

@@ -1,0 +1,122 @@
+"""The forward recorder: a `TorchFunctionMode` that sees every op the user's code runs
+inside a trace (with `values=True`, the default).
+
+- Each op's output value is kept on the op's own `grad_fn` (see tracer.record.node_record):
+  a small one as a detached alias with its `_version`, a large one summarised at once
+  while it is still in the cache (`QuickSummary`); the node is stamped with the module
+  call open when the op ran (tracer.record.modules).
+- Inputs needing no grad that the op took are noted: they are drawn as constants.
+- The user's own comparisons of a gradient (allclose, ==, equal, isclose) are handed to
+  `on_comparison`, which decides whether they are checks (tracer.checks.comparisons).
+
+Anything that goes wrong is `warn`ed about; the user's op result is returned unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from tracer.model.check import How
+from tracer.record.modules import ModuleTracker
+from tracer.record.node_record import ConstantInput, NodeRecord, record_of
+from tracer.record.summary import QuickSummary
+
+# The user's comparisons that may check a gradient (`torch.allclose(x.grad, m)`,
+# `x.grad == 4 * x`), and what each is as a check.
+COMPARISONS: dict[Callable[..., Any], How] = {
+    torch.allclose: How.ALLCLOSE,
+    torch.Tensor.allclose: How.ALLCLOSE,
+    torch.Tensor.__eq__: How.EQUALS,
+    torch.Tensor.eq: How.EQUALS,
+    torch.eq: How.EQUALS,
+    torch.equal: How.EQUAL,
+    torch.isclose: How.ISCLOSE,
+    torch.Tensor.isclose: How.ISCLOSE,
+}
+# Their results are gradients the engine made, not forward values of the user's ops.
+_BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
+
+# (how, args, kwargs, result, the frame that called the comparison)
+OnComparison = Callable[[How, tuple, dict, Any, FrameType], None]
+
+
+def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
+    found = []
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            found.extend(v for v in value if isinstance(v, torch.Tensor))
+    return found
+
+
+class ForwardRecorder(TorchFunctionMode):
+    """Keeps each op's output value on its grad_fn; notes constants and comparisons."""
+
+    def __init__(
+        self,
+        quick: QuickSummary,
+        modules: ModuleTracker,
+        on_comparison: OnComparison,
+        warn: Callable[[str], None],
+    ) -> None:
+        super().__init__()
+        self.quick = quick
+        self.modules = modules
+        self.on_comparison = on_comparison
+        self.warn = warn
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if torch.compiler.is_compiling():
+            return out  # inside torch.compile's tracing: record nothing, change nothing
+        try:
+            with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
+                how = COMPARISONS.get(func)
+                if how is not None:
+                    self.on_comparison(how, args, kwargs, out, sys._getframe(1))
+                elif func not in _BACKWARD_CALLS:
+                    self.note_forward(out, args, kwargs)
+        except Exception as e:  # tracer's problem, never the user's
+            self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
+        return out
+
+    def note_forward(self, out: Any, args: tuple, kwargs: dict) -> None:
+        """Keep each output's value on its node, and which inputs needing no grad it took."""
+        if isinstance(out, torch.Tensor):
+            outputs: Iterable[Any] = (out,)
+        elif isinstance(out, (tuple, list)):
+            outputs = out
+        else:
+            return
+        first: NodeRecord | None = None
+        for o in outputs:
+            if not isinstance(o, torch.Tensor):
+                continue
+            fn = o.grad_fn
+            if fn is None:
+                continue
+            record = record_of(fn)
+            summary = self.quick.summarise(o)  # a large value: at once, while in the cache
+            if summary is None:
+                record.keep(o.output_nr, o.detach(), o._version)
+            else:
+                record.keep_summary(o.output_nr, summary)
+            self.modules.stamp(record)
+            first = first or record
+        if first is None or first.constants is not None:
+            return
+        constants = [
+            ConstantInput(i, t, t._version)
+            for i, t in enumerate(tensor_arguments(args, kwargs))
+            if not t.requires_grad
+        ]
+        if constants:
+            first.constants = constants

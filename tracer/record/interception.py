@@ -1,0 +1,172 @@
+"""Interception: what tracer installs while a trace is open, and removes when the last one
+closes, whatever raised. Three light touches:
+
+- autograd's engine entry point (`torch.autograd.graph._engine_run_backward`, which
+  `backward()`, `torch.autograd.backward` and `torch.autograd.grad` all call after
+  checking their arguments) is wrapped, in every thread: the pass is handed to the trace
+  (`Observer.observe_backward`: walked and hooked just before the engine runs, unhooked
+  just after). torch's own argument errors happen before it, unchanged.
+- global nn.Module forward hooks: which module call makes each node, and the qualified
+  names of parameters (the trace's `ModuleTracker`, tracer.record.modules).
+- a `TorchFunctionMode` per trace, the forward recorder (tracer.record.forward), entered
+  and left by the trace itself. `values=False` leaves it out.
+
+The trace is seen through `Observer`, the seam between this layer and the `Trace` above
+it: this module knows nothing else of it.
+
+Each thread's passes and checks go to the trace that thread (its `contextvars` context)
+opened; a thread that opened none, such as a worker, reports to the one open trace, if
+exactly one is open (`current_trace`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+import torch.autograd
+
+from tracer.record.modules import ModuleTracker
+
+
+class Observer(Protocol):
+    """What a trace offers the hooks installed in torch (tracer.session.Trace is one)."""
+
+    module_calls: ModuleTracker  # told of every nn.Module call
+
+    def observe_backward(
+        self, engine: Callable[..., Any], t_outputs: Any, args: tuple, kwargs: dict
+    ) -> Any:
+        """Run autograd's `engine` on these arguments, with the pass recorded."""
+        ...
+
+    def warn(self, message: str) -> None:
+        """Tell the user, once, that something of tracer's went wrong (never raises)."""
+        ...
+
+
+# -- which trace a thread reports to ------------------------------------------------------
+
+_CURRENT: contextvars.ContextVar[Observer | None] = contextvars.ContextVar(
+    "tracer_current", default=None
+)
+_OPEN: list[Observer] = []  # every open trace, in any thread
+_LOCK = threading.Lock()
+
+
+class _Busy(threading.local):
+    """Set while this thread captures: nested engine calls and module hooks pass through.
+    False by default, as a class attribute: read at every module call, it raises (and
+    catches) no AttributeError in a thread that never set it."""
+
+    active = False
+
+
+busy = _Busy()
+
+
+def current_trace() -> Observer | None:
+    """The trace this thread's code reports to: the one its context opened, else the only
+    open one (a worker thread inside a trace), else None."""
+    mine = _CURRENT.get()
+    if mine is not None:
+        return mine
+    with _LOCK:
+        return _OPEN[0] if len(_OPEN) == 1 else None
+
+
+# -- the engine entry point, wrapped while a trace is open -------------------------------
+
+_ENGINE_NAME = "_engine_run_backward"
+_original_engine: Callable[..., Any] | None = None
+
+
+def _traced_engine(t_outputs: Any, *args: Any, **kwargs: Any) -> Any:
+    original = _original_engine
+    assert original is not None
+    trace = current_trace()
+    if trace is None or busy.active:
+        return original(t_outputs, *args, **kwargs)
+    return trace.observe_backward(original, t_outputs, args, kwargs)
+
+
+def _install_engine_hook() -> None:
+    global _original_engine
+    if _original_engine is None:
+        _original_engine = getattr(torch.autograd, _ENGINE_NAME)
+        setattr(torch.autograd, _ENGINE_NAME, _traced_engine)
+
+
+def _remove_engine_hook() -> None:
+    global _original_engine
+    if _original_engine is not None:
+        setattr(torch.autograd, _ENGINE_NAME, _original_engine)
+        _original_engine = None
+
+
+# -- module hooks, installed while a trace is open -----------------------------------------
+
+_module_hooks: list[Any] = []
+
+
+def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
+    trace = current_trace()
+    if trace is None or busy.active or torch.compiler.is_compiling():
+        return
+    try:
+        # No DisableTorchFunction here, at every call: the tracker touches tensors only at
+        # an outermost module's first call, and disables torch functions there.
+        trace.module_calls.enter(module)
+    except Exception as e:  # tracer's problem, never the user's
+        trace.warn(f"a module call was not recorded ({type(e).__name__}: {e})")
+
+
+def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
+    trace = current_trace()
+    if trace is None or busy.active or torch.compiler.is_compiling():
+        return
+    try:
+        trace.module_calls.exit(module)  # reads no tensor: the output is left alone
+    except Exception as e:
+        trace.warn(f"a module call was not recorded ({type(e).__name__}: {e})")
+
+
+def _install_module_hooks() -> None:
+    """Global forward hooks on every nn.Module: which module call makes each node, and the
+    qualified names of parameters (see tracer.record.modules). Removed with the engine hook."""
+    if not _module_hooks:
+        hooks = torch.nn.modules.module
+        _module_hooks.append(hooks.register_module_forward_pre_hook(_module_pre_hook))
+        _module_hooks.append(hooks.register_module_forward_hook(_module_hook, always_call=True))
+
+
+def _remove_module_hooks() -> None:
+    while _module_hooks:
+        _module_hooks.pop().remove()
+
+
+def open_trace(trace: Observer) -> contextvars.Token:
+    """Register `trace` (its thread's context reports to it) and install the hooks."""
+    with _LOCK:
+        _OPEN.append(trace)
+        _install_engine_hook()
+        _install_module_hooks()
+    return _CURRENT.set(trace)
+
+
+def close_trace(trace: Observer, token: contextvars.Token | None) -> None:
+    """Unregister `trace`; with no trace left open, remove every hook."""
+    if token is not None:
+        try:
+            _CURRENT.reset(token)
+        except ValueError:  # exited in another context than it was entered in
+            _CURRENT.set(None)
+    with _LOCK:
+        if trace in _OPEN:
+            _OPEN.remove(trace)
+        if not _OPEN:
+            _remove_engine_hook()
+            _remove_module_hooks()

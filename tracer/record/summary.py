@@ -1,0 +1,423 @@
+"""Summary: tensors reduced to plain numbers (`TensorData`), many at once, never raising.
+
+Capture hands over every tensor a pass touched (forward values, gradients, saved tensors)
+only after the pass, so the work here never runs inside autograd's engine. Each tensor
+object is summarised once, however often it was handed over (a gradient that is both a
+node's arrival and an edge's label).
+
+Small tensors keep their values (one copy out, statistics in Python). Large ones get
+norm, min and max from two reductions on the tensor itself (no copy, no mask); only
+when a result is not finite does the slow path count NaN and Inf. A tensor that cannot
+be read (sparse, meta, nested, batched under vmap, quantized, a functorch wrapper) keeps
+its shape and dtype and a `note` saying why it was not summarised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any
+
+import torch
+
+from tracer.model.options import DEFAULT_MAX_VALUES
+from tracer.model.tensor import TensorData
+from tracer.record.quiet import quiet_torch
+
+_NAN = math.nan
+
+# How many tensors summarised at once stay referenced, so that a view of one of them
+# arriving soon after is recognised (see `QuickSummary`).
+_RECENT = 8
+
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
+
+
+def _dtype_name(t: torch.Tensor) -> str:
+    dtype = t.dtype
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
+
+
+# Tensors of these types whose values can be read as they are (no conjugate or negative
+# bit, no complex or bool to convert): the common case takes no detours.
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_REAL = {torch.float64, torch.float32, torch.float16, torch.bfloat16}
+
+
+def _unreadable(t: torch.Tensor) -> str | None:
+    """Why the values of `t` cannot be read, or None when they can."""
+    if t.layout != torch.strided:
+        return f"{str(t.layout).removeprefix('torch.')} layout"
+    if t.is_meta:
+        return "meta tensor (no data)"
+    if t.is_nested:
+        return "nested tensor"
+    if t.is_quantized:
+        return "quantized tensor"
+    functorch = torch._C._functorch
+    if functorch.is_functorch_wrapped_tensor(t) or functorch.is_batchedtensor(t):
+        return "batched or transformed by torch.func (vmap, grad)"
+    if type(t) not in _PLAIN_TYPES:
+        return f"tensor subclass {type(t).__name__}"
+    return None
+
+
+def _empty(t: torch.Tensor, note: str | None = None) -> TensorData:
+    return TensorData(
+        shape=tuple(t.shape),
+        dtype=_dtype_name(t),
+        values=None if note else (),
+        norm=_NAN if note else 0.0,
+        min=_NAN,
+        max=_NAN,
+        note=note,
+    )
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    """`t` as a plain real tensor of its values (conjugation and negation resolved)."""
+    if t.dtype in _REAL and not t.is_neg() and not t._is_zerotensor():
+        return t  # the common case (we run under no_grad: no detach needed)
+    d = t.detach()
+    if d._is_zerotensor():
+        return torch.zeros(d.shape, dtype=d.dtype, device=d.device)
+    if d.is_conj():
+        d = d.resolve_conj()
+    if d.is_neg():
+        d = d.resolve_neg()
+    if d.is_complex():
+        d = torch.view_as_real(d)  # the statistics of the real and imaginary parts
+    if d.dtype == torch.bool:
+        d = d.to(torch.uint8)
+    return d
+
+
+def _from_values(t: torch.Tensor, values: tuple[float, ...]) -> TensorData:
+    norm = math.sqrt(math.fsum(v * v for v in values))
+    if math.isfinite(norm):  # no NaN or Inf among them (either would make it so)
+        return TensorData(tuple(t.shape), _dtype_name(t), values, norm, min(values), max(values))
+    finite = [v for v in values if math.isfinite(v)]
+    nan = sum(1 for v in values if math.isnan(v))
+    inf = len(values) - len(finite) - nan
+    if finite:
+        lo, hi, norm = min(finite), max(finite), math.sqrt(math.fsum(v * v for v in finite))
+    else:
+        lo = hi = norm = _NAN
+    return TensorData(tuple(t.shape), _dtype_name(t), values, norm, lo, hi, nan, inf)
+
+
+def _slow_statistics(t: torch.Tensor, d: torch.Tensor) -> TensorData:
+    """Statistics over the finite values only, counting NaN and Inf: a copy and masks."""
+    x = d.to("cpu", torch.float64)
+    finite_mask = torch.isfinite(x)
+    nan = int(torch.isnan(x).sum())
+    inf = x.numel() - int(finite_mask.sum()) - nan
+    finite = x[finite_mask]
+    if finite.numel():
+        lo, hi = float(finite.min()), float(finite.max())
+        norm = float(torch.linalg.vector_norm(finite))
+    else:
+        lo = hi = norm = _NAN
+    return TensorData(tuple(t.shape), _dtype_name(t), None, norm, lo, hi, nan, inf)
+
+
+class QuickSummary:
+    """Norm, min and max of a large plain CPU tensor, computed at once: inside autograd's
+    engine (a hook), while a gradient's numbers are still in the cache, and in the forward
+    recorder, for an op's output. The tensor is not kept, so that memory is freed as it
+    would be untraced (keeping every gradient of a pass costs more than the reductions:
+    fresh memory for every later one).
+
+    A tensor is often a view of one just before it (a view, transpose or reshape node
+    passes its gradient on as a view; a view op's output), with the same numbers: the
+    last few tensors summarised (`_RECENT`) are kept, so that their memory cannot be
+    reused by another tensor, and a tensor over the same memory gets their statistics
+    without a second reduction, unless the memory was written in place since (views share
+    one version counter: an in-place op on any of them, or autograd accumulating a
+    gradient in place, moves it on).
+    """
+
+    def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+        # memory -> (its summary, a detached alias keeping it, its version then)
+        self._recent: dict[Hashable, tuple[TensorData, torch.Tensor, int | None]] = {}
+
+    def summarise(self, t: torch.Tensor) -> TensorData | None:
+        """`t`'s summary, or None when it must be summarised the careful way (small, not a
+        plain CPU float tensor, under a dispatch mode of the user's, which would see our
+        ops, or holding NaN or Inf, which are counted)."""
+        numel = t.numel()
+        if not (
+            numel > self.max_values
+            and type(t) in _PLAIN_TYPES
+            and t.dtype in _REAL
+            and t.is_cpu
+            and t.layout == torch.strided
+            and not t.is_neg()
+            and not t._is_zerotensor()
+            and not _is_functorch(t)
+            and not torch._C._len_torch_dispatch_stack()
+        ):
+            return None
+        # The common case of `_span` inline: this runs once per node of a pass.
+        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+        known = self.known(span, t)
+        if known is not None:
+            return known
+        try:
+            # A detached alias: no graph of our own, and kept in `_recent` it neither keeps
+            # the user's graph alive nor counts as a second owner of the tensor (AccumulateGrad
+            # adopts a gradient as `.grad` only when it has no other owner).
+            d = t.detach()
+            if _function_modes():  # ours, or the user's: they should not see these
+                with torch._C.DisableTorchFunction():
+                    low, high = torch.aminmax(d)
+                    norm = torch.linalg.vector_norm(d).item()
+            else:
+                low, high = torch.aminmax(d)
+                norm = torch.linalg.vector_norm(d).item()
+        except Exception:
+            return None  # summarised later, the careful way
+        if not math.isfinite(norm):  # a NaN or Inf somewhere: counted later
+            return None
+        data = TensorData(tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item())
+        version = _safe_version(d)
+        if version is not None:  # (an inference tensor has none)
+            recent_tensors = self._recent
+            recent_tensors[span] = (data, d, version)
+            if len(recent_tensors) > _RECENT:
+                del recent_tensors[next(iter(recent_tensors))]
+        return data
+
+    def known(self, span: Hashable, t: torch.Tensor) -> TensorData | None:
+        """The summary of a tensor over memory `span` (see `_span`), if one was just taken."""
+        recent = self._recent.get(span)
+        if recent is None or recent[2] != _safe_version(t):
+            return None
+        return _with_shape(recent[0], t)
+
+    def clear(self) -> None:
+        self._recent.clear()
+
+
+def _with_shape(data: TensorData, t: torch.Tensor) -> TensorData:
+    """`data`, the summary of another view of `t`'s numbers, with `t`'s shape (its values
+    are in another order: a view of other shape keeps statistics only)."""
+    shape = tuple(t.shape)
+    if data.shape == shape:
+        return data
+    return TensorData(
+        shape, data.dtype, None, data.norm, data.min, data.max, data.nan, data.inf, data.note
+    )
+
+
+class Summariser:
+    """Collects tensors, then summarises each distinct one once (`run`).
+
+    `add` returns a key; after `run`, `results[key]` is the TensorData. Nothing here raises
+    for an odd tensor: what cannot be summarised gets a note.
+    """
+
+    def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
+        self.max_values = max_values
+        self._tensors: dict[Hashable, torch.Tensor] = {}
+        self._results: dict[Hashable, TensorData] = {}
+        self._kept: list[torch.Tensor] = []
+        self.quick = QuickSummary(max_values)  # for `add_now`
+
+    def add(self, t: torch.Tensor, version: int | None = None) -> Hashable:
+        """Queue `t`; `version` is its `_version` when it was recorded (None: now)."""
+        if version is not None and _safe_version(t) != version:
+            key: Hashable = ("overwritten", id(t))
+            self._results[key] = _empty(t, "overwritten in place after it was recorded")
+            self._kept.append(t)  # keeps the id unique while we live
+            return key
+        key = id(t)  # unique while we hold `t`, which we do until `run` is done
+        self._tensors[key] = t
+        return key
+
+    def add_now(self, t: torch.Tensor) -> Hashable:
+        """Like `add`, called from inside autograd's engine (a hook): a large tensor is
+        summarised at once and not kept (see `QuickSummary`); anything else is kept for
+        `run`. Never raises: it runs inside the user's backward."""
+        try:
+            data = self.quick.summarise(t)
+        except Exception:  # an odd tensor: `run` says what it can of it
+            data = None
+        if data is None:
+            return self.add(t)
+        key = ("now", len(self._results))
+        self._results[key] = data
+        return key
+
+    @property
+    def results(self) -> Mapping[Hashable, TensorData]:
+        """Each key's TensorData (after `run`)."""
+        return self._results
+
+    def run(self) -> None:
+        """Summarise everything queued; the tensors are released afterwards.
+
+        Large tensors over the same elements (a value and the views of it that later ops
+        returned, a gradient passed on as a view) are reduced once.
+        """
+        with quiet_torch():
+            small: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
+            large: list[tuple[Hashable, torch.Tensor, torch.Tensor]] = []
+            first: dict[Hashable, Hashable] = {}  # memory -> the key reduced for it
+            copies: list[tuple[Hashable, Hashable, torch.Tensor]] = []
+            for key, t in self._tensors.items():
+                try:
+                    note = _unreadable(t)
+                    if note:
+                        self._results[key] = _empty(t, f"not summarised: {note}")
+                        continue
+                    numel = t.numel()
+                    if numel == 0:
+                        self._results[key] = _empty(t)
+                        continue
+                    d = _readable(t)
+                    if numel <= self.max_values:
+                        small.append((key, t, d))
+                        continue
+                    memory = _span(d)
+                    same = first.get(memory)
+                    if same is not None:
+                        copies.append((key, same, t))
+                        continue
+                    if (known := self.quick.known(memory, t)) is not None:
+                        self._results[key] = known  # summarised inside the engine
+                        continue
+                    first[memory] = key
+                    large.append((key, t, d))
+                except Exception as e:  # an odd tensor must never break the user's program
+                    self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+            self._small(small)
+            self._large(large)
+            for key, same, t in copies:
+                self._results[key] = _with_shape(self._results[same], t)
+        self._tensors.clear()
+        self._kept.clear()
+        self.quick.clear()
+
+    def _small(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
+        """Values and statistics of small tensors, many at once: one concatenation per
+        dtype and device, reductions per segment, one copy to the host."""
+        groups: dict[tuple[torch.dtype, torch.device], list[Any]] = {}
+        for item in items:
+            groups.setdefault((item[2].dtype, item[2].device), []).append(item)
+        for group in groups.values():
+            try:
+                flat = torch.cat([d if d.dim() == 1 else d.reshape(-1) for _, _, d in group])
+                flat = flat.to(torch.float64)
+                lengths = [d.numel() for _, _, d in group]
+                segments = torch.tensor(lengths, device=flat.device)
+                stats = torch.stack(
+                    [
+                        torch.segment_reduce(flat * flat, "sum", lengths=segments).sqrt(),
+                        torch.segment_reduce(flat, "min", lengths=segments),
+                        torch.segment_reduce(flat, "max", lengths=segments),
+                    ]
+                ).cpu()
+                values = flat.cpu().tolist()
+                norms, mins, maxs = stats.tolist()
+            except Exception:  # one at a time, so that one odd tensor spoils only itself
+                for key, t, d in group:
+                    try:
+                        one = tuple(float(v) for v in d.cpu().reshape(-1).tolist())
+                        self._results[key] = _from_values(t, one)
+                    except Exception as e:
+                        self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+                continue
+            start = 0
+            results = self._results
+            isfinite = math.isfinite
+            for (key, t, _), n, norm, lo, hi in zip(group, lengths, norms, mins, maxs, strict=True):
+                one = tuple(values[start : start + n])
+                start += n
+                if isfinite(norm):  # no NaN or Inf (either would make it so)
+                    results[key] = TensorData(tuple(t.shape), _dtype_name(t), one, norm, lo, hi)
+                else:
+                    results[key] = _from_values(t, one)
+
+    def _large(self, items: list[tuple[Hashable, torch.Tensor, torch.Tensor]]) -> None:
+        """Norm, min and max of each large tensor, on the tensor itself (no copy): the
+        norms of a dtype and device in one fused call, min and max one call each, the
+        results moved to the host in one transfer per group."""
+        groups: dict[tuple[torch.dtype, torch.device], list[Any]] = {}
+        for key, t, d in items:
+            if not d.is_floating_point():
+                d = d.to(torch.float64)
+            groups.setdefault((d.dtype, d.device), []).append((key, t, d))
+        for group in groups.values():
+            tensors = [d for _, _, d in group]
+            try:
+                norms = torch._foreach_norm(tensors)
+                lows, highs = zip(*(torch.aminmax(d) for d in tensors), strict=True)
+                numbers = torch.stack(
+                    [torch.stack(norms), torch.stack(lows), torch.stack(highs)]
+                ).to("cpu", torch.float64)
+                table = zip(*numbers.tolist(), strict=True)
+            except Exception:  # one at a time, so that one odd tensor spoils only itself
+                table = (self._one_large(d) for d in tensors)
+            for (key, t, d), (norm, lo, hi) in zip(group, table, strict=True):
+                if math.isfinite(norm) and math.isfinite(lo) and math.isfinite(hi):
+                    self._results[key] = TensorData(
+                        tuple(t.shape), _dtype_name(t), None, norm, lo, hi
+                    )
+                else:  # NaN or Inf somewhere (or a norm that overflowed): count them
+                    try:
+                        self._results[key] = _slow_statistics(t, d)
+                    except Exception as e:
+                        self._results[key] = _empty(t, f"not summarised: {type(e).__name__}")
+
+    @staticmethod
+    def _one_large(d: torch.Tensor) -> tuple[float, float, float]:
+        try:
+            lo, hi = torch.aminmax(d)
+            return float(torch.linalg.vector_norm(d)), float(lo), float(hi)
+        except Exception:
+            return _NAN, _NAN, _NAN  # the slow path then says what it can
+
+
+def _span(t: torch.Tensor) -> Hashable:
+    """The memory `t`'s numbers occupy, as a key: two tensors with the same key hold the
+    same numbers (in some order) while both live. A dense tensor (contiguous, or a
+    permutation of contiguous: a transpose) covers `numel` elements from its data pointer;
+    any other is keyed by its exact view."""
+    ptr, dtype = t.data_ptr(), t.dtype
+    if t.is_contiguous():
+        return (ptr, t.numel(), dtype)
+    expected = 1
+    for stride, size in sorted(zip(t.stride(), t.shape, strict=True)):
+        if size != 1 and stride != expected:
+            return (ptr, dtype, tuple(t.shape), t.stride())  # this exact view
+        expected *= size
+    return (ptr, t.numel(), dtype)
+
+
+def _is_functorch(t: torch.Tensor) -> bool:
+    return torch._C._functorch.is_functorch_wrapped_tensor(t)
+
+
+def _function_modes() -> int:
+    return torch._C._len_torch_function_stack()
+
+
+def _safe_version(t: torch.Tensor) -> int | None:
+    try:
+        return t._version
+    except Exception:
+        return None
+
+
+def summarise(t: torch.Tensor, max_values: int = DEFAULT_MAX_VALUES) -> TensorData:
+    """One tensor reduced to plain numbers (values when small, statistics always)."""
+    summariser = Summariser(max_values)
+    key = summariser.add(t)
+    summariser.run()
+    return summariser.results[key]

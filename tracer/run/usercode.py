@@ -1,0 +1,114 @@
+"""Running the user's code under a trace: what it gave (`RunResult`), and how it stopped.
+
+Shared by `tracer.run.script` and `tracer.run.notebook`. Whatever the code raises — any
+BaseException, even one whose message cannot be printed — ends as one line naming the
+place in the user's code; the passes recorded before it are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracer.model.location import Location, Locator, error_location
+from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
+from tracer.model.passes import Pass, passes
+
+_FREED_GRAPH = "Trying to backward through the graph a second time"
+
+
+@dataclass
+class RunResult:
+    """What running the user's code gave: the passes, and how the code stopped."""
+
+    source: Path
+    passes: list[Pass]
+    error: str | None = None  # one line; None when the code ran to its end
+    exit_code: int = 0  # the code's own exit status: N from sys.exit(N), else 0
+    stray_checks: int = 0  # comparisons made before any backward pass
+    pictures: list[Path] = field(default_factory=list)
+    older_pictures: list[Path] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool | None:
+        verdicts = [p.passed for p in self.passes if p.passed is not None]
+        return all(verdicts) if verdicts else None
+
+
+class Stopped(Exception):
+    """The user's code stopped; `message` already says where and why, in one line."""
+
+    def __init__(self, message: str, exit_code: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def exit_status(exit: SystemExit) -> int:
+    """The process status `python` gives for this SystemExit: 0, N, or 1 for a message."""
+    if exit.code is None:
+        return 0
+    return exit.code if isinstance(exit.code, int) else 1
+
+
+def _text(value: object, fallback: str) -> str:
+    """str(value), or `fallback` when its __str__ itself fails."""
+    try:
+        return str(value)
+    except BaseException:  # a broken __str__ must not lose the pictures
+        return fallback
+
+
+def describe_error(error: BaseException, locate: Locator) -> str:
+    """One line: where in the user's code, and what went wrong."""
+    kind = type(error).__name__
+    if isinstance(error, SyntaxError) and error.filename:
+        where: Location | None = locate(error.filename, error.lineno or 0)
+        return f"{where.spoken()}: SyntaxError: {_text(error.msg, 'invalid syntax')}"
+    where = error_location(error.__traceback__, locate)
+    prefix = f"{where.spoken()}: " if where else ""
+    if isinstance(error, KeyboardInterrupt):
+        return f"{prefix}interrupted"
+    if isinstance(error, SystemExit):
+        try:
+            code = repr(error.code)
+        except BaseException:
+            code = f"<unprintable {type(error.code).__name__}>"
+        return f"{prefix}the code called exit({code})"
+    text = _text(error, f"<unprintable {kind}>").strip()
+    if isinstance(error, RuntimeError) and _FREED_GRAPH in text:
+        return (
+            f"{prefix}backward through a graph that was already freed: the first backward() "
+            "frees the graph's saved tensors; pass retain_graph=True to the earlier backward "
+            "call to run backward through the same graph again"
+        )
+    first = text.splitlines()[0].strip() if text else ""
+    return f"{prefix}{kind}" + (f": {first}" if first else "")
+
+
+def run_traced(
+    source: Path,
+    locate: Locator,
+    body: Callable[[], None],
+    capture: CaptureOptions = DEFAULT_CAPTURE,
+) -> RunResult:
+    """Run `body` (which runs the user's code) under a trace; never raises for the code."""
+    from tracer.run.shown import watching_prints  # torch: only once user code is run
+    from tracer.session import Trace
+
+    error, exit_code = None, 0
+    with Trace.with_options(capture) as t:
+        try:
+            with watching_prints():  # printed tensors: maybe manual results (tracer.checks.manual)
+                body()
+        except SystemExit as e:
+            exit_code = exit_status(e)
+            if exit_code:
+                error = describe_error(e, locate)
+        except Stopped as e:
+            error, exit_code = e.message, e.exit_code
+        except BaseException as e:  # the user's code may raise anything, GeneratorExit too
+            error = describe_error(e, locate)
+    stray = sum(c.after == 0 for c in t.recording.checks)
+    return RunResult(source, passes(t.recording, locate), error, exit_code, stray)

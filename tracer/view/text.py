@@ -1,0 +1,276 @@
+"""Text for people: tensors printed the way torch prints them, and the check report.
+
+Both the picture (render) and the terminal (CLI, `Trace.check`) use these, so a number
+reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Literal
+
+from tracer.model.check import Check, How, register_formatters
+from tracer.model.graph import Graph, ModuleCall, Node
+from tracer.model.tensor import TensorData
+
+
+def format_numbers(values: tuple[float, ...]) -> list[str]:
+    """Four decimals as torch prints; scientific for all when the magnitudes call for it."""
+    if len(values) == 1:
+        return [_one_number(values[0])]
+    finite = [m for m in map(abs, values) if 0 < m < math.inf]  # no zero, NaN or Inf
+    scientific = bool(finite) and (max(finite) >= 1e8 or min(finite) < 1e-4)
+    spec = ".4e" if scientific else ".4f"
+    # format() already writes "nan" (whatever its sign), "inf" and "-inf" as torch does: only
+    # a negative zero ("-0.0000", what a tiny negative rounds to) is rewritten, and only
+    # when there is one (a tensor's numbers are formatted by the thousand: this is hot).
+    texts = [format(v, spec) for v in values]
+    negative_zero = _NEGATIVE_ZERO[spec]
+    if negative_zero in texts:
+        return [text[1:] if text == negative_zero else text for text in texts]
+    return texts
+
+
+_NEGATIVE_ZERO = {spec: format(-0.0, spec) for spec in (".4f", ".4e")}
+
+
+def _one_number(v: float) -> str:
+    """`format_numbers((v,))[0]`, without the lists (a summary line's norm)."""
+    magnitude = abs(v)
+    spec = ".4e" if magnitude and (magnitude >= 1e8 or magnitude < 1e-4) else ".4f"
+    text = format(v, spec)  # nan, inf and -inf as format_numbers writes them
+    return text[1:] if text == _NEGATIVE_ZERO[spec] else text
+
+
+def format_error(error: float) -> str:
+    """An error for the picture: rounding-level ones (which vary by CPU and maths library)
+    as "< 1e-12", so the picture and its DOT are the same on every machine."""
+    if error < 1e-12:  # exact 0 on one machine is 1e-17 on another: one text for both
+        return "< 1e-12"
+    return f"{error:.2g}"
+
+
+def _vector(numbers: list[str], per_line: int) -> list[str]:
+    """A 1-D row in brackets, wrapped every `per_line` numbers."""
+    if len(numbers) <= per_line:  # one line: most tensors drawn
+        return [f"[{', '.join(numbers)}]"]
+    rows = [", ".join(numbers[i : i + per_line]) for i in range(0, len(numbers), per_line)]
+    return [f"[{rows[0]},"] + [f" {r}," for r in rows[1:-1]] + [f" {rows[-1]}]"]
+
+
+def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
+    """The tensor as lines of text, nested as torch prints it; a summary when too large."""
+    if t.values is None:
+        return [summary_line(t)]
+    if t.numel == 0:
+        return [f"[] (shape {shape_text(t.shape)})"]
+    numbers = format_numbers(t.values)
+    if len(t.shape) == 0:
+        return numbers
+    if len(t.shape) == 1:
+        return _vector(numbers, per_line)
+    # A matrix (or more): one bracketed row per line, the leading dimensions flattened.
+    # A row of up to 6 stays on one line even where vectors wrap sooner: a matrix should
+    # look like one.
+    width, row_length = t.shape[-1], max(per_line, 6)
+    rows = [_vector(numbers[i : i + width], row_length) for i in range(0, len(numbers), width)]
+    if not rows:
+        return ["[]"]
+    for row in rows[:-1]:
+        row[-1] += ","
+    lines = [line for row in rows for line in row]
+    lines = ["[" + lines[0]] + [" " + line for line in lines[1:]]
+    lines[-1] += "]"
+    return lines
+
+
+@lru_cache(maxsize=1024)
+def dims_text(shape: tuple[int, ...]) -> str:
+    """A shape in a tensor's summary: "16×3", "scalar". Cached: a picture of a model
+    writes the same few shapes thousands of times."""
+    return "×".join(map(str, shape)) or "scalar"
+
+
+def summary_line(t: TensorData) -> str:
+    shape = dims_text(t.shape)
+    if t.note:
+        return f"{shape} {t.dtype}: {t.note}"
+    lo, hi, norm = format_numbers((t.min, t.max, t.norm))
+    text = f"{shape} {t.dtype}: ‖·‖ {norm}, min {lo}, max {hi}"
+    if t.nan or t.inf:
+        text += f", {t.nan} NaN, {t.inf} Inf"
+    return text
+
+
+@lru_cache(maxsize=1024)
+def shape_text(shape: tuple[int, ...] | None) -> str:
+    """A node's shape: "[16, 3]", "scalar" (cached, as `dims_text`)."""
+    if shape is None:
+        return ""
+    return "scalar" if len(shape) == 0 else "[" + ", ".join(str(s) for s in shape) + "]"
+
+
+def verdict_text(check: Check) -> str:
+    return "✓ agree" if check.passed else "✗ DISAGREE"
+
+
+# -- one check, in words: every place that shows a check uses these ----------------------
+
+
+def oracle_text(check: Check) -> str:
+    """What autograd was compared with: "finite differences", "manual (recognised)" (a
+    result the code showed, see tracer.checks.manual), or "manual"."""
+    if check.how is How.FINITE_DIFFERENCES:
+        return "finite differences"
+    if check.how is How.RECOGNISED:
+        return "manual (recognised)"
+    return "manual"
+
+
+CheckStyle = Literal["picture", "exact", "brief"]
+
+
+def _largest_error(check: Check) -> str:
+    """The exact numbers: "largest error 11.2 absolute at [1, 0], 3.75 relative (rtol …)"."""
+    at = "" if check.where is None else f" at {list(check.where)}"
+    return (
+        f"largest error {check.max_abs:.3g} absolute{at}, {check.max_rel:.3g} relative "
+        f"(rtol {check.rtol:g}, atol {check.atol:g})"
+    )
+
+
+def check_line(check: Check, style: CheckStyle = "picture") -> str:
+    """One check in one line.
+
+    picture: "∂f/∂x: autograd vs manual: ✓ agree (largest error < 1e-12)", the same on
+        every machine (see `format_error`): the picture's heading and the gallery's README;
+    exact: "∂f/∂x: ✗ DISAGREE, largest error 11.2 absolute at [1, 0], 3.75 relative (rtol
+        …)": for messages and the repr;
+    brief: "✓ x (check)", the verdict, the tensor and what compared it (tracer.check or
+        the code's own allclose): for the summary table of `trace run`.
+    """
+    if style == "brief":
+        return f"{'✓' if check.passed else '✗'} {check.name} ({check.how})"
+    if style == "picture":
+        head = f"{check.derivative}: autograd vs {oracle_text(check)}: {verdict_text(check)}"
+        if check.problem:
+            return f"{head}: {check.problem}"
+        return f"{head} (largest error {format_error(check.max_abs)})"
+    head = f"{check.derivative}: {verdict_text(check)}"
+    return f"{head}: {check.problem}" if check.problem else f"{head}, {_largest_error(check)}"
+
+
+def format_check(check: Check) -> str:
+    """The terminal report of one check: both gradients, the largest error, the verdict."""
+    pad = " " * 12
+    lines = [check.derivative]
+
+    def block(title: str, t: TensorData | None) -> None:
+        body = ["(none)"] if t is None else format_tensor(t, per_line=5)
+        lines.append(f"  {title:<10}{body[0]}")
+        lines.extend(pad + row for row in body[1:])
+
+    block("autograd", check.autograd)
+    block("numeric" if check.how is How.FINITE_DIFFERENCES else "manual", check.manual)
+    lines.append(f"  {check.problem or _largest_error(check)}")
+    lines.append(f"  {verdict_text(check)}")
+    return "\n".join(lines)
+
+
+def check_html(check: Check) -> str:
+    """The check for Jupyter: the verdict, autograd's and the manual gradient, the error."""
+    colour = "#1a7f37" if check.passed else "#cf222e"
+
+    def tensor(t: TensorData | None) -> str:
+        return html.escape("(none)" if t is None else "\n".join(format_tensor(t)))
+
+    rows = "".join(
+        f'<tr><th style="text-align:left">{title}</th>'
+        f'<td style="text-align:left"><pre style="margin:0">{tensor(t)}</pre></td></tr>'
+        for title, t in (("autograd", check.autograd), ("manual", check.manual))
+    )
+    error = html.escape(check.problem or _largest_error(check))
+    return (
+        f'<div><b>{html.escape(check.derivative)}</b>: <b style="color:{colour}">'
+        f"{verdict_text(check)}</b><table>{rows}</table><div>{error}</div></div>"
+    )
+
+
+def graph_title(graph: Graph) -> str:
+    """A graph's heading: "autograd: backward pass 2 (create_graph: …)", "manual ∂f/∂x"."""
+    if graph.kind == "manual":
+        return f"manual {graph.derivative}" if graph.derivative else "manual"
+    title = f"autograd: backward pass {graph.number}"
+    if graph.create_graph:
+        title += " (create_graph: its gradients have a graph)"
+    if graph.through is not None:
+        title += f" (through the graph backward pass {graph.through} made)"
+    return title
+
+
+def graph_name(graph: Graph) -> str:
+    """The graph as a place in messages: "backward pass 2", "manual ∂f/∂x"."""
+    if graph.kind == "manual":
+        return graph_title(graph)
+    return f"backward pass {graph.number}"
+
+
+def node_title(node: Node) -> str:
+    if node.kind == "op":
+        return f"{node.op} ({node.name})" if node.name else node.op
+    return node.name or node.op or "constant"
+
+
+# -- real models: module titles, the slide view's short tensors, collapsed views -----------
+
+# The slide view writes the values of tensors with at most this many elements (a 4×4
+# matrix); a larger one reads as one short line: its shape and norm.
+SLIDE_VALUES = 16
+
+
+def short_summary(t: TensorData) -> str:
+    """One short line for a large tensor on a slide: "16×3 ‖·‖ 0.4512"."""
+    shape = dims_text(t.shape)
+    if t.note:
+        return f"{shape}: {t.note}"
+    text = f"{shape} ‖·‖ {_one_number(t.norm)}"
+    if t.nan or t.inf:
+        text += f", {t.nan} NaN, {t.inf} Inf"
+    return text
+
+
+def slide_tensor(t: TensorData, per_line: int = 4) -> list[str]:
+    """The slide view's text of a tensor: its values when small, else one short line."""
+    if t.values is not None and t.numel <= SLIDE_VALUES:
+        return format_tensor(t, per_line)
+    return [short_summary(t)]
+
+
+def repeated_modules(modules: Sequence[ModuleCall]) -> frozenset[tuple[str, str]]:
+    """The (name, class) of modules called more than once in a graph."""
+    seen: set[tuple[str, str]] = set()
+    twice: set[tuple[str, str]] = set()
+    for m in modules:
+        key = (m.name, m.cls)
+        (twice if key in seen else seen).add(key)
+    return frozenset(twice)
+
+
+def module_title(
+    call: ModuleCall,
+    modules: Sequence[ModuleCall],
+    repeated: frozenset[tuple[str, str]] | None = None,
+) -> str:
+    """ "layers.3 · TransformerEncoderLayer"; "fc (call 2) · Linear" when the graph holds
+    several calls of one module; the class alone for the outermost module."""
+    if repeated is None:  # callers titling many calls pass it in, computed once
+        repeated = repeated_modules(modules)
+    again = (call.name, call.cls) in repeated
+    name = call.name + (f" (call {call.call})" if again else "")
+    return f"{name} · {call.cls}" if name else call.cls
+
+
+register_formatters(text=lambda check: check_line(check, "exact"), html=check_html)
