@@ -1,0 +1,104 @@
+"""Capture: autograd's `grad_fn` graph into plain data, with the gradient flow of a pass.
+
+`GraphCapture` is the one place that touches torch's graph, in three parts with one job
+each: the structure walk (`walk`: nodes numbered breadth-first, edges, constants), the
+gradient-flow hooks (`flow`: what arrived at and left each node during backward) and the
+assembly of plain data (`assemble`: everything summarised once, no torch object left).
+
+    capture = GraphCapture(roots, kind="backward", number=1, name_of=...)
+    capture.hook()            # just before the engine runs
+    ...                       # the engine runs
+    graph = capture.finish()  # unhooks, summarises, returns a plain Graph
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch.autograd.graph import GradientEdge
+
+from tracer.model.graph import Graph, GraphKind
+from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
+from tracer.record.capture.assemble import assemble
+from tracer.record.capture.flow import GradientFlow
+from tracer.record.capture.walk import GradFn, GraphWalk, root_node
+from tracer.record.summary import Summariser
+
+if TYPE_CHECKING:
+    from tracer.record.modules import ModuleTracker
+
+__all__ = ["GraphCapture", "root_node"]
+
+
+class GraphCapture:
+    """One graph being captured. Holds torch objects only until `finish` returns the Graph.
+
+    `name_of` gives a tensor's variable name (or None); `options` say what is recorded;
+    `made_by` is the create_graph=True pass a node not seen in the forward pass must come
+    from; `modules`, when given, places each node in the module call that made it.
+    """
+
+    def __init__(
+        self,
+        roots: Sequence[tuple[GradFn, int]],
+        *,
+        kind: GraphKind,
+        number: int,
+        name_of: Callable[[torch.Tensor], str | None],
+        options: CaptureOptions = DEFAULT_CAPTURE,
+        made_by: int | None = None,
+        modules: ModuleTracker | None = None,
+    ) -> None:
+        self.kind: GraphKind = kind
+        self.number = number
+        self._modules = modules
+        self._walk = GraphWalk(
+            roots,
+            Summariser(options.max_values),
+            name_of=name_of,
+            values=options.values,
+            saved=options.saved,
+            made_by=made_by,
+        )
+        self._flow: GradientFlow | None = None
+
+    @property
+    def roots(self) -> list[int]:
+        return self._walk.roots
+
+    def add_unreached(self, tensors: Sequence[torch.Tensor | GradientEdge]) -> None:
+        """Draw leaves the caller asked gradients for but that are not in the graph."""
+        self._walk.add_unreached(tensors)
+
+    def hook(self, every_edge: bool = False) -> None:
+        """Hook the graph to record the gradient flow of the next backward (see `flow`)."""
+        self._flow = GradientFlow(self._walk)
+        self._flow.hook(every_edge)
+
+    def unhook(self) -> None:
+        """Remove every hook (also when backward raised)."""
+        if self._flow is not None:
+            self._flow.unhook()
+
+    def finish(
+        self,
+        seeds: Sequence[torch.Tensor | None] = (),
+        results: Mapping[GradFn, torch.Tensor] | None = None,
+    ) -> Graph:
+        """Summarise what the pass touched and return the plain-data graph (see
+        `assemble`); every torch object is dropped."""
+        self.unhook()
+        walk = self._walk
+        graph = assemble(
+            walk, self._flow, kind=self.kind, number=self.number, seeds=seeds, results=results
+        )
+        if self._modules is not None:
+            graph.modules = self._modules.assign(
+                walk.fns, walk.records, walk.nodes, walk.tensors_by_node(), walk.first_users()
+            )
+        if self._flow is not None:
+            self._flow.release()
+        walk.release()
+        return graph

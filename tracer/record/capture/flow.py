@@ -1,0 +1,105 @@
+"""The gradient-flow hooks: what arrived at and left each node during one backward pass.
+
+Every node gets a pre-hook (the gradient that arrives, and the engine's order). The
+gradient on an edge is the one its destination received, unless several edges (or an edge
+and a seed) enter the same output: only the nodes sending into such an output get a hook
+that keeps what they sent. The hooks return None, so autograd's numbers are untouched,
+and keep only keys into the capture's `Summariser` (a large CPU gradient is reduced at
+once, inside the hook: `add_now`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import torch
+
+from tracer.record.capture.walk import GraphWalk
+from tracer.record.summary import Summariser
+
+# What one node received, in the engine's order: (node id, a key per output, or None for
+# a leaf whose gradient AccumulateGrad adopts as .grad: read from .grad after the pass).
+Arrival = tuple[int, list[Hashable | None] | None]
+
+
+class GradientFlow:
+    """The hooks on one walked graph, and what they saw."""
+
+    def __init__(self, walk: GraphWalk) -> None:
+        self.walk = walk
+        self.arrivals: list[Arrival] = []
+        self.sent: dict[int, list[Hashable | None]] = {}  # node id -> a key per input slot
+        self._hooks: list[Any] = []
+
+    def hook(self, every_edge: bool = False) -> None:
+        """Register the read-only hooks that record the gradient flow of the next backward;
+        `every_edge` hooks every sender (when some nodes will not run: `inputs=`,
+        `torch.autograd.grad`)."""
+        walk = self.walk
+        self._read_grads_before()
+        incoming = walk.incoming.copy()
+        incoming.update(zip(walk.roots, walk.root_outputs, strict=True))  # the seeds
+        senders = {e.src for e in walk.edges if every_edge or incoming[(e.dst, e.dst_output)] > 1}
+        for node_id, fn in enumerate(walk.fns):
+            if fn is None:
+                continue
+            leaf = walk.leaves.get(node_id)
+            self._hooks.append(fn.register_prehook(self._on_arrive(node_id, leaf)))
+            if node_id in senders and leaf is None:
+                self._hooks.append(fn.register_hook(self._on_send(node_id)))
+
+    def _read_grads_before(self) -> None:
+        """Each leaf's `.grad` before the pass adds to it (a summary, taken now: the engine
+        accumulates into it in place), so that the picture can tell a sum over passes."""
+        walk = self.walk
+        before = Summariser(walk.summary.max_values)
+        keys = {
+            node_id: before.add(leaf.grad)
+            for node_id, leaf in walk.leaves.items()
+            if leaf.grad is not None
+        }
+        if keys:
+            before.run()
+            for node_id, key in keys.items():
+                walk.nodes[node_id].grad_before = before.results[key]
+
+    def _on_arrive(self, node_id: int, leaf: torch.Tensor | None) -> Callable[..., None]:
+        arrivals = self.arrivals
+        now = self.walk.summary.add_now
+        if leaf is None:
+
+            def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+                arrivals.append((node_id, [None if g is None else now(g) for g in grad_outputs]))
+
+            return prehook
+
+        def leaf_prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+            # With no .grad yet, AccumulateGrad adopts the gradient itself, unless someone
+            # else holds it: keep nothing then (and read .grad after the pass), so that
+            # tracing never changes what .grad is.
+            if leaf.grad is None:
+                arrivals.append((node_id, None))
+            else:
+                arrivals.append((node_id, [None if g is None else now(g) for g in grad_outputs]))
+
+        return leaf_prehook
+
+    def _on_send(self, node_id: int) -> Callable[..., None]:
+        sent = self.sent
+        now = self.walk.summary.add_now
+
+        def hook(grad_inputs: tuple[torch.Tensor | None, ...], _grad_outputs: Any) -> None:
+            sent[node_id] = [None if g is None else now(g) for g in grad_inputs]
+
+        return hook
+
+    def unhook(self) -> None:
+        """Remove every hook (also when backward raised)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def release(self) -> None:
+        self.arrivals.clear()
+        self.sent.clear()
