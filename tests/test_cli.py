@@ -74,12 +74,16 @@ def test_help_lists_commands_and_exercises_readably() -> None:
         assert raw not in run
 
 
-def test_version_names_tracer_and_torch() -> None:
+def test_version_names_tracer_torch_and_graphviz() -> None:
     from importlib.metadata import version
 
     r = cli("--version")
     assert r.exit_code == 0
-    assert r.stdout.strip() == f"tracer {version('tracer')}, torch {version('torch')}"
+    dot = subprocess.run(["dot", "-V"], capture_output=True, text=True, check=True).stderr
+    graphviz = dot.split("version")[1].split()[0]  # "dot - graphviz version 2.43.0 (0)"
+    assert r.stdout.strip() == (
+        f"tracer {version('tracer')}, torch {version('torch')}, Graphviz {graphviz}"
+    )
 
 
 def test_unknown_name_lists_exercises_and_commands_apart() -> None:

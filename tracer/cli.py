@@ -8,8 +8,8 @@ Every user mistake ends in one line on stderr and exit code 2; a check that fail
 exit code 1 (the picture of the failure is still written). `trace --help`, `trace list`
 and `trace --version` do not import torch: it is imported when code is traced.
 
-Installed as `tracer.cli` (tracer/cli.py links here), so no top-level `cli` module lands
-in site-packages.
+This module is installed as `tracer.cli`; the top-level `cli.py` of the repository is a
+short shim that imports it, so no top-level `cli` module lands in site-packages.
 """
 
 from __future__ import annotations
@@ -36,11 +36,6 @@ from tracer.output.pictures import PICTURE_FORMATS
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.view.report import format_report
 from tracer.view.text import check_line
-
-try:  # newer typer carries its own copy of click
-    from typer._click.exceptions import ClickException
-except ImportError:  # pragma: no cover - older typer, on click
-    from click.exceptions import ClickException  # type: ignore[no-redef]
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -122,7 +117,7 @@ class _Group(TyperGroup):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
-        except ClickException as e:  # a usage error: typer would draw a box of it
+        except typer.TyperException as e:  # a usage error: typer would draw a box of it
             command = f"trace {e.ctx.info_name}" if getattr(e, "ctx", None) else "trace"
             command = "trace" if command == "trace trace" else command
             typer.echo(f"error: {e.format_message()} (see `{command} --help`)", err=True)
@@ -147,12 +142,15 @@ def _version(show: bool) -> None:
         return
     from importlib import metadata
 
+    from tracer.output.graphviz import dot_version
+
     versions = []
     for package in ("tracer", "torch"):
         try:
             versions.append(f"{package} {metadata.version(package)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{package} (not installed)")
+    versions.append(f"Graphviz {dot_version() or '(dot not installed)'}")
     typer.echo(", ".join(versions))  # torch's version without importing torch (seconds)
     raise typer.Exit()
 
@@ -376,39 +374,50 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
             typer.Option("--format", "-f", help="The frames' format (with --frames)."),
         ] = FrameFormat.svg,  # type: ignore[attr-defined]
     ) -> None:
-        from tracer.output.frames import check_target, write_frames
-
         # Typer's click: the source is an enum whose DEFAULT means --out was not given.
         given = getattr(ctx.get_parameter_source("out"), "name", "DEFAULT") != "DEFAULT"
-        picture = out if frames is None or given else None
-        try:
-            if picture is not None:
-                check_writable(picture)
-            if frames is not None:
-                check_target(frames, frame_format.value)
-            _import_torch()
-            recording = ex.run(view.capture)
-            typer.echo(format_report(recording))
-            if picture is not None:
-                write(recording, picture, view.options)
-                typer.echo(f"wrote {picture}")
-                _print_notes([recording], view.options)
-            if frames is not None:
-                written = write_frames(recording, frames, frame_format.value, view.options)
-                typer.echo(
-                    f"wrote {len(written)} frame(s) to {frames}"
-                    if frames.suffix.lower() != ".pdf"
-                    else f"wrote {frames}"
-                )
-        except TracerError as e:
-            raise fail(str(e)) from None
-        if recording.passed is False:
-            raise typer.Exit(1)
+        _trace_exercise(ex, view, out if frames is None or given else None, frames, frame_format)
 
     command.__doc__ = escape(
         f"{ex.formula}  —  {ex.source}. Trace, check against {ex.manual}, draw."
     )
     return command
+
+
+def _trace_exercise(
+    ex: exercises.Exercise,
+    view: View,
+    picture: Path | None,
+    frames: Path | None,
+    frame_format: FrameFormat,
+) -> None:
+    """Trace the exercise, print its report, write the picture and the frames asked for;
+    every target is checked before tracing. Exit 1 when a check disagrees."""
+    from tracer.output.frames import check_target, write_frames
+
+    try:
+        if picture is not None:
+            check_writable(picture)
+        if frames is not None:
+            check_target(frames, frame_format.value)
+        _import_torch()
+        recording = ex.run(view.capture)
+        typer.echo(format_report(recording))
+        if picture is not None:
+            write(recording, picture, view.options)
+            typer.echo(f"wrote {picture}")
+            _print_notes([recording], view.options)
+        if frames is not None:
+            written = write_frames(recording, frames, frame_format.value, view.options)
+            typer.echo(
+                f"wrote {len(written)} frame(s) to {frames}"
+                if frames.suffix.lower() != ".pdf"
+                else f"wrote {frames}"
+            )
+    except TracerError as e:
+        raise fail(str(e)) from None
+    if recording.passed is False:
+        raise typer.Exit(1)
 
 
 for _ex in exercises.all_exercises():
@@ -565,6 +574,11 @@ def gallery(
 ) -> None:
     """Trace, check and draw every exercise into one folder: <slug>.svg, .png, .gv and a
     README.md with each picture, formula, manual gradient and largest error."""
+    _gallery(out, check)
+
+
+def _gallery(out: Path, check: bool) -> None:
+    """Build (or, `check`, compare) the gallery with a progress bar; exit 1 on a problem."""
     from rich.console import Console
     from rich.progress import Progress
 
