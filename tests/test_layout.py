@@ -13,6 +13,7 @@ PACKAGE = Path(tracer.__file__).parent
 # The layers, lowest first, as tracer's docstring states them.
 LAYERS = [
     "errors",
+    "files",
     "model",
     "derivatives",
     "view",

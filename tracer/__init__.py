@@ -14,10 +14,11 @@ Each layer is a sub-package (or a module) with one job, and imports only from th
 below it (tests/test_layout.py holds every import to this, those inside functions too):
 
     `errors`       TracerError, the one exception for a user's mistake
+    `files`        files written atomically, folders made with one clear line
     `model`        the plain-data graph, torch-free: Recording, Graph, Check, options, JSON
     `derivatives`  torch's derivative formulas, and the chain-rule step of each node
     `view`         text, collapsed module calls, the backward pass step by step
-    `output`       DOT, Graphviz, files written atomically, the step-through page, frames
+    `output`       DOT, Graphviz, files by suffix, the step-through page, frames, pictures
     `record`       what is installed in torch, the forward recorder, capture, summaries
     `checks`       comparisons, finite differences, the user's comparisons, manual results
     `session`      `Trace`: one trace's passes and checks, the seam record reports to

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tracer.errors import TracerError
 from tracer.exercises import Exercise, all_exercises
+from tracer.files import make_folder, write_atomic
 from tracer.model.graph import Recording
-from tracer.output.files import write_atomic
 from tracer.output.render import RenderOptions, render_dot, write
 from tracer.view.text import check_line
 
@@ -81,10 +81,7 @@ def build_gallery(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise TracerError(f"cannot write the gallery into {out}: it is not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TracerError(f"cannot create {out}: {e.strerror or e}") from None
+    make_folder(out)
     exercises = all_exercises() if exercises is None else exercises
     entries = []
     for ex in exercises:

@@ -91,13 +91,15 @@ import importlib.util
 import json
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from tracer.errors import TracerError
+from tracer.files import make_folder, write_atomic
 
 # Bump when the cached JSON's layout changes: an old file is then reloaded, not misread.
 CACHE_FORMAT = 1
@@ -628,18 +630,12 @@ def _read_cache(path: Path, key: Mapping[str, Any]) -> dict[str, dict[str, Any]]
 
 
 def _write_cache(path: Path, key: Mapping[str, Any], table: Mapping[str, Any]) -> None:
-    """Write the cache atomically (a temporary file moved into place); failures are ignored."""
+    """Write the cache atomically (tracer.files); a cache that cannot be written is skipped."""
+    data = json.dumps({"key": key, "ops": table}, ensure_ascii=False).encode("utf-8")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    except OSError:
+        write_atomic(make_folder(path.parent) / path.name, data)
+    except TracerError:
         return
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            json.dump({"key": key, "ops": table}, file, ensure_ascii=False)
-        os.replace(temporary, path)
-    except OSError:
-        Path(temporary).unlink(missing_ok=True)
 
 
 def _name(name: Any) -> str:

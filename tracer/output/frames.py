@@ -18,8 +18,8 @@ from io import BytesIO
 from pathlib import Path
 
 from tracer.errors import TracerError
+from tracer.files import make_folder, write_atomic
 from tracer.model.graph import Recording
-from tracer.output.files import write_atomic
 from tracer.output.render import RenderOptions, write
 from tracer.view.steps import engine_order, truncated
 
@@ -80,10 +80,7 @@ def write_frames(
     total = len(engine_order(recording))
     if pdf:
         return [_write_pdf(recording, target, total, options)]
-    try:
-        target.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TracerError(f"cannot create {target}: {e.strerror or e}") from None
+    make_folder(target)
     return [
         write(
             truncated(recording, k),

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from tracer.errors import TracerError
+from tracer.files import make_folder
 from tracer.model.passes import Pass
 from tracer.output.render import FORMATS, RenderOptions, write
 
@@ -55,10 +56,7 @@ def write_pictures(
     the older pictures already in `out` that this run did not rewrite."""
     if not passes:
         return [], []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise TracerError(f"cannot create {out}: {e.strerror or e}") from None
+    make_folder(out)
     width = max(2, len(str(len(passes))))
     written = [write(p.recording, out / p.picture_name(fmt, width), options) for p in passes]
     names = {p.name for p in written}

@@ -2,7 +2,7 @@
 
 DOT source comes from tracer.output.dot; pictures from Graphviz (tracer.output.graphviz);
 JSON from the Recording itself; an HTML step-through page from tracer.output.page. Every
-file is made in memory and moved into place (tracer.output.files).
+file is made in memory and moved into place (tracer.files).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tracer.errors import TracerError
+from tracer.files import write_atomic
 from tracer.model.graph import Recording
 from tracer.output.dot import DETAILS, Detail, RenderOptions, dot_source, dot_utf8
-from tracer.output.files import write_atomic
 from tracer.output.graphviz import picture
 from tracer.output.page import render_html
 from tracer.view.collapse import EVERY_DEPTH

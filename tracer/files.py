@@ -1,5 +1,6 @@
 """Files: every output is made in memory and moved into place (`write_atomic`), with the
-mode a new file would get, so a failure never leaves a partial file or clobbers a good one."""
+mode a new file would get, so a failure never leaves a partial file or clobbers a good one;
+a folder is made with one clear line when it cannot be (`make_folder`)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def make_folder(path: Path) -> Path:
+    """Make the folder `path` (and its parents) unless it exists; a TracerError in one line
+    when it cannot be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TracerError(f"cannot create {path}: {e.strerror or e}") from None
+    return path
