@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import app
 from torch import nn
 from typer.testing import CliRunner
 
 import tracer
+from cli import app
 from tracer.errors import TracerError
 from tracer.exercises import get
 from tracer.model.graph import Graph, Recording
@@ -33,7 +33,7 @@ class MLP(nn.Module):
 
 
 def _train(steps: int = 3, zero_grad: bool = False) -> tracer.Trace:
-    """The issue's loop: an MLP, SGD, cross-entropy; no zero_grad, so .grad accumulates."""
+    """A training loop: an MLP, SGD, cross-entropy; no zero_grad, so .grad accumulates."""
     torch.manual_seed(0)
     model = MLP()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -1,4 +1,4 @@
-"""Issue 4: forward values, names, backward order, saved tensors, detail levels, problems,
+"""Forward values, names, backward order, saved tensors, detail levels, problems,
 second order — on graphs whose values and order are known by hand."""
 
 from __future__ import annotations
