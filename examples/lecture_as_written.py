@@ -2,7 +2,7 @@
 
     trace run examples/lecture_as_written.py --out lecture-traces/
 
-`trace run` recognises each printed manual result (see tracer/manual.py) and checks it
+`trace run` recognises each printed manual result (see tracer/checks/manual.py) and checks it
 against autograd's gradient: both passes agree, exit status 0.
 """
 

@@ -13,6 +13,12 @@ the input it feeds (`∂/∂self`, from tracer.derivatives.chainrule), with a bl
 its left so that the labels of parallel edges never touch. A node's label is a table of
 rows; each row kind is one function in `NODE_ROWS`, called with the graph being drawn
 (`Drawn`: the facts rows ask for, found once), so a new per-node overlay is one function.
+
+The one trade-off of this module: a large model's DOT runs to hundreds of megabytes, and
+much of it is non-ASCII (∂, ‖·‖), so every string made along the way is a wide copy. Each
+label, edge and line is therefore made once, in its final form (its indentation included),
+and joined once; rows alike are cached. benchmarks/bench_cost.py guards it against
+torchviz's `make_dot`.
 """
 
 from __future__ import annotations
@@ -372,7 +378,7 @@ _TABLE = '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
 
 
 def node_label(node: Node, drawn: Drawn, options: RenderOptions) -> str:
-    parts = [_TABLE]  # joined once: no intermediate copies of the label
+    parts = [_TABLE]  # joined once (see the module docstring)
     for make in NODE_ROWS:
         parts += make(node, drawn, options)
     parts.append("</TABLE>>")
@@ -413,8 +419,7 @@ def _edge_attributes(edge: Edge, drawn: Drawn, brief: bool = False) -> str:
     if grad is None:
         return 'color="#555555"'
     colour = PROBLEM if _non_finite(grad) else GRAD_COLOUR
-    # One f-string for the whole: the label holds non-ASCII text (∂, ‖·‖), so each string
-    # made along the way would be a wide copy of it.
+    # One f-string for the whole (see the module docstring).
     return (
         f'color="{colour}" fontcolor="{colour}" label={_EDGE_LABEL}'
         f"{_slot_head(slot_name(edge, drawn.edges))}"
@@ -501,8 +506,7 @@ def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: b
     highlight = options.highlight
     drawn = Drawn.of(graph)
     # Each node's line is made with its final indentation, one tab deeper than the module
-    # cluster it sits in (nested as the calls were: a call of level L is L - 1 tabs in),
-    # so that it is never copied again: a large graph's text runs to hundreds of megabytes.
+    # cluster it sits in (nested as the calls were: a call of level L is L - 1 tabs in).
     pads = [indent + "\t" * level for level in levels(graph.modules)]
     node_lines: dict[int | None, list[str]] = {}  # by the cluster (module call) they are in
     for node in graph.nodes:
@@ -647,7 +651,6 @@ def _lines(recording: Recording, options: RenderOptions | None) -> list[str]:
     ]
     for i, view in enumerate(shown):
         lines += _graph_lines(view, i, options, cluster=not single)
-    # The closing brace, and after it the final newline: in the one join, for a copy of
-    # the whole text (megabytes, for a model) costs as much as a tenth of making it.
+    # The closing brace, and after it the final newline: in the one join.
     lines += ["}", ""]
     return lines
