@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Sets tracer up on a fresh machine, and is safe to run again:
 #   1. Graphviz's `dot` (Debian's graphviz package) when it is missing;
-#   2. a virtual environment in .venv with the pinned CPU build of torch, installed first so
-#      that pyproject's `torch>=` range is already satisfied (a range alone pulls a CUDA build);
+#   2. a virtual environment in .venv with the pinned torch 2.13.0, installed first so that
+#      pyproject's `torch>=` range is already satisfied (a range alone pulls a CUDA build),
+#      from the index in TRACER_TORCH_INDEX when it is set (for torch only: where pip's default
+#      index serves CUDA builds, point it at PyTorch's CPU index, see the README), then says
+#      which build .venv has (CPU, CUDA or ROCm); a torch other than 2.13.0 is replaced;
 #   3. Debian's chromium when it is missing: the tests drive it (through Playwright) to check
 #      the stepper page in a real browser;
 #   4. tracer itself (editable) with its test tools.
@@ -46,9 +49,33 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # pip's notes about this machine's local package index are noise here: drop them.
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | sed '/^WARNING: Location/d'; }
-if ! .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null; then
-    echo "setup: installing torch 2.13.0 (CPU)"
-    pip install torch==2.13.0
+# Prints which torch build .venv has ("setup: torch 2.13.0+cpu (CPU build)"); fails when
+# torch is missing or is not 2.13.0. (Right after torch's install numpy is not there yet, and
+# torch's warning about it is noise.)
+torch_build='
+import sys, warnings
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+import torch
+if torch.__version__.split("+")[0] != "2.13.0":
+    sys.exit(f"setup: torch {torch.__version__} is installed, not 2.13.0")
+cuda, hip = torch.version.cuda, getattr(torch.version, "hip", None)
+build = f"CUDA {cuda}" if cuda else f"ROCm {hip}" if hip else "CPU"
+print(f"setup: torch {torch.__version__} ({build} build)")
+'
+if build_line=$(.venv/bin/python -c "$torch_build" 2>/dev/null); then
+    echo "$build_line"
+    if [ -n "${TRACER_TORCH_INDEX:-}" ]; then
+        echo "setup: torch 2.13.0 was already installed, so TRACER_TORCH_INDEX was not used (to install from it: rm -rf .venv, then run ./setup.sh again)"
+    fi
+else
+    if [ -n "${TRACER_TORCH_INDEX:-}" ]; then
+        echo "setup: installing torch 2.13.0 from TRACER_TORCH_INDEX ($TRACER_TORCH_INDEX)"
+        pip install --index-url "$TRACER_TORCH_INDEX" torch==2.13.0
+    else
+        echo "setup: installing torch 2.13.0 from pip's default index (where it serves CUDA builds, set TRACER_TORCH_INDEX: see the README)"
+        pip install torch==2.13.0
+    fi
+    .venv/bin/python -c "$torch_build"
 fi
 echo "setup: installing tracer and its test tools"
 pip install -e ".[dev]"
