@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import weakref
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ import torch
 import tracer
 from tracer.errors import TracerError
 from tracer.output.render import render_dot, write
-from tracer.record.node_record import record_of
 
 HOSTILE = [
     "odd\\",  # an odd number of backslashes at the end
@@ -31,17 +29,20 @@ HOSTILE = [
 def hostile_recording() -> tracer.Recording:
     x = torch.tensor([1.0, 2.0], requires_grad=True)
     with tracer.trace('title "quoted" \\N') as t:
-        tensors = {}
         y = x
-        for i, name in enumerate(HOSTILE):
+        tensors = {}
+        for i in range(len(HOSTILE)):
             y = y * (i + 2.0)
-            tensors[name] = y
-        # Names need not be identifiers here: Trace.name_tensors skips those, so learn
-        # them the way a namespace with odd keys (a dict from user code) would give them.
-        for name, value in tensors.items():
-            t._names._names[id(value)] = (weakref.ref(value), name)
-            record_of(value.grad_fn).names = (name,)
+            tensors[f"v{i}"] = y
+        t.name_tensors(tensors)
         y.sum().backward()
+    # Names need not be identifiers: a namespace with odd keys (a dict from user code)
+    # gives such names. The recording is plain data: give its nodes the hostile ones.
+    hostile = {f"v{i}": name for i, name in enumerate(HOSTILE)}
+    for node in t.recording.graphs[0].nodes:
+        if node.name in hostile:
+            node.name = hostile[node.name]
+    assert sum(node.name in HOSTILE for node in t.recording.graphs[0].nodes) == len(HOSTILE)
     return t.recording
 
 
