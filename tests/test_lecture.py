@@ -11,11 +11,11 @@ import nbformat
 import numpy as np
 import pytest
 import torch
-from cli import app
 from nbformat.v4 import new_code_cell, new_notebook
 from typer.testing import CliRunner
 
 import tracer
+from cli import app
 from tracer.exercises import get
 from tracer.model.graph import Recording
 from tracer.output.dot import DISAGREE_FILL

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from cli import app
 from torch import nn
 from typer.testing import CliRunner
 
 import tracer
+from cli import app
 from tracer.errors import TracerError
 from tracer.exercises import get
 from tracer.model.graph import Graph, Recording

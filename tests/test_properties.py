@@ -236,7 +236,11 @@ def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[st
             checked += 1
     nodes_named = {n for node in graph.nodes if node.name for n in node.name.split(", ")}
     assert checked == len(
-        [n for n in expected if n in nodes_named and expected[n].numel() <= trace.options.max_values]
+        [
+            n
+            for n in expected
+            if n in nodes_named and expected[n].numel() <= trace.options.max_values
+        ]
     )
 
 

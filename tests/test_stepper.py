@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from cli import app
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
 import tracer
+from cli import app
 from tracer.exercises import all_exercises
 from tracer.model.graph import Recording
 from tracer.output.frames import frame_options, write_frames
