@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from enum import Enum
 
 import pytest
@@ -47,7 +48,7 @@ def our_edges(graph: tracer.Graph) -> tuple[Counter, Counter]:
     return nodes, edges
 
 
-def computations() -> dict[str, callable]:
+def computations() -> dict[str, Callable[[], torch.Tensor]]:
     """Graphs for the oracle: shared subgraphs, constants, several outputs, views."""
 
     def lecture_a():
@@ -102,7 +103,8 @@ def test_every_node_once_and_leaves_tied_to_their_tensors() -> None:
     (leaf,) = g.leaves()
     assert (leaf.name, leaf.shape, leaf.dtype) == ("x", (10,), "float64")
     assert [(e.src, e.dst, e.slot) for e in g.edges] == [(0, 1, 0), (1, 2, 0), (2, 3, 0), (2, 3, 1)]
-    assert leaf.leaf_grad is not None and leaf.leaf_grad.values == tuple(x.grad.tolist())
+    assert leaf.leaf_grad is not None and x.grad is not None
+    assert leaf.leaf_grad.values == tuple(x.grad.tolist())
 
 
 def test_inputs_needing_no_grad_are_constants() -> None:
@@ -146,13 +148,15 @@ def test_arriving_gradient_equals_autograd_grad_of_each_tensor() -> None:
         assert got.values == tuple(want.flatten().tolist()), name
     # And the sum over the edges into a node is what arrived there (a feeds two nodes).
     g = t.graphs[0]
-    into_a = [e.grad for e in g.in_edges(nodes["a"].id)]
+    edges_into_a = g.in_edges(nodes["a"].id)
+    into_a = [e.grad for e in edges_into_a if e.grad is not None]
+    assert len(into_a) == len(edges_into_a)  # each carried its gradient
     total = torch.stack([torch.tensor(e.values, dtype=f64) for e in into_a]).sum(0)
     torch.testing.assert_close(total, expected[0], rtol=0, atol=1e-15)
 
 
 def test_tracing_never_changes_the_numbers_and_leaves_no_hook() -> None:
-    def run(traced: bool) -> tuple[torch.Tensor, ...]:
+    def run(traced: bool) -> tuple[torch.Tensor, torch.Tensor, tracer.Trace | None]:
         torch.manual_seed(0)
         x = torch.randn(7, dtype=torch.float32, requires_grad=True)
         W = torch.randn(4, 7, requires_grad=True)
@@ -164,8 +168,10 @@ def test_tracing_never_changes_the_numbers_and_leaves_no_hook() -> None:
         if traced:
             with tracer.trace() as t:
                 loss().backward()
+            assert x.grad is not None and W.grad is not None
             return x.grad, W.grad, t
         loss().backward()
+        assert x.grad is not None and W.grad is not None
         return x.grad, W.grad, None
 
     gx, gW, _ = run(False)
@@ -223,14 +229,15 @@ def test_large_tensors_keep_a_summary_only() -> None:
     x = torch.linspace(-1, 1, 100, dtype=f64, requires_grad=True)
     with tracer.trace(max_values=64) as t:
         (x * x).sum().backward()
-    leaf = t.graphs[0].leaves()[0]
-    assert leaf.leaf_grad.values is None
-    assert leaf.leaf_grad.shape == (100,)
-    assert leaf.leaf_grad.max == pytest.approx(2.0) and leaf.leaf_grad.min == pytest.approx(-2.0)
-    assert leaf.leaf_grad.norm == pytest.approx(float((2 * x).detach().norm()))
+    leaf_grad = t.graphs[0].leaves()[0].leaf_grad
+    assert leaf_grad is not None and leaf_grad.values is None
+    assert leaf_grad.shape == (100,)
+    assert leaf_grad.max == pytest.approx(2.0) and leaf_grad.min == pytest.approx(-2.0)
+    assert leaf_grad.norm == pytest.approx(float((2 * x).detach().norm()))
     with tracer.trace(max_values=100) as t:
         (x * x).sum().backward()
-    assert t.graphs[0].leaves()[0].leaf_grad.values is not None
+    leaf_grad = t.graphs[0].leaves()[0].leaf_grad
+    assert leaf_grad is not None and leaf_grad.values is not None
 
 
 def test_nan_and_inf_are_counted() -> None:
@@ -238,7 +245,7 @@ def test_nan_and_inf_are_counted() -> None:
     with tracer.trace() as t:
         torch.sqrt(x).sum().backward()
     leaf = t.graphs[0].leaves()[0].leaf_grad
-    assert (leaf.nan, leaf.inf) == (1, 1)
+    assert leaf is not None and (leaf.nan, leaf.inf) == (1, 1)
 
 
 def test_check_reports_largest_error_and_where() -> None:
@@ -254,7 +261,7 @@ def test_check_reports_largest_error_and_where() -> None:
     bad = t.check(x, wrong, quiet=True)
     assert not bad.passed and bad.where == (7,) and bad.max_abs == pytest.approx(1e-3)
     transposed = t.check(x, (2 * x / (1 + z)).reshape(1, 10), quiet=True)
-    assert not transposed.passed and "shapes differ" in transposed.problem
+    assert not transposed.passed and "shapes differ" in (transposed.problem or "")
     # The detached wrong formula has no graph of its own; the other two do.
     assert [g.kind for g in t.graphs] == ["backward", "manual", "manual"]
 
@@ -266,8 +273,10 @@ def test_autograd_grad_and_autograd_backward_are_captured() -> None:
         torch.autograd.backward([(3 * x).sum()])
     assert [gr.kind for gr in t.graphs] == ["backward", "backward"]
     leaf = t.graphs[0].leaves()[0]
-    assert leaf.grads[0].values == (2.0, 4.0) and leaf.leaf_grad is None
-    assert t.graphs[1].leaves()[0].leaf_grad.values == (3.0, 3.0)
+    grad = leaf.grads[0]
+    assert grad is not None and grad.values == (2.0, 4.0) and leaf.leaf_grad is None
+    leaf_grad = t.graphs[1].leaves()[0].leaf_grad
+    assert leaf_grad is not None and leaf_grad.values == (3.0, 3.0)
 
 
 @pytest.mark.parametrize("slug", ["exercise-a", "exercise-b"])

@@ -48,7 +48,7 @@ class _Replay(TorchFunctionMode):
         self.inputs: list[torch.Tensor] = []
         self.value = 0.0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _BACKWARD:
             self._differentiated(func, args, kwargs)
@@ -145,9 +145,11 @@ def test_every_check_passes(ex: Exercise) -> None:
 @pytest.mark.parametrize("ex", EXERCISES, ids=SLUGS)
 def test_manual_gradient_agrees_with_finite_differences(ex: Exercise) -> None:
     for manual, estimate, label in finite_differences(ex.fn):
-        torch.testing.assert_close(
-            manual, estimate, rtol=1e-5, atol=1e-6, msg=lambda m, lbl=label: f"{lbl}: {m}"
-        )
+
+        def msg(m: str, lbl: str = label) -> str:
+            return f"{lbl}: {m}"
+
+        torch.testing.assert_close(manual, estimate, rtol=1e-5, atol=1e-6, msg=msg)
 
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=SLUGS)

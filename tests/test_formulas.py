@@ -10,10 +10,12 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import overload
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.autograd.graph import Node
 
 from tracer.derivatives import formulas
 from tracer.derivatives.formulas import explain, formula_for, readable, slot_names
@@ -197,7 +199,9 @@ def test_no_formula_for_nodes_outside_the_table() -> None:
 
     x = torch.ones(2, requires_grad=True)
     custom = Double.apply(x).grad_fn
-    leaf = x.sin().grad_fn.next_functions[0][0]
+    sin = x.sin().grad_fn
+    assert sin is not None
+    leaf = sin.next_functions[0][0]
     for fn in (custom, leaf):
         name = type(fn).__name__
         assert formula_for(name) is None, name
@@ -263,12 +267,44 @@ def test_table_matches_torchs_classes() -> None:
             assert saved_types()[op, name] in GETTERLESS_TYPES, (op, name)
 
 
-def leaves(*shapes: tuple[int, ...]) -> list[torch.Tensor]:
+Shape = tuple[int, ...]
+
+
+# One overload per count, so that the tuple's length is known where it is unpacked into a
+# torch function of fixed arity (`F.conv2d(*leaves(a, b, c))`).
+@overload
+def leaves(a: Shape, /) -> tuple[torch.Tensor]: ...
+@overload
+def leaves(a: Shape, b: Shape, /) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def leaves(a: Shape, b: Shape, c: Shape, /) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+@overload
+def leaves(
+    a: Shape, b: Shape, c: Shape, d: Shape, /
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: ...
+def leaves(*shapes: Shape) -> tuple[torch.Tensor, ...]:
     """Distinct seeded float64 leaves, so a saved tensor tells which input it is."""
     gen = torch.Generator().manual_seed(len(shapes))
-    return [
+    return tuple(
         torch.randn(shape, generator=gen, dtype=torch.float64).requires_grad_() for shape in shapes
-    ]
+    )
+
+
+# Built in steps (a lambda called on `*leaves(...)` at once is typed wrongly by mypy).
+def _pow_tensor() -> torch.Tensor:
+    a, b = leaves((3,), (3,))
+    return a.exp() ** b
+
+
+def _foreach_div() -> torch.Tensor:
+    a, b, c, d = leaves((2,), (2,), (2,), (2,))
+    return torch._foreach_div([a, b], [c, d])[0]
+
+
+def _set_item() -> torch.Tensor:
+    y = leaves((3,))[0].clone()
+    y[0] = 5.0
+    return y
 
 
 def _extra_outputs() -> dict[str, Callable[[], torch.Tensor]]:
@@ -306,7 +342,7 @@ def _extra_outputs() -> dict[str, Callable[[], torch.Tensor]]:
         "abs": lambda: leaves((3,))[0].abs(),
         "sgn": lambda: leaves((3,))[0].sgn(),
         "pow scalar": lambda: leaves((3,))[0] ** 2,
-        "pow tensor": lambda: (lambda a, b: a.exp() ** b)(*leaves((3,), (3,))),
+        "pow tensor": _pow_tensor,
         "rpow": lambda: 2 ** leaves((3,))[0],
         "div": lambda: torch.div(*leaves((3,), (3,))),
         "div scalar": lambda: leaves((3,))[0] / 2,
@@ -319,9 +355,7 @@ def _extra_outputs() -> dict[str, Callable[[], torch.Tensor]]:
         "mul scalar": lambda: 3 * leaves((3,))[0],
         "cat": lambda: torch.cat(leaves((2,), (3,), (1,))),
         "stack": lambda: torch.stack(leaves((2,), (2,))),
-        "foreach div": lambda: (lambda a, b, c, d: torch._foreach_div([a, b], [c, d])[0])(
-            *leaves((2,), (2,), (2,), (2,))
-        ),
+        "foreach div": _foreach_div,
         "transpose": lambda: leaves((2, 3))[0].transpose(0, 1),
         "t": lambda: leaves((2, 3))[0].t(),
         "view": lambda: leaves((6,))[0].view(2, 3),
@@ -333,21 +367,19 @@ def _extra_outputs() -> dict[str, Callable[[], torch.Tensor]]:
         "sum": lambda: leaves((2, 3))[0].sum(),
         "sum dim": lambda: leaves((2, 3))[0].sum(1),
         "mean": lambda: leaves((2, 3))[0].mean() + leaves((2, 3))[0].mean(0).sum(),
-        "elementwise": lambda: (lambda x: x.sin().cos().tanh().sigmoid().exp().log())(
-            *leaves((3,))
-        ),
+        "elementwise": lambda: leaves((3,))[0].sin().cos().tanh().sigmoid().exp().log(),
         "neg clamp maximum": lambda: torch.maximum(
             -leaves((3,))[0].clamp(-0.5, 0.5), *leaves((3,))
         ),
         "norm": lambda: torch.linalg.vector_norm(*leaves((3,))),
         "in-place": lambda: leaves((3,))[0].clone().mul_(2).add_(1),
-        "set item": lambda: (lambda y: (y.__setitem__(0, 5.0), y)[1])(leaves((3,))[0].clone()),
+        "set item": _set_item,
         "gelu": lambda: F.gelu(*leaves((3,))),
     }
 
 
-def _nodes(output: torch.Tensor) -> Iterator[object]:
-    seen: set[object] = set()
+def _nodes(output: torch.Tensor) -> Iterator[Node]:
+    seen: set[Node] = set()
     queue = deque([output.grad_fn])
     while queue:
         fn = queue.popleft()
@@ -361,7 +393,7 @@ def _nodes(output: torch.Tensor) -> Iterator[object]:
 WITHOUT_FORMULA = {"AccumulateGrad", "CopySlices"}  # made by autograd itself, not derivatives.yaml
 
 
-def check_real_node(fn: object) -> str:
+def check_real_node(fn: Node) -> str:
     """The formula of `fn` fits it: slot count, saved attributes, and each slot's input."""
     op = type(fn).__name__
     n_slots = len(fn.next_functions)
@@ -386,8 +418,9 @@ def check_real_node(fn: object) -> str:
         saved = getattr(fn, f"_saved_{base}")
         if element:
             saved = saved[int(element.rstrip("]"))]
-        if isinstance(saved, torch.Tensor) and saved.shape == next_fn.variable.shape:
-            assert torch.equal(saved, next_fn.variable), (op, name)
+        variable = next_fn.variable  # type: ignore[union-attr]  # AccumulateGrad's own
+        if isinstance(saved, torch.Tensor) and saved.shape == variable.shape:
+            assert torch.equal(saved, variable), (op, name)
     return op
 
 
@@ -461,7 +494,7 @@ def test_a_constant_input_keeps_its_slot(
     constant = torch.arange(1.0, 4.0, dtype=torch.float64)
     y = torch.arange(4.0, 7.0, dtype=torch.float64, requires_grad=True)
     fn = build(constant, y).grad_fn
-    assert type(fn).__name__ == op
+    assert fn is not None and type(fn).__name__ == op
     n_slots = len(fn.next_functions)
     assert slot_names(op, n_slots) == names
     assert [next_fn is None for next_fn, _ in fn.next_functions] == [True] * (n_slots - 1) + [False]

@@ -76,7 +76,7 @@ def shell(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     config = Config()
     config.HistoryManager.enabled = False
-    ip = InteractiveShell.instance(config=config)
+    ip: Any = InteractiveShell.instance(config=config)  # Any: it is given `.shown`
     ip.shown = []
     monkeypatch.setattr("IPython.display.display", lambda data, raw: ip.shown.append(data))
     assert run(ip, "%load_ext tracer").success

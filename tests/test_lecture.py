@@ -11,11 +11,11 @@ import nbformat
 import numpy as np
 import pytest
 import torch
-from cli import app
 from nbformat.v4 import new_code_cell, new_notebook
 from typer.testing import CliRunner
 
 import tracer
+from cli import app
 from tracer.exercises import get
 from tracer.model.graph import Recording
 from tracer.output.dot import DISAGREE_FILL
@@ -171,11 +171,11 @@ def test_constants_are_bound_by_their_position() -> None:
 def test_a_node_without_a_formula_says_nothing() -> None:
     class Twice(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, t):  # type: ignore[no-untyped-def]
+        def forward(ctx, t):
             return 2 * t
 
         @staticmethod
-        def backward(ctx, g):  # type: ignore[no-untyped-def]
+        def backward(ctx, g):
             return 2 * g
 
     x = torch.tensor([1.0, 2.0], requires_grad=True)
@@ -202,11 +202,14 @@ def test_finite_differences_check_without_a_closed_form() -> None:
     with tracer.trace() as t:
         f = torch.log(1 + torch.dot(x, x))
         f.backward()
+    assert x.grad is not None
     grad = x.grad.clone()
     torch.manual_seed(3)
     np.random.seed(3)
     random.seed(3)
-    states = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    # numpy's stub types get_state() as get_state(legacy=False), a dict; it is the tuple
+    numpy_key = np.random.get_state()[1].copy()  # type: ignore[index]
+    states = torch.get_rng_state(), numpy_key, random.getstate()
 
     def noisy(t: torch.Tensor) -> torch.Tensor:
         torch.rand(1), np.random.random(), random.random()  # the generators must not move
@@ -214,9 +217,10 @@ def test_finite_differences_check_without_a_closed_form() -> None:
 
     check = t.check(x, fn=noisy, quiet=True)
     assert check.passed and check.how == "finite differences" and check.max_abs < 1e-8
-    assert torch.equal(x.grad, grad)
+    assert x.grad is not None and torch.equal(x.grad, grad)
     assert torch.equal(torch.get_rng_state(), states[0])
-    assert (np.random.get_state()[1] == states[1]).all() and random.getstate() == states[2]
+    assert (np.random.get_state()[1] == states[1]).all()  # type: ignore[index]  # as above
+    assert random.getstate() == states[2]
     assert "autograd vs finite differences: ✓ agree" in render_dot(t.recording)
     wrong = tracer.check(x, fn=lambda t: torch.dot(t, t), quiet=True)  # outside a trace
     assert not wrong.passed and wrong.how == "finite differences"

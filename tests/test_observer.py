@@ -95,7 +95,11 @@ def test_a_transformer_layer_gives_bitwise_equal_values_and_gradients() -> None:
         with maybe_traced(traced):
             out = layer(X)
             out.square().mean().backward()
-        return out.detach(), [p.grad.clone() for p in layer.parameters()]
+        copies = []
+        for p in layer.parameters():
+            assert p.grad is not None
+            copies.append(p.grad.clone())
+        return out.detach(), copies
 
     (plain_out, plain_grads), (traced_out, traced_grads) = program(False), program(True)
     assert torch.equal(plain_out, traced_out)
@@ -114,6 +118,7 @@ def test_sgn_and_double_backward_through_abs() -> None:
             g.sum().backward()  # the gradient is an (unallocated) zero tensor
             (h,) = torch.autograd.grad(x.abs().sum(), x, create_graph=True)
             (h * x).sum().backward()
+        assert x.grad is not None
         return g.tolist(), x.grad.tolist()
 
     same_for_the_user(program)
@@ -142,6 +147,7 @@ def test_sparse_coo_and_sparse_embedding() -> None:
             leaf = next(n for n in t.graphs[0].nodes if n.kind == "leaf")
             assert leaf.leaf_grad is not None and "sparse_coo" in (leaf.leaf_grad.note or "")
             render_dot(t.recording)
+        assert emb.weight.grad is not None
         return emb.weight.grad.coalesce().values().tolist(), grads(v)
 
     with warnings.catch_warnings():
@@ -172,6 +178,7 @@ def test_meta_tensors_and_an_empty_tensor_render() -> None:
             assert any(note and "meta" in note for note in notes)
             dot = render_dot(t.recording)
             assert "shape [3, 0]" in dot
+        assert m.grad is not None and e.grad is not None
         return tuple(m.grad.shape), tuple(e.grad.shape)
 
     same_for_the_user(program)
@@ -184,7 +191,7 @@ class NamesSeen(TorchFunctionMode):
         super().__init__()
         self.seen: list[str] = []
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         self.seen.append(getattr(func, "__name__", str(func)))
         return func(*args, **(kwargs or {}))
 
@@ -219,7 +226,7 @@ def test_a_bad_gradient_keeps_torchs_error_and_leaves_no_hook() -> None:
         y = x * 2
         with maybe_traced(traced) as t:
             with pytest.raises(TypeError) as raised:
-                y.backward(gradient="abc")  # type: ignore[arg-type]
+                y.backward(gradient="abc")
             y.sum().backward(retain_graph=True)
         before = None if t is None else t.recording.to_json()
         y.sum().backward()  # untraced: no hook of ours may run
@@ -279,7 +286,7 @@ def test_a_backward_in_a_worker_thread_is_recorded() -> None:
         worker = threading.Thread(target=y.backward)
         worker.start()
         worker.join()
-    assert len(t.graphs) == 1 and x.grad.tolist() == [2.0, 4.0]
+    assert len(t.graphs) == 1 and x.grad is not None and x.grad.tolist() == [2.0, 4.0]
     assert_nothing_left()
 
 
@@ -426,5 +433,7 @@ def test_json_is_standard_json_with_non_finite_numbers_as_strings() -> None:
     leaf = next(n for n in raw["graphs"][0]["nodes"] if n["kind"] == "leaf")
     assert leaf["leaf_grad"]["values"] == ["Infinity", 0.25]
     back = Recording.from_json(text)
-    assert math.isinf(back.graphs[0].nodes[-1].leaf_grad.values[0])
+    leaf_grad = back.graphs[0].nodes[-1].leaf_grad
+    assert leaf_grad is not None and leaf_grad.values is not None
+    assert math.isinf(leaf_grad.values[0])
     assert back.to_json() == text

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tracer.model.check import Check
+from tracer.model.check import Check, How
 from tracer.model.tensor import TensorData
 from tracer.view.text import check_html, check_line, format_check
 
@@ -24,7 +24,7 @@ def _check(passed: bool, max_abs: float, problem: str | None = None) -> Check:
         passed=passed,
         problem=problem,
         of="f",
-        how="allclose",
+        how=How.ALLCLOSE,
     )
 
 
@@ -61,4 +61,5 @@ def test_html_shows_the_verdict_both_tensors_and_the_error() -> None:
     for text in ("✗ DISAGREE", "autograd", "manual", "[1.0000, 2.5000]", "largest error 0.5"):
         assert text in page
     named = Check(**{**_check(True, 0.0).__dict__, "name": "<img>"})
-    assert "<img>" not in named._repr_html_() and "&lt;img&gt;" in named._repr_html_()
+    html = named._repr_html_()
+    assert html is not None and "<img>" not in html and "&lt;img&gt;" in html

@@ -10,9 +10,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from cli import app
 from typer.testing import CliRunner
 
+from cli import app
 from tracer.model.graph import Recording
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -4,6 +4,7 @@ recording split into one part per backward pass."""
 from __future__ import annotations
 
 import sys
+from typing import cast
 
 import torch
 
@@ -33,6 +34,7 @@ def test_allclose_on_a_gradient_is_a_check_with_the_verdict_the_code_saw() -> No
         f = (x * x).sum()
         f.backward()
         right = 2 * x  # has a graph of its own: drawn beside autograd's
+        assert x.grad is not None
         same = torch.allclose(x.grad, right)
         wrong = x.grad.allclose(3 * x.detach())  # the Tensor method, the gradient first
         loose = torch.allclose(4 * x.detach(), x.grad, atol=10.0)  # the gradient second
@@ -64,6 +66,7 @@ def test_allclose_on_autograd_grad_results_and_module_parameters() -> None:
         (dw,) = torch.autograd.grad((w * w).sum(), w)
         assert torch.allclose(dw, 2 * w.detach())
         model(torch.ones(1, 2, dtype=f64)).sum().backward()
+        assert model.bias.grad is not None
         assert torch.allclose(model.bias.grad, torch.ones(1, dtype=f64))
     assert [(c.name, c.how, c.after) for c in t.checks] == [
         ("w", "allclose", 1),
@@ -79,7 +82,8 @@ def test_per_pass_splits_graphs_and_checks_by_backward_pass() -> None:
         tracer.check(x, 2 * x, quiet=True)  # with a manual graph
         x.grad = None
         torch.sin(x).sum().backward()
-        torch.allclose(x.grad, torch.cos(x.detach()))
+        # cast: mypy still holds x.grad to the None assigned above, across backward()
+        torch.allclose(cast(torch.Tensor, x.grad), torch.cos(x.detach()))
         tracer.check(x, torch.cos(x.detach()), quiet=True)
     assert [c.after for c in t.checks] == [0, 1, 2, 2]
     one, two = t.recording.per_pass()

@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 import torch
-from cli import app
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from pypdf import PdfReader
 from typer.testing import CliRunner
 
 import tracer
+from cli import app
 from tracer.exercises import all_exercises
 from tracer.model.graph import Recording
 from tracer.output.frames import frame_options, write_frames
@@ -199,6 +199,7 @@ def assert_step(opened: Opened, recording: Recording, position: int) -> None:
     ]
     assert len(state["leafBoxes"]) == len(filled)
     for box, leaf in zip(state["leafBoxes"], filled, strict=True):
+        assert leaf.leaf_grad is not None
         assert "".join(format_tensor(leaf.leaf_grad)).replace(" ", "") in box.replace(" ", "")
 
 
@@ -247,8 +248,10 @@ def test_shared_subexpression_shows_the_two_gradients_summed(
     panel = opened.page.locator("[data-role=grad-in]").inner_text()
     assert "sum of the 2 gradients that arrived" in panel
     for e in arrivals:
-        assert lines(e.grad) in panel
-    assert lines(mul.grads[0]) in panel
+        text = lines(e.grad)
+        assert text is not None and text in panel
+    text = lines(mul.grads[0])
+    assert text is not None and text in panel
     assert opened.errors == []
     opened.close()
 
@@ -301,7 +304,8 @@ def test_hover_shows_the_full_tensor_and_zoom_and_folding_work(
     page.hover(f"g.node:has(> title:text-is('g0n{leaf.id}'))")
     tip = page.locator("#tip")
     assert tip.is_visible()
-    assert lines(leaf.leaf_grad) in tip.inner_text()
+    text = lines(leaf.leaf_grad)
+    assert text is not None and text in tip.inner_text()
     edge = next(e for e in graph.edges if e.grad is not None and e.src == graph.roots[0])
     # A point on the edge's line (its bounding box's centre can miss a curved edge).
     path = page.locator(f"g.edge:has(> title:text-is('g0n{edge.src}->g0n{edge.dst}')) path")
@@ -310,7 +314,8 @@ def test_hover_shows_the_full_tensor_and_zoom_and_folding_work(
         ".matrixTransform(p.getScreenCTM()); return {x: m.x, y: m.y}; }"
     )
     page.mouse.move(middle["x"], middle["y"])
-    assert lines(edge.grad) in tip.inner_text()
+    text = lines(edge.grad)
+    assert text is not None and text in tip.inner_text()
     page.keyboard.press("Escape")
     # Zoom from the keyboard changes the scale; 0 fits again.
     scale = "new DOMMatrix(getComputedStyle(document.getElementById('stage')).transform).a"
@@ -433,8 +438,8 @@ def test_frames_are_the_recording_truncated_at_each_step() -> None:
             original = recording.graphs[0].node(node.id)
             assert node.grads == (original.grads if ran else (None,) * len(original.grads))
             assert node.leaf_grad == (original.leaf_grad if ran else None)
-        for edge, original in zip(graph.edges, recording.graphs[0].edges, strict=True):
-            assert edge.grad == (original.grad if steps.get((0, edge.src), 99) <= k else None)
+        for edge, original_edge in zip(graph.edges, recording.graphs[0].edges, strict=True):
+            assert edge.grad == (original_edge.grad if steps.get((0, edge.src), 99) <= k else None)
         assert (graph.seeds[0] is None) == (k == 0)
         assert frame.graphs[1:] == recording.graphs[1:]  # manual graphs stay whole
         options = frame_options(recording, k, RenderOptions(detail="slide"))

@@ -50,14 +50,18 @@ def test_each_node_shows_its_forward_value_and_the_gradient_that_reached_it() ->
         "f": math.sqrt(c) + math.cos(c),
     }
     for name, want in values.items():
-        assert nodes[name].forward[0].values == pytest.approx((want,), rel=1e-15), name
+        forward = nodes[name].forward[0]
+        assert forward is not None and forward.values == pytest.approx((want,), rel=1e-15), name
     # The gradients, by the chain rule by hand (MML eq. 5.110-5.115).
     df_dc = 1 / (2 * math.sqrt(c)) - math.sin(c)
     grads = {"f": 1.0, "d": 1.0, "e": 1.0, "c": df_dc, "b": df_dc, "a": df_dc * (1 + b)}
     for name, want in grads.items():
-        assert nodes[name].grads[0].values == pytest.approx((want,), rel=1e-12), name
-    assert nodes["x"].leaf_grad.values == pytest.approx((2 * 0.7 * df_dc * (1 + b),), rel=1e-12)
-    assert nodes["x"].forward[0].values == (0.7,)
+        grad = nodes[name].grads[0]
+        assert grad is not None and grad.values == pytest.approx((want,), rel=1e-12), name
+    leaf_grad, forward = nodes["x"].leaf_grad, nodes["x"].forward[0]
+    assert leaf_grad is not None and forward is not None
+    assert leaf_grad.values == pytest.approx((2 * 0.7 * df_dc * (1 + b),), rel=1e-12)
+    assert forward.values == (0.7,)
 
 
 def test_names_come_from_the_code_and_none_are_invented() -> None:
@@ -111,7 +115,8 @@ def test_saved_tensors_on_request_including_inputs() -> None:
     nodes = {n.op: n for n in t.graphs[0].nodes}
     saved = {v.name: v for v in nodes["MulBackward0"].saved}
     assert saved["self"].source == "x" and saved["other"].source == "x"
-    assert saved["self"].tensor.values == (1.0, 2.0)
+    tensor = saved["self"].tensor
+    assert tensor is not None and tensor.values == (1.0, 2.0)
     exp_saved = {v.name: v for v in nodes["ExpBackward0"].saved}
     assert exp_saved["result"].source == "output"
     slide = render_dot(t.recording, RenderOptions("slide"))
@@ -180,5 +185,5 @@ def test_second_order_draws_both_passes_told_apart() -> None:
     names = by_name(second)
     assert names["hvp"].made_by is None  # made by the forward code
     assert names["g"].made_by == 1  # made by the first backward
-    assert torch.equal(x.grad, 6 * x.detach() * v)  # the Hessian-vector product
+    assert x.grad is not None and torch.equal(x.grad, 6 * x.detach() * v)  # Hessian-vector product
     assert "made by backward pass 1" in render_dot(t.recording)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.autograd
@@ -433,7 +433,10 @@ def check(
     `Trace.check`); outside one it is only compared, printed and returned."""
     active = current_trace()
     if active is not None:
-        return active.check(tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet, fn=fn)
+        # The only Observer there is: open_trace is only ever given a Trace.
+        return cast("Trace", active).check(
+            tensor, manual, name=name, rtol=rtol, atol=atol, quiet=quiet, fn=fn
+        )
     frame = user_frame(sys._getframe(1))
     if name is None and frame is not None:
         name = next(

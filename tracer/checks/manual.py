@@ -83,6 +83,7 @@ def _leaves_of(tensor: torch.Tensor) -> tuple[list[torch.Tensor], bool] | None:
     """The leaves requiring grad `tensor` was computed from, and whether a gradient was
     among its constants; None when its graph is larger than MAX_NODES."""
     root = tensor.grad_fn
+    assert root is not None  # the caller's check: a tensor with no graph has no candidate
     seen = {root}
     queue = deque([root])
     leaves: list[torch.Tensor] = []
@@ -96,7 +97,7 @@ def _leaves_of(tensor: torch.Tensor) -> tuple[list[torch.Tensor], bool] | None:
         if record.constants:
             constants.extend(c.tensor for c in record.constants)
         if type(fn).__name__ == "AccumulateGrad":
-            leaves.append(fn.variable)
+            leaves.append(fn.variable)  # type: ignore[attr-defined]  # AccumulateGrad's own
         for child, _ in next_functions:
             if child is not None and child not in seen:
                 seen.add(child)

@@ -72,7 +72,7 @@ class ForwardRecorder(TorchFunctionMode):
         self.on_comparison = on_comparison
         self.warn = warn
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if torch.compiler.is_compiling():

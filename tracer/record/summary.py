@@ -15,7 +15,7 @@ its shape and dtype and a `note` saying why it was not summarised.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -361,7 +361,7 @@ class Summariser:
                 numbers = torch.stack(
                     [torch.stack(norms), torch.stack(lows), torch.stack(highs)]
                 ).to("cpu", torch.float64)
-                table = zip(*numbers.tolist(), strict=True)
+                table: Iterable[tuple[float, ...]] = zip(*numbers.tolist(), strict=True)
             except Exception:  # one at a time, so that one odd tensor spoils only itself
                 table = (self._one_large(d) for d in tensors)
             for (key, t, d), (norm, lo, hi) in zip(group, table, strict=True):

@@ -84,10 +84,13 @@ def _shell(path: Path) -> Iterator[Any]:
     config.InteractiveShell.warn_venv = False
     saved_main, saved_cwd = sys.modules.get("__main__"), os.getcwd()
     shell = InteractiveShell.instance(config=config, user_module=types.ModuleType("__main__"))
-    shell.compile.get_code_name = lambda raw, transformed, number: f"<cell {number}>"
-    shell.showtraceback = lambda *args, **kwargs: None
-    shell.showsyntaxerror = lambda *args, **kwargs: None
-    shell.showindentationerror = lambda *args, **kwargs: None
+    # Replaced on this one shell only (mypy objects to assigning to a method).
+    shell.compile.get_code_name = (  # type: ignore[method-assign]
+        lambda raw_code, transformed_code, number: f"<cell {number}>"
+    )
+    shell.showtraceback = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    shell.showsyntaxerror = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    shell.showindentationerror = lambda *args, **kwargs: None  # type: ignore[method-assign]
     try:
         with as_main(path, ()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="To exit: use 'exit'")  # sys.exit()

@@ -9,12 +9,15 @@ import builtins
 import functools
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
 from tracer.checks.manual import Source
 from tracer.record.interception import current_trace
+
+if TYPE_CHECKING:
+    from tracer.session import Trace
 
 
 def offer(value: Any, source: Source) -> None:
@@ -25,7 +28,7 @@ def offer(value: Any, source: Source) -> None:
         return
     trace = current_trace()
     if trace is not None:
-        trace.offer_manual(value, source)
+        cast("Trace", trace).offer_manual(value, source)  # the only Observer there is
 
 
 def offer_bindings(namespace: Mapping[str, Any], seen: dict[str, int]) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.model.location import Location, Locator, error_location
+from tracer.model.location import Locator, error_location
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.model.passes import Pass, passes
 
@@ -64,8 +64,8 @@ def describe_error(error: BaseException, locate: Locator) -> str:
     """One line: where in the user's code, and what went wrong."""
     kind = type(error).__name__
     if isinstance(error, SyntaxError) and error.filename:
-        where: Location | None = locate(error.filename, error.lineno or 0)
-        return f"{where.spoken()}: SyntaxError: {_text(error.msg, 'invalid syntax')}"
+        place = locate(error.filename, error.lineno or 0)
+        return f"{place.spoken()}: SyntaxError: {_text(error.msg, 'invalid syntax')}"
     where = error_location(error.__traceback__, locate)
     prefix = f"{where.spoken()}: " if where else ""
     if isinstance(error, KeyboardInterrupt):

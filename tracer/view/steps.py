@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from tracer.model.graph import Node, Recording
+from tracer.model.tensor import TensorData
 from tracer.view.text import node_title
 
 
@@ -52,7 +53,7 @@ def truncated(recording: Recording, position: int) -> Recording:
             for node in graph.nodes
         ]
         edges = [e if done(gi, e.src) else replace(e, grad=None) for e in graph.edges]
-        seeds = graph.seeds if started else [None] * len(graph.seeds)
+        seeds: list[TensorData | None] = graph.seeds if started else [None] * len(graph.seeds)
         graphs.append(replace(graph, nodes=nodes, edges=edges, seeds=seeds))
     if position == 0:
         where = "before backward: the forward graph"
