@@ -90,7 +90,7 @@ class _Command(TyperCommand):
         super().__init__(*args, **kwargs)
         for param in self.params:
             if param.param_type_name == "argument":  # its name column says it all
-                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+                param.display_type_rich = lambda ctx: None  # type: ignore[attr-defined]
 
     def get_help_option(self, ctx: Any) -> Any:
         return _help_option(super().get_help_option(ctx))
@@ -112,13 +112,23 @@ class _Group(TyperGroup):
             )
         return super().resolve_command(ctx, args)
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        given = (args, prog_name, complete_var)
         if not standalone_mode:
-            return super().main(*args, standalone_mode=False, **kwargs)
+            return super().main(*given, False, windows_expand_args, **extra)
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(*given, False, windows_expand_args, **extra)
         except typer.TyperException as e:  # a usage error: typer would draw a box of it
-            command = f"trace {e.ctx.info_name}" if getattr(e, "ctx", None) else "trace"
+            ctx = getattr(e, "ctx", None)
+            command = f"trace {ctx.info_name}" if ctx is not None else "trace"
             command = "trace" if command == "trace trace" else command
             typer.echo(f"error: {e.format_message()} (see `{command} --help`)", err=True)
             sys.exit(e.exit_code)

@@ -45,10 +45,10 @@ def assemble(
             leaf_grads[node_id] = add(leaf.grad)
             if nodes[node_id].step is not None and node_id not in arrived:
                 arrived[node_id] = [leaf_grads[node_id]]  # .grad was None: it is the arrival
-    for fn, grad in (results or {}).items():
-        node_id = walk.index.get(fn)
-        if node_id is not None and node_id not in arrived and grad is not None:
-            arrived[node_id] = [add(grad)]
+    for fn, returned in (results or {}).items():
+        found = walk.index.get(fn)
+        if found is not None and found not in arrived and returned is not None:
+            arrived[found] = [add(returned)]
     sent = flow.sent if flow else {}
     seed_keys = [None if s is None else add(s) for s in seeds]
     summary.run()

@@ -113,6 +113,7 @@ class GraphWalk:
         src = len(nodes)
         while src < len(fns):
             fn = fns[src]
+            assert fn is not None  # constants (None) are added after the walk
             next_functions = fn.next_functions
             # A leaf's AccumulateGrad has no children to free (see tracer.record.node_record):
             # it needs no record.
@@ -191,7 +192,7 @@ class GraphWalk:
     def _read_saved(self, fn: GradFn) -> list[SavedEntry]:
         """What autograd kept on `fn` for its backward, read before backward frees it."""
         saved = []
-        for attr in _saved_attributes(type(fn)):
+        for attr in _saved_attributes(fn.__class__):
             try:
                 value = getattr(fn, attr)
             except Exception:  # freed by an earlier backward, or unreadable
@@ -316,7 +317,7 @@ def _dtype_of(entry: Any) -> str | None:
 
 
 @functools.cache
-def _saved_attributes(node_type: type) -> tuple[str, ...]:
+def _saved_attributes(node_type: Any) -> tuple[str, ...]:
     """The `_saved_*` attributes of a grad_fn class (dir() is slow: once per class).
 
     Symbolic sizes and strides (`_saved_self_sym_sizes`) are autograd's bookkeeping, not
