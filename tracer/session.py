@@ -76,7 +76,7 @@ class Trace:
         self.options = CaptureOptions(max_values=max_values, values=values, saved=saved)
         self.recording = Recording(title=title)
         self.module_calls = ModuleTracker()  # module calls and qualified parameter names
-        self._mode: ForwardRecorder | None = None
+        self.forward_recorder: ForwardRecorder | None = None  # while open, with values
         self._token: contextvars.Token | None = None
         self._names = Names()  # the variable names the user's code gave
         self._made_by: int | None = None  # the latest pass run with create_graph=True
@@ -97,18 +97,18 @@ class Trace:
     def __enter__(self) -> Trace:
         self._token = open_trace(self)
         if self.options.values:
-            self._mode = ForwardRecorder(
+            self.forward_recorder = ForwardRecorder(
                 self._quick, self.module_calls, self._note_comparison, self.warn
             )
-            self._mode.__enter__()
+            self.forward_recorder.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._recognise("close")
         try:
-            if self._mode is not None:
-                self._mode.__exit__(*exc)
-                self._mode = None
+            if self.forward_recorder is not None:
+                recorder, self.forward_recorder = self.forward_recorder, None
+                recorder.close()
         finally:
             close_trace(self, self._token)
             self._token = None

@@ -8,6 +8,11 @@ inside a trace (with `values=True`, the default).
 - Inputs needing no grad that the op took are noted: they are drawn as constants.
 - The user's own comparisons of a gradient (allclose, ==, equal, isclose) are handed to
   `on_comparison`, which decides whether they are checks (tracer.checks.comparisons).
+- It steps aside (leaves the mode stack) for a module call that can record nothing: one
+  made while grad mode is off (`no_grad`, `inference_mode`), or an evaluation fast path's
+  module (`nn.MultiheadAttention`, the Transformer encoder and its layer, in `eval()`) that
+  nothing needing a gradient enters. A mode makes `has_torch_function` true, which turns
+  those fast paths off: the numbers, the strides and the padded positions would differ.
 
 Anything that goes wrong is `warn`ed about; the user's op result is returned unchanged.
 """
@@ -15,12 +20,13 @@ Anything that goes wrong is `warn`ed about; the user's op result is returned unc
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
+from torch.overrides import TorchFunctionMode, _get_current_function_mode, _pop_mode, _push_mode
 
 from tracer.model.check import How
 from tracer.record.modules import ModuleTracker
@@ -44,6 +50,33 @@ _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autogra
 
 # (how, args, kwargs, result, the frame that called the comparison)
 OnComparison = Callable[[How, tuple, dict, Any, FrameType], None]
+
+# Modules whose forward, in eval(), takes a fast path when nothing needs a gradient and no
+# tensor argument has a __torch_function__ (or a mode is active).
+FAST_PATH_MODULES = (
+    torch.nn.MultiheadAttention,
+    torch.nn.TransformerEncoderLayer,
+    torch.nn.TransformerEncoder,
+)
+
+
+def records_nothing(module: torch.nn.Module, args: tuple) -> bool:
+    """Whether a call of `module` with `args` can make no node a graph would hold."""
+    if not torch.is_grad_enabled():  # also inside inference_mode
+        return True
+    if not isinstance(module, FAST_PATH_MODULES) or module.training:
+        return False
+    with torch._C.DisableTorchFunction():  # a tensor's attributes: not the user's calls
+        if any(isinstance(a, torch.Tensor) and a.requires_grad for a in args):
+            return False
+        return not any(p.requires_grad for p in module.parameters())
+
+
+class _Aside(threading.local):
+    """How deep this thread is inside module calls the recorder stepped aside for (0: not
+    aside). Modes are per thread, and so is this."""
+
+    depth = 0
 
 
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -71,6 +104,31 @@ class ForwardRecorder(TorchFunctionMode):
         self.modules = modules
         self.on_comparison = on_comparison
         self.warn = warn
+        self._aside = _Aside()
+
+    # -- stepping aside for module calls that record nothing (see the module docstring) --
+
+    def module_entered(self, module: torch.nn.Module, args: tuple) -> None:
+        aside = self._aside
+        if aside.depth:
+            aside.depth += 1
+        elif records_nothing(module, args) and _get_current_function_mode() is self:
+            _pop_mode()  # this thread's innermost mode is the recorder: off the stack
+            aside.depth = 1
+
+    def module_exited(self) -> None:
+        aside = self._aside
+        if aside.depth:
+            aside.depth -= 1
+            if aside.depth == 0:
+                _push_mode(self)
+
+    def close(self) -> None:
+        """Leave the mode stack (unless aside, then it is off the stack already)."""
+        if self._aside.depth:
+            self._aside.depth = 0
+        else:
+            self.__exit__(None, None, None)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

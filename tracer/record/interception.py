@@ -29,6 +29,7 @@ from typing import Any, Protocol
 import torch
 import torch.autograd
 
+from tracer.record.forward import ForwardRecorder
 from tracer.record.modules import ModuleTracker
 
 
@@ -36,6 +37,7 @@ class Observer(Protocol):
     """What a trace offers the hooks installed in torch (tracer.session.Trace is one)."""
 
     module_calls: ModuleTracker  # told of every nn.Module call
+    forward_recorder: ForwardRecorder | None  # told too: it steps aside for some calls
 
     def observe_backward(
         self, engine: Callable[..., Any], t_outputs: Any, args: tuple, kwargs: dict
@@ -120,6 +122,8 @@ def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
         # No DisableTorchFunction here, at every call: the tracker touches tensors only at
         # an outermost module's first call, and disables torch functions there.
         trace.module_calls.enter(module)
+        if trace.forward_recorder is not None:
+            trace.forward_recorder.module_entered(module, args)
     except Exception as e:  # tracer's problem, never the user's
         trace.warn(f"a module call was not recorded ({type(e).__name__}: {e})")
 
@@ -130,6 +134,8 @@ def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
         return
     try:
         trace.module_calls.exit(module)  # reads no tensor: the output is left alone
+        if trace.forward_recorder is not None:
+            trace.forward_recorder.module_exited()
     except Exception as e:
         trace.warn(f"a module call was not recorded ({type(e).__name__}: {e})")
 

@@ -1,0 +1,80 @@
+"""The first law, on whole programs: each runs as `python script.py` and as `trace run
+script.py`, in separate processes, and what it computed is compared bit for bit (values,
+the sign of zeros, strides)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+BIN = Path(sys.executable).parent
+
+# Evaluation fast paths: nn.TransformerEncoder and nn.MultiheadAttention in eval() take a
+# fused path when nothing needs a gradient and no torch-function mode is active. One
+# training step first, so that `trace run` has a pass to draw.
+EVALUATION_FAST_PATHS = """
+import sys
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=True)
+attention = nn.MultiheadAttention(16, 2, batch_first=True)
+x = torch.randn(3, 5, 16)
+mask = torch.tensor([[False] * 5, [False] * 3 + [True] * 2, [False] * 4 + [True]])
+(encoder(x).sum() + attention(x, x, x)[0].sum()).backward()
+
+encoder.eval()
+attention.eval()
+out = {}
+with torch.no_grad():
+    out["encoder, no_grad"] = encoder(x, src_key_padding_mask=mask)
+    out["attention, no_grad"] = attention(x, x, x, key_padding_mask=mask)[0]
+with torch.inference_mode():
+    out["encoder, inference_mode"] = encoder(x, src_key_padding_mask=mask)
+    out["attention, inference_mode"] = attention(x, x, x, key_padding_mask=mask)[0]
+for p in [*encoder.parameters(), *attention.parameters()]:
+    p.requires_grad_(False)
+out["encoder, frozen"] = encoder(x, src_key_padding_mask=mask)
+out["attention, frozen"] = attention(x, x, x, key_padding_mask=mask)[0]
+torch.save({k: (v.clone(), v.stride()) for k, v in out.items()}, sys.argv[1])
+"""
+
+
+def run_both(tmp_path: Path, program: str) -> tuple[dict, dict]:
+    """The program's results untraced and under `trace run`, each from its own process."""
+    script = tmp_path / "program.py"
+    script.write_text(textwrap.dedent(program), encoding="utf-8")
+    plain, traced = tmp_path / "plain.pt", tmp_path / "traced.pt"
+    runs = [
+        [sys.executable, str(script), str(plain)],
+        [str(BIN / "trace"), "run", str(script), "--out", str(tmp_path / "p"), "--", str(traced)],
+    ]
+    for command in runs:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    return torch.load(plain), torch.load(traced)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit for bit: NaN payloads and the sign of zero included."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    bits = {4: torch.int32, 8: torch.int64, 2: torch.int16}[a.element_size()]
+    return torch.equal(a.contiguous().view(bits), b.contiguous().view(bits))
+
+
+@pytest.mark.slow
+def test_evaluation_fast_paths_compute_as_untraced(tmp_path: Path) -> None:
+    plain, traced = run_both(tmp_path, EVALUATION_FAST_PATHS)
+    assert plain.keys() == traced.keys()
+    for name, (value, stride) in plain.items():
+        traced_value, traced_stride = traced[name]
+        assert same_bits(value, traced_value), name
+        assert stride == traced_stride, name
