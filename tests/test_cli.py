@@ -118,6 +118,26 @@ def test_unwritable_paths(tmp_path: Path) -> None:
     assert "cannot write /proc/graph.svg" in line
 
 
+def test_a_name_over_255_bytes_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    line = one_error_line(cli("exercise-a", "--out", tmp_path / ("a" * 300 + ".svg")))
+    assert "File name too long" in line and "shorter name" in line
+    line = one_error_line(cli("run", tmp_path / "s.py", "--out", tmp_path / ("b" * 300)))
+    assert "cannot write to" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("limit", ["abc", "0", "-3", "nan", "inf"])
+def test_a_bad_dot_timeout_is_refused_before_tracing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    monkeypatch.setenv("TRACER_DOT_TIMEOUT", limit)
+    r = cli("exercise-a", "--out", tmp_path / "g.svg")
+    assert "TRACER_DOT_TIMEOUT" in one_error_line(r) and "positive number" in r.stderr
+    assert "autograd" not in r.stdout  # refused before the exercise ran
+    assert list(tmp_path.iterdir()) == []
+    assert cli("exercise-a", "--out", tmp_path / "g.json").exit_code == 0  # needs no dot
+
+
 def test_missing_dot_says_how_to_install_and_clobbers_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -290,6 +290,27 @@ def test_a_backward_in_a_worker_thread_is_recorded() -> None:
     assert_nothing_left()
 
 
+def test_passes_ending_in_several_threads_at_once_each_get_their_own_number() -> None:
+    threads = 8
+    barrier = threading.Barrier(threads)
+    x = torch.linspace(0.0, 1.0, 64, dtype=f64, requires_grad=True)
+
+    def work() -> None:
+        y = torch.sin(x * 2.0).sum()
+        barrier.wait()  # every backward at once
+        y.backward()
+
+    with tracer.trace() as t:
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    assert sorted(g.number for g in t.graphs) == list(range(1, threads + 1))
+    assert [g.number for g in t.graphs] == list(range(1, threads + 1))  # in recorded order
+    assert_nothing_left()
+
+
 def test_each_threads_passes_and_checks_go_to_its_own_trace() -> None:
     results: dict[str, tracer.Trace] = {}
     barrier = threading.Barrier(2)
@@ -437,3 +458,50 @@ def test_json_is_standard_json_with_non_finite_numbers_as_strings() -> None:
     assert leaf_grad is not None and leaf_grad.values is not None
     assert math.isinf(leaf_grad.values[0])
     assert back.to_json() == text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[]",
+        "{}",
+        '{"title": "t", "graphs": 5, "checks": []}',
+        "[" * 100_000,  # nested too deep
+        '{"title": "t", "graphs": [{"kind": "backward"}], "checks": []}',
+    ],
+)
+def test_a_recording_that_is_not_one_is_a_tracer_error(text: str) -> None:
+    with pytest.raises(tracer.TracerError, match=r"^not a tracer recording: "):
+        Recording.from_json(text)
+
+
+def test_a_recording_with_a_dangling_edge_is_a_tracer_error() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with tracer.trace() as t:
+        (x * x).sum().backward()
+    raw = json.loads(t.recording.to_json())
+    assert Recording.from_json(json.dumps(raw)) == t.recording
+    raw["graphs"][0]["edges"][0]["dst"] = 99
+    with pytest.raises(tracer.TracerError, match="an edge joins a node it does not have"):
+        Recording.from_json(json.dumps(raw))
+
+
+def test_tracers_own_warning_never_becomes_the_users_exception(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tracer.record.summary import QuickSummary
+
+    def broken(self: QuickSummary, t: torch.Tensor) -> None:
+        raise RuntimeError("a fault of tracer's")
+
+    monkeypatch.setattr(QuickSummary, "summarise", broken)
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the user's choice: every warning an exception
+        with tracer.trace() as t:
+            (x * 3.0).sum().backward()
+    assert x.grad is not None and x.grad.tolist() == [3.0, 3.0]
+    assert len(t.graphs) == 1
+    assert "tracer: a forward value was not recorded" in capsys.readouterr().err
+    assert_nothing_left()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import sys
-import warnings
+import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -31,7 +31,7 @@ from torch.autograd.graph import GradientEdge
 from tracer.checks.compare import compare
 from tracer.checks.comparisons import gradient_of, judge, oracle, user_comparison
 from tracer.checks.manual import Deciding, Recogniser
-from tracer.errors import TracerError
+from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
 from tracer.model.graph import Graph, Node, Recording
@@ -84,6 +84,7 @@ class Trace:
         # gradient of: allclose on one of them is a check.
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
         self._warned: set[str] = set()
+        self._recording = threading.Lock()  # held while a pass is added to the recording
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
 
@@ -154,7 +155,7 @@ class Trace:
         RuntimeWarning, which never becomes the user's exception."""
         if message not in self._warned:
             self._warned.add(message)
-            warnings.warn(f"tracer: {message}", RuntimeWarning, stacklevel=3)
+            warn(f"tracer: {message}", stacklevel=3)
 
     # -- names -------------------------------------------------------------------------
 
@@ -185,10 +186,11 @@ class Trace:
         busy.active = True
         try:
             # One pause for the whole pass: capture makes many small objects, and the end of
-            # each pause brings a collection over everything made during it (tracer.record.quiet).
+            # each pause brings a collection over everything made during it
+            # (tracer.model.collector).
             with paused_gc():
                 try:
-                    capture, number, source = self._prepare(roots, params)
+                    capture, source = self._prepare(roots, params)
                 except Exception as e:
                     self.warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
                     return engine(t_outputs, *args, **kwargs)
@@ -197,25 +199,24 @@ class Trace:
                 finally:
                     capture.unhook()  # whatever raised: nothing of ours stays in the graph
                 try:
-                    self._finish(capture, number, source, params, result)
+                    self._finish(capture, source, params, result)
                 except Exception as e:
-                    self.warn(f"backward pass {number} is not recorded ({type(e).__name__}: {e})")
+                    self.warn(f"a backward pass is not recorded ({type(e).__name__}: {e})")
                 return result
         finally:
             busy.active = False
 
     def _prepare(
         self, roots: list[Any], params: dict[str, Any]
-    ) -> tuple[GraphCapture, int, tuple[str, int] | None]:
+    ) -> tuple[GraphCapture, tuple[str, int] | None]:
         with torch._C.DisableTorchFunction():
             user = user_frame(sys._getframe(1))
             source = None if user is None else (user.f_code.co_filename, user.f_lineno)
             self._names.learn_from(user)
-            number = len(self.recording.backward_graphs()) + 1
             capture = GraphCapture(
                 [root_node(r) for r in roots],
                 kind="backward",
-                number=number,
+                number=0,  # numbered as it is recorded (see _finish)
                 name_of=self.name_of,
                 options=self.options,
                 made_by=self._made_by,
@@ -229,12 +230,11 @@ class Trace:
             except BaseException:
                 capture.unhook()
                 raise
-        return capture, number, source
+        return capture, source
 
     def _finish(
         self,
         capture: GraphCapture,
-        number: int,
         source: tuple[str, int] | None,
         params: dict[str, Any],
         result: Any,
@@ -258,13 +258,17 @@ class Trace:
             graph = capture.finish(seeds, returned)
         graph.source = source
         graph.create_graph = bool(params.get("create_graph"))
-        if any(node.made_by for node in graph.nodes):
-            graph.through = self._made_by
-        if graph.create_graph:
-            self._made_by = number
-        self._recognise("before")
-        self.recording.graphs.append(graph)
-        self._recognise("after", number)
+        # Passes may end in several threads at once: each gets its own number, in the
+        # order they are recorded.
+        with self._recording:
+            number = graph.number = len(self.recording.backward_graphs()) + 1
+            if any(node.made_by for node in graph.nodes):
+                graph.through = self._made_by
+            if graph.create_graph:
+                self._made_by = number
+            self._recognise("before")
+            self.recording.graphs.append(graph)
+            self._recognise("after", number)
 
     # -- checks ------------------------------------------------------------------------
 

@@ -91,14 +91,13 @@ import importlib.util
 import json
 import os
 import re
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tracer.errors import TracerError
+from tracer.errors import TracerError, warn
 from tracer.files import make_folder, write_atomic
 
 # Bump when the cached JSON's layout changes: an old file is then reloaded, not misread.
@@ -588,9 +587,7 @@ def cache_path() -> Path:
 def _load() -> dict[str, dict[str, Any]]:
     yaml_path = _derivatives_yaml()
     if yaml_path is None:
-        warnings.warn(
-            "tracer.derivatives.formulas: torchgen's derivatives.yaml not found", stacklevel=3
-        )
+        warn("tracer.derivatives.formulas: torchgen's derivatives.yaml not found", stacklevel=3)
         return {}
     stat = yaml_path.stat()
     key = {
@@ -607,9 +604,7 @@ def _load() -> dict[str, dict[str, Any]]:
     try:
         table = _load_from_torchgen(yaml_path)
     except Exception as error:  # torchgen is internal to torch: any change may break this
-        warnings.warn(
-            f"tracer.derivatives.formulas: cannot load torchgen's table: {error!r}", stacklevel=3
-        )
+        warn(f"tracer.derivatives.formulas: cannot load torchgen's table: {error!r}", stacklevel=3)
         return {}
     _write_cache(path, key, table)
     return table

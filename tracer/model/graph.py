@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, is_dataclass
 from typing import Any, Literal
 
+from tracer.errors import TracerError
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
 from tracer.model.tensor import TensorData
@@ -203,15 +204,42 @@ class Recording:
 
     @classmethod
     def from_json(cls, text: str) -> Recording:
-        raw = json.loads(text)
-        return cls(
-            title=raw["title"],
-            graphs=[_graph_from(g) for g in raw["graphs"]],
-            checks=[_check_from(c) for c in raw["checks"]],
-        )
+        """The recording `to_json` wrote; a TracerError in one line for anything else
+        (not JSON, nested too deep, a missing or mistyped field, an edge to no node)."""
+        try:
+            raw = json.loads(text)
+            recording = cls(
+                title=str(raw["title"]),
+                graphs=[_graph_from(g) for g in raw["graphs"]],
+                checks=[_check_from(c) for c in raw["checks"]],
+            )
+        except RecursionError:
+            raise TracerError("not a tracer recording: the JSON is nested too deep") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            what = f"no field {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            raise TracerError(f"not a tracer recording: {what}") from None
+        for graph in recording.graphs:
+            _check_references(graph)
+        return recording
 
 
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _check_references(graph: Graph) -> None:
+    """Every id a graph names is one of its nodes (or module calls), as capture made it."""
+    count = len(graph.nodes)
+    problem = None
+    if any(node.id != i for i, node in enumerate(graph.nodes)):
+        problem = "its nodes are not numbered 0, 1, 2, ... in order"
+    elif any(not (0 <= e.src < count and 0 <= e.dst < count) for e in graph.edges):
+        problem = "an edge joins a node it does not have"
+    elif any(not 0 <= r < count for r in graph.roots) or len(graph.seeds) != len(graph.roots):
+        problem = "a root is not one of its nodes, or has no seed"
+    elif any(n.module is not None and not 0 <= n.module < len(graph.modules) for n in graph.nodes):
+        problem = "a node is placed in a module call it does not have"
+    if problem is not None:
+        raise TracerError(f"not a tracer recording: in graph {graph.number}, {problem}")
 
 
 def _finite_data(t: TensorData | None) -> bool:

@@ -8,6 +8,7 @@ A graph too large to lay out in time gets one line saying what to do instead, ne
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 
@@ -35,12 +36,30 @@ def dot_version() -> str | None:
         return None
 
 
+def dot_timeout() -> float:
+    """The seconds Graphviz may take: TRACER_DOT_TIMEOUT, or DOT_TIMEOUT; a TracerError
+    for a value that is no positive number of seconds."""
+    given = os.environ.get("TRACER_DOT_TIMEOUT")
+    if given is None:
+        return DOT_TIMEOUT
+    try:
+        limit = float(given)
+    except ValueError:
+        limit = math.nan
+    if not 0 < limit < math.inf:
+        raise TracerError(
+            f"TRACER_DOT_TIMEOUT={given!r}: give the seconds Graphviz may take as a positive "
+            f"number (the default is {DOT_TIMEOUT:g})"
+        )
+    return limit
+
+
 def lay_out(dot: bytes, fmt: str, nodes: int) -> bytes:
     """The picture of DOT source `dot` (of a recording of `nodes` nodes) in format `fmt`."""
     command = ["dot", f"-T{fmt}"]
     if fmt == "png":
         command.append("-Gdpi=144")  # 72 dpi makes 9-point labels unreadable on a slide
-    limit = float(os.environ.get("TRACER_DOT_TIMEOUT", DOT_TIMEOUT))
+    limit = dot_timeout()
     try:
         done = subprocess.run(command, input=dot, capture_output=True, timeout=limit, check=False)
     except FileNotFoundError:

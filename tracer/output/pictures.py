@@ -9,7 +9,8 @@ from pathlib import Path
 from tracer.errors import TracerError
 from tracer.files import make_folder
 from tracer.model.passes import Pass
-from tracer.output.render import FORMATS, RenderOptions, write
+from tracer.output.graphviz import dot_timeout
+from tracer.output.render import FORMATS, LAID_OUT_FORMATS, RenderOptions, write
 
 PICTURE_FORMATS = ("svg", "png", "pdf", "dot", "json", "html")
 assert set(PICTURE_FORMATS) <= set(FORMATS)
@@ -24,7 +25,16 @@ def prepare_out_dir(out: Path, fmt: str) -> Path:
         raise TracerError(
             f"unsupported picture format '{fmt}': use one of " + ", ".join(PICTURE_FORMATS)
         )
+    if fmt in LAID_OUT_FORMATS:
+        dot_timeout()
     out = out.absolute()
+    try:
+        return _writable_folder(out, fmt)
+    except OSError as e:  # a name over the file system's limit, say
+        raise TracerError(f"cannot write to {out}: {e.strerror or e}") from None
+
+
+def _writable_folder(out: Path, fmt: str) -> Path:
     if out.is_symlink() and not out.exists():
         raise TracerError(
             f"--out {out} is a broken symbolic link (to {os.readlink(out)}): remove it or give "
@@ -56,9 +66,18 @@ def write_pictures(
     the older pictures already in `out` that this run did not rewrite."""
     if not passes:
         return [], []
+    made = [f for f in (out, *out.parents) if not f.exists()]  # deepest first
     make_folder(out)
     width = max(2, len(str(len(passes))))
-    written = [write(p.recording, out / p.picture_name(fmt, width), options) for p in passes]
+    try:
+        written = [write(p.recording, out / p.picture_name(fmt, width), options) for p in passes]
+    except BaseException:
+        for folder in made:  # a failed run leaves no folder it made, once empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
     names = {p.name for p in written}
     older = sorted(p for p in out.iterdir() if _PICTURE_NAME.match(p.name) and p.name not in names)
     return written, older

@@ -7,6 +7,7 @@ file is made in memory and moved into place (tracer.files).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from tracer.errors import TracerError
 from tracer.files import write_atomic
 from tracer.model.graph import Recording
 from tracer.output.dot import DETAILS, Detail, RenderOptions, dot_source, dot_utf8
-from tracer.output.graphviz import picture
+from tracer.output.graphviz import dot_timeout, picture
 from tracer.output.page import render_html
 from tracer.view.collapse import EVERY_DEPTH
 
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 FORMATS = ("svg", "png", "pdf", "dot", "gv", "json", "html")
+LAID_OUT_FORMATS = ("svg", "png", "pdf")  # the formats Graphviz lays out
 
 
 def render_dot(recording: Recording, options: RenderOptions | None = None) -> str:
@@ -57,19 +59,26 @@ def output_format(path: str | Path) -> str:
 
 
 def check_writable(path: str | Path) -> Path:
-    """Fail early, with one clear line, when `path` cannot be written; a symbolic link is
-    followed (the file it points to is written), dangling or not."""
+    """Fail early, with one clear line, when `path` cannot be written (or, for a picture,
+    when Graphviz's time limit is set wrong); a symbolic link is followed (the file it
+    points to is written), dangling or not."""
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.is_dir():
-        raise TracerError(f"cannot write {path}: it is a directory; give a file name")
-    output_format(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise TracerError(f"cannot write {path}: the directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise TracerError(f"cannot write {path}: permission denied")
+    try:
+        if path.is_symlink():
+            path = Path(os.path.realpath(path))
+        if path.is_dir():
+            raise TracerError(f"cannot write {path}: it is a directory; give a file name")
+        if output_format(path) in LAID_OUT_FORMATS:
+            dot_timeout()
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise TracerError(f"cannot write {path}: the directory {parent} does not exist")
+        if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise TracerError(f"cannot write {path}: permission denied")
+    except OSError as e:
+        long = e.errno == errno.ENAMETOOLONG
+        hint = "; give a shorter name (at most 255 bytes a name)" if long else ""
+        raise TracerError(f"cannot write {path}: {e.strerror or e}{hint}") from None
     return path
 
 
