@@ -224,6 +224,8 @@ class Trace:
             )
             asked = _tensors(params.get("inputs") or ())
             capture.add_unreached(asked)
+            if asked:
+                capture.limit_to(asked)
             every_edge = bool(asked) or params.get("accumulate_grad") is False
             try:
                 capture.hook(every_edge)

@@ -78,11 +78,19 @@ class Node:
     made_by: int | None = None  # the create_graph=True backward pass that made this node
     module: int | None = None  # the module call (index in Graph.modules) that made it
     grad_before: TensorData | None = None  # a leaf's .grad before the pass, when it had one
+    # A leaf the pass was not asked for: backward(inputs=...) or autograd.grad(out, inputs)
+    # named other tensors, so the engine stopped at them and this one was not to be reached.
+    outside_pass: bool = False
 
     @property
     def received_no_gradient(self) -> bool:
-        """A leaf that backward never reached (an unused input, or one left out)."""
-        return self.kind == "leaf" and self.step is None and not any(self.grads)
+        """A leaf that backward never reached though it was asked for (an unused input)."""
+        return (
+            self.kind == "leaf"
+            and self.step is None
+            and not any(self.grads)
+            and not self.outside_pass
+        )
 
 
 @dataclass(frozen=True)
@@ -343,6 +351,7 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             made_by=n["made_by"],
             module=n.get("module"),
             grad_before=_tensor_from(n.get("grad_before")),
+            outside_pass=bool(n.get("outside_pass", False)),
         )
         for n in raw["nodes"]
     ]

@@ -36,7 +36,7 @@ from tracer.model.collector import paused_gc
 from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, levels
-from tracer.view.report import collapse_note, problems
+from tracer.view.report import bad_gradient, bad_value, collapse_note, problems
 from tracer.view.text import (
     check_line,
     format_tensor,
@@ -152,11 +152,6 @@ def _tensor_html(t: TensorData, brief: bool) -> str:
     return _BREAK.join(map(text, _tensor_lines(t, brief))) + _BREAK
 
 
-def _non_finite(t: TensorData | None) -> bool:
-    """A tensor holding a NaN or an Inf: drawn red."""
-    return t is not None and not t.finite
-
-
 # -- node labels ----------------------------------------------------------------------------
 
 Row = str
@@ -186,7 +181,10 @@ def _small(content: str, colour: str = "#333333") -> Row:
 
 
 def _pair(key: str, t: TensorData, colour: str, brief: bool = False) -> Row:
-    colour = PROBLEM if _non_finite(t) else colour
+    """A labelled tensor: a forward value (VALUE_COLOUR, SAVED_COLOUR) or a gradient, red
+    when it is a problem (view.report's rule)."""
+    bad = bad_gradient(t) if colour == GRAD_COLOUR else bad_value(t)
+    colour = PROBLEM if bad else colour
     body = _tensor_html(t, brief)
     return (
         f'<TR><TD ALIGN="RIGHT" VALIGN="TOP"><FONT POINT-SIZE="9">{key}</FONT></TD>'
@@ -395,9 +393,9 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
     else:
         fill = MANUAL_FILL if graph.kind == "manual" else OP_FILL
     problem = (
-        _non_finite(node.leaf_grad)
-        or any(map(_non_finite, node.forward))
-        or any(map(_non_finite, node.grads))
+        bad_gradient(node.leaf_grad)
+        or any(map(bad_value, node.forward))
+        or any(map(bad_gradient, node.grads))
     )
     unused = graph.kind == "backward" and node.received_no_gradient
     style = "rounded,filled,dashed" if unused else "rounded,filled"
@@ -418,7 +416,7 @@ def _edge_attributes(edge: Edge, drawn: Drawn, brief: bool = False) -> str:
     grad = edge.grad
     if grad is None:
         return 'color="#555555"'
-    colour = PROBLEM if _non_finite(grad) else GRAD_COLOUR
+    colour = PROBLEM if bad_gradient(grad) else GRAD_COLOUR
     # One f-string for the whole (see the module docstring).
     return (
         f'color="{colour}" fontcolor="{colour}" label={_EDGE_LABEL}'
@@ -497,7 +495,7 @@ def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: b
     for root, seed in zip(graph.roots, graph.seeds, strict=True):
         if seed is None:
             continue
-        colour = PROBLEM if _non_finite(seed) else GRAD_COLOUR
+        colour = PROBLEM if bad_gradient(seed) else GRAD_COLOUR
         lines.append(f'{indent}{prefix}seed{root} [label="" shape=point width=0.08]')
         lines.append(
             f'{indent}{prefix}seed{root} -> {names[root]} [color="{colour}" '

@@ -5,46 +5,86 @@ from __future__ import annotations
 
 from typing import Literal
 
-from tracer.model.graph import Graph, Recording
+from tracer.model.graph import Graph, Node, Recording
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_ROWS, Collapsed
-from tracer.view.text import format_check, graph_name, node_title
+from tracer.view.text import format_check, graph_name, module_title, node_title
 
 
-def _non_finite(t: TensorData | None) -> str | None:
-    if t is None or t.finite:
-        return None
+def bad_value(t: TensorData | None) -> bool:
+    """A forward value that is a problem: one holding a NaN. An infinity can be meant (a
+    causal mask's -inf) and is not one."""
+    return t is not None and t.nan > 0
+
+
+def bad_gradient(t: TensorData | None) -> bool:
+    """A gradient that is a problem: one holding a NaN or an infinity."""
+    return t is not None and not t.finite
+
+
+def _counts(t: TensorData) -> str:
     parts = [f"{n} {what}" for n, what in ((t.nan, "NaN"), (t.inf, "Inf")) if n]
     return " and ".join(parts)
 
 
 def problems(recording: Recording) -> list[str]:
-    """What a reader should not miss: NaN or Inf anywhere, and leaves left without gradient."""
+    """What a reader should not miss: a NaN in a forward value, a NaN or Inf in a gradient,
+    and leaves left without the gradient they were asked for.
+
+    A NaN or Inf is named once, where it starts, with the module call it occurs in: a value
+    where none of the op's inputs held one, a gradient where it arrives from senders whose
+    own arriving gradients were finite (or on the edge that made it, when its destination
+    is not named already). Where it flows on from there is the same problem.
+    """
     found: list[str] = []
     for graph in recording.graphs:
         where = graph_name(graph)
-        for node in graph.nodes:  # two loops, not one over pairs: this walks every node
-            for t in node.forward:
-                if bad := _non_finite(t):
-                    found.append(f"{bad} in the value of {node_title(node)}, {where}")
-            for t in node.grads:
-                if bad := _non_finite(t):
-                    found.append(f"{bad} in the gradient of {node_title(node)}, {where}")
-            if bad := _non_finite(node.leaf_grad):
-                found.append(f"{bad} in {node_title(node)}.grad, {where}")
+        inputs: dict[int, list[int]] = {}  # node -> the nodes its op took (its edges' ends)
+        senders: dict[int, list[int]] = {}  # node -> the nodes that sent it gradients
+        for edge in graph.edges:
+            inputs.setdefault(edge.src, []).append(edge.dst)
+            senders.setdefault(edge.dst, []).append(edge.src)
+        nodes = graph.nodes
+        arrived_bad = {n.id for n in nodes if any(map(bad_gradient, n.grads))}
+        named: set[int] = set()  # nodes whose arriving gradient is named
+        for node in nodes:
+            title, inside = node_title(node), _inside(node, graph)
+            taken = [nodes[i] for i in inputs.get(node.id, ())]
+            if any(map(bad_value, node.forward)) and not any(
+                bad_value(t) for child in taken for t in child.forward
+            ):
+                nan = sum(t.nan for t in node.forward if t is not None)
+                found.append(f"{nan} NaN in the value of {title}{inside}, {where}")
+            bad = next((t for t in node.grads if bad_gradient(t)), None)
+            if bad_gradient(node.leaf_grad):
+                bad = node.leaf_grad  # a leaf's .grad: what the user reads
+            if bad is not None and not any(s in arrived_bad for s in senders.get(node.id, ())):
+                named.add(node.id)
+                what = f"{title}.grad" if node.kind == "leaf" else f"the gradient of {title}"
+                found.append(f"{_counts(bad)} in {what}{inside}, {where}")
             if graph.kind == "backward" and node.received_no_gradient:
-                found.append(f"{node_title(node)} received no gradient (unused input?), {where}")
-        found.extend(_edge_problems(graph, where))
+                found.append(f"{title} received no gradient (unused input?){inside}, {where}")
+        for edge in graph.edges:
+            if (
+                bad_gradient(edge.grad)
+                and edge.src not in arrived_bad
+                and edge.dst not in named
+                and edge.dst not in arrived_bad
+            ):
+                assert edge.grad is not None
+                src, dst = node_title(nodes[edge.src]), node_title(nodes[edge.dst])
+                inside = _inside(nodes[edge.src], graph)
+                found.append(
+                    f"{_counts(edge.grad)} in the gradient from {src} to {dst}{inside}, {where}"
+                )
     return found
 
 
-def _edge_problems(graph: Graph, where: str) -> list[str]:
-    found = []
-    for edge in graph.edges:
-        if bad := _non_finite(edge.grad):
-            src, dst = node_title(graph.node(edge.src)), node_title(graph.node(edge.dst))
-            found.append(f"{bad} in the gradient from {src} to {dst}, {where}")
-    return found
+def _inside(node: Node, graph: Graph) -> str:
+    """ " in layers.3 · Linear": the module call that made the node; "" outside any."""
+    if node.module is None or node.module >= len(graph.modules):
+        return ""
+    return f" in {module_title(graph.modules[node.module], graph.modules)}"
 
 
 def format_report(recording: Recording) -> str:

@@ -72,6 +72,10 @@ class GraphCapture:
         """Draw leaves the caller asked gradients for but that are not in the graph."""
         self._walk.add_unreached(tensors)
 
+    def limit_to(self, inputs: Sequence[torch.Tensor | GradientEdge]) -> None:
+        """The pass computes the gradients of `inputs` only (`inputs=`, autograd.grad)."""
+        self._walk.limit_to(inputs)
+
     def hook(self, every_edge: bool = False) -> None:
         """Hook the graph to record the gradient flow of the next backward (see `flow`)."""
         self._flow = GradientFlow(self._walk)

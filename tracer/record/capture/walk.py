@@ -266,6 +266,14 @@ class GraphWalk:
                 self.records.append(None)
                 self.nodes.append(self._node(node_id, fn, None))
 
+    def limit_to(self, inputs: Sequence[torch.Tensor | GradientEdge]) -> None:
+        """The pass computes the gradients of `inputs` only: every other leaf is outside it
+        (not expected to receive a gradient)."""
+        asked = {root_node(t)[0] for t in inputs}
+        for node_id, fn in enumerate(self.fns):
+            if node_id in self.leaves and fn not in asked:
+                self.nodes[node_id].outside_pass = True
+
     def tensors_by_node(self) -> dict[int, torch.Tensor]:
         """The leaf and constant tensors, by node id."""
         tensors: dict[int, torch.Tensor] = dict(self.leaves)
