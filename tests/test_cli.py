@@ -138,6 +138,15 @@ def test_a_bad_dot_timeout_is_refused_before_tracing(
     assert cli("exercise-a", "--out", tmp_path / "g.json").exit_code == 0  # needs no dot
 
 
+def test_frames_that_cannot_be_written_are_refused_before_tracing() -> None:
+    for target in ("/proc/frames", "/proc/frames.pdf"):
+        r = cli("exercise-a", "--frames", target)
+        assert f"cannot {'write' if target.endswith('.pdf') else 'create'} {target}" in (
+            one_error_line(r)
+        )
+        assert "autograd" not in r.stdout  # refused before the exercise ran
+
+
 def test_missing_dot_says_how_to_install_and_clobbers_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -238,6 +238,41 @@ def test_bad_out_and_format_fail_before_running(
     assert not Path("ran").exists()
 
 
+def test_an_out_folder_that_cannot_be_made_fails_before_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = script(tmp_path, "open('ran', 'w').close()\n" + SIMPLE)
+    # /proc refuses new folders even to root, whose permission bits are never in the way.
+    assert "cannot create /proc/pics" in one_error_line(cli("run", path, "--out", "/proc/pics"))
+    assert not Path("ran").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ending", "summary"),
+    [("sys.stdout.close()", False), ("sys.stdout = io.StringIO()", True)],
+)
+def test_a_script_that_closes_or_replaces_stdout(
+    tmp_path: Path, ending: str, summary: bool
+) -> None:
+    path = script(tmp_path, "import io, sys\n" + SIMPLE + ending + "\n")
+    trace = Path(sys.executable).parent / "trace"
+    done = subprocess.run(
+        [str(trace), "run", str(path), "--out", str(tmp_path / "pics")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in (tmp_path / "pics").iterdir()] == ["01-line5.svg"]
+    if summary:  # replaced: tracer's summary still reaches the terminal
+        assert "Backward passes in" in done.stdout and "wrote 1 picture(s)" in done.stdout
+    else:  # closed: said on stderr instead
+        assert "closed stdout" in done.stderr
+
+
 def test_notebook_given_to_run(tmp_path: Path) -> None:
     nb = tmp_path / "nb.ipynb"
     nb.write_text("{}")

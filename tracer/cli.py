@@ -479,7 +479,13 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
             _print_notes([p.recording for p in result.passes], view.options)
     except TracerError as e:
         raise fail(str(e)) from None
-    if result.passes:
+    if result.passes and sys.stdout.closed:  # the user's code closed it: say so elsewhere
+        typer.echo(
+            f"note: {source} closed stdout: the summary is not printed; "
+            f"{len(result.pictures)} picture(s) are in {out}",
+            err=True,
+        )
+    elif result.passes:
         console().print(summary_table(source, result))
         typer.echo(f"wrote {len(result.pictures)} picture(s) to {out}")
     if result.stray_checks:

@@ -62,3 +62,25 @@ def make_folder(path: Path) -> Path:
     except OSError as e:
         raise TracerError(f"cannot create {path}: {e.strerror or e}") from None
     return path
+
+
+def check_folder(path: Path, file: Path | None = None) -> None:
+    """Fail now, with one clear line, when files cannot be made in the folder `path` (made
+    later, if it does not exist yet), or `file` in it: a file is made in it, or a folder in
+    the nearest folder above it that exists, and removed. Permission bits alone do not
+    tell (root passes them, and /proc refuses even root)."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    what = f"write {file}" if file is not None else f"create {path}"
+    if not existing.is_dir():
+        raise TracerError(f"cannot {what}: {existing} is not a folder")
+    try:
+        if existing == path:
+            fd, probe = tempfile.mkstemp(dir=path, prefix=".tracer-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        else:
+            os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".tracer-probe-"))
+    except OSError as e:
+        raise TracerError(f"cannot {what}: {e.strerror or e}") from None

@@ -18,7 +18,7 @@ from io import BytesIO
 from pathlib import Path
 
 from tracer.errors import TracerError
-from tracer.files import make_folder, write_atomic
+from tracer.files import check_folder, make_folder, write_atomic
 from tracer.model.graph import Recording
 from tracer.output.render import RenderOptions, write
 from tracer.view.steps import engine_order, truncated
@@ -52,6 +52,7 @@ def check_target(target: Path, fmt: str) -> None:
         parent = target.parent if str(target.parent) else Path(".")
         if not parent.is_dir():
             raise TracerError(f"cannot write {target}: the directory {parent} does not exist")
+        check_folder(parent, target)
         return
     if target.exists() and not target.is_dir():
         raise TracerError(
@@ -62,6 +63,7 @@ def check_target(target: Path, fmt: str) -> None:
             f"--frames {target} looks like a file name: give a folder for the frames "
             "(step-00.svg, ...), or a .pdf file for one multi-page PDF"
         )
+    check_folder(target)
 
 
 def write_frames(

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from tracer.errors import TracerError
-from tracer.files import make_folder
+from tracer.files import check_folder, make_folder
 from tracer.model.passes import Pass
 from tracer.output.graphviz import dot_timeout
 from tracer.output.render import FORMATS, LAID_OUT_FORMATS, RenderOptions, write
@@ -43,19 +43,14 @@ def _writable_folder(out: Path, fmt: str) -> Path:
     if out.exists():
         if not out.is_dir():
             raise TracerError(f"--out {out} is a file: give a folder for the pictures")
-        if not os.access(out, os.W_OK):
-            raise TracerError(f"cannot write to {out}: permission denied")
+        check_folder(out)
         return out
     if out.suffix.lower().lstrip(".") in FORMATS:
         raise TracerError(
             f"--out {out} looks like a file name: give a folder; the pictures in it are "
             f"named by backward call (01-line12.{fmt}, ...)"
         )
-    parent = out.parent
-    while not parent.exists() and not parent.is_symlink():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise TracerError(f"cannot create {out}: {parent} is not a writable folder")
+    check_folder(out)
     return out
 
 

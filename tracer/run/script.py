@@ -25,8 +25,11 @@ def require_file(path: Path, what: str) -> None:
 
 @contextmanager
 def as_main(path: Path, argv: Sequence[str]) -> Iterator[None]:
-    """sys.argv and sys.path[0] as `python path` would have them; restored after."""
+    """sys.argv and sys.path[0] as `python path` would have them; restored after, with
+    sys.stdout and sys.stderr, should the script replace them (tracer's own summary goes
+    where it would have gone)."""
     saved_argv, saved_path = sys.argv, list(sys.path)
+    saved_streams = sys.stdout, sys.stderr
     sys.argv = [str(path), *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
@@ -34,6 +37,7 @@ def as_main(path: Path, argv: Sequence[str]) -> Iterator[None]:
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path
+        sys.stdout, sys.stderr = saved_streams
 
 
 def _offer_bound(namespace: dict[str, object]) -> None:
