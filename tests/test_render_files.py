@@ -54,15 +54,20 @@ def test_every_user_string_reaches_every_format_as_text(tmp_path: Path) -> None:
     assert "&lt;img src=x onerror=alert(1)&gt;" in dot and "<img" not in dot
     assert "ctrl\\\\x01\\\\x1b" in dot and "\x01" not in dot
     assert "w" * 10_000 not in dot  # cut: Graphviz cannot lay out an overwide node
-    for suffix in ("svg", "png", "pdf", "dot", "json"):
+    for suffix in ("svg", "png", "pdf", "dot", "json", "html"):
         write(recording, tmp_path / f"hostile.{suffix}")  # none raises
     svg = (tmp_path / "hostile.svg").read_text(encoding="utf-8")
     texts = svg.replace("&#160;", " ")
     for shown in ("odd\\", "quote&quot;d", "expand\\G\\N\\L", "ctrl\\x01\\x1b", "&lt;img src"):
         assert shown in texts, shown
-    raw = json.loads((tmp_path / "hostile.json").read_text(encoding="utf-8"))
+    # Strict UTF-8 and standard JSON (what jq reads): the lone surrogate is a \\u escape.
+    raw = json.loads((tmp_path / "hostile.json").read_bytes().decode("utf-8", "strict"))
     names = {n["name"] for n in raw["graphs"][0]["nodes"]}
     assert "odd\\" in names and "w" * 10_000 in names  # the data keeps the full name
+    assert "surrogate\udc80" in names
+    page = (tmp_path / "hostile.html").read_bytes().decode("utf-8", "strict")
+    assert "surrogate\\udc80" in page  # escaped in the page's data, read back by JavaScript
+    assert "<img src=x" not in page
 
 
 def test_a_lone_graph_has_no_cluster_and_several_do() -> None:

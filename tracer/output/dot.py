@@ -45,6 +45,7 @@ from tracer.view.text import (
     repeated_modules,
     shape_text,
     slide_tensor,
+    visible,
 )
 
 # Colours: ops blue, leaves yellow, constants grey, gradients orange, problems red.
@@ -107,13 +108,7 @@ class RenderOptions:
 
 # -- text -----------------------------------------------------------------------------------
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 _SPECIAL = re.compile(r"[&<>\"'\\\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-def _visible(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def text(value: str, limit: int | None = None) -> str:
@@ -125,12 +120,12 @@ def text(value: str, limit: int | None = None) -> str:
         return value  # the common case: nothing to escape
     # Graphviz expands \\N, \\G, \\L even in HTML-like labels, and shows "\\\\" as one
     # backslash: every backslash is doubled.
-    return html.escape(_UNPRINTABLE.sub(_visible, value), quote=True).replace("\\", "\\\\")
+    return html.escape(visible(value), quote=True).replace("\\", "\\\\")
 
 
 def quoted_text(value: str) -> str:
     """Text for a plain (quoted) DOT label: a backslash or quote stays itself."""
-    value = _UNPRINTABLE.sub(_visible, value)
+    value = visible(value)
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 

@@ -38,6 +38,7 @@ from tracer.view.text import (
     node_title,
     shape_text,
     summary_line,
+    visible,
 )
 
 # The page's picture: names, ops and gradients, readable when projected; every node drawn
@@ -46,6 +47,7 @@ PAGE_VIEW = RenderOptions(detail="slide", depth=EVERY_DEPTH)
 
 _ASSETS = resources.files("tracer") / "assets"
 _SLOT = re.compile(r"__(TITLE|CSS|SVG|DATA|JS)__")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def render_html(recording: Recording) -> str:
@@ -56,7 +58,7 @@ def render_html(recording: Recording) -> str:
     if "</script" in js.lower() or "</style" in css.lower():
         raise AssertionError("an asset would close its own <script> or <style> element")
     parts = {
-        "TITLE": html.escape(recording.title or "backward pass"),
+        "TITLE": html.escape(visible(recording.title or "backward pass")),
         "CSS": css,
         "SVG": page_svg(recording),
         "DATA": script_json(page_data(recording)),
@@ -70,6 +72,8 @@ def script_json(value: Any) -> str:
     """JSON that can sit inside <script>: no `<`, `>` or `&` can end the element or start
     markup, and U+2028/2029 (line breaks to old JavaScript parsers) are escaped too."""
     text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    if _SURROGATE.search(text):  # a lone one (a str may hold it, UTF-8 cannot): escaped
+        text = _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     for raw, escaped in (
         ("<", "\\u003c"),
         (">", "\\u003e"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Literal
@@ -15,6 +16,21 @@ from typing import Literal
 from tracer.model.check import Check, How, register_formatters
 from tracer.model.graph import Graph, ModuleCall, Node
 from tracer.model.tensor import TensorData
+
+# Characters that cannot be shown as themselves: control characters, and lone surrogates
+# (a str may hold one; no UTF-8 file can).
+UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def _visible_one(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(value: str) -> str:
+    """User text with each control character and lone surrogate written as its escape
+    (`\\x01`, `\\udc80`): what every picture and page shows of them."""
+    return UNPRINTABLE.sub(_visible_one, value)
 
 
 def format_numbers(values: tuple[float, ...]) -> list[str]:
