@@ -505,3 +505,79 @@ def test_tracers_own_warning_never_becomes_the_users_exception(
     assert len(t.graphs) == 1
     assert "tracer: a forward value was not recorded" in capsys.readouterr().err
     assert_nothing_left()
+
+
+def _function_modes() -> list[str]:
+    from torch.overrides import _get_current_function_mode_stack
+
+    return [type(m).__name__ for m in _get_current_function_mode_stack()]
+
+
+class _UsersMode(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_mode_the_user_enters_inside_a_trace_stays_entered() -> None:
+    mine = _UsersMode()
+    t = tracer.trace()
+    t.__enter__()
+    mine.__enter__()
+    t.__exit__(None, None, None)  # the trace ends first: the user's mode is still theirs
+    assert _function_modes() == ["_UsersMode"]
+    mine.__exit__(None, None, None)
+    assert _function_modes() == []
+    assert_nothing_left()
+
+
+def test_a_trace_entered_twice_records_once_and_leaves_nothing() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    t = tracer.trace()
+    with t:
+        with t:
+            (x * x).sum().backward()
+        assert _function_modes() == ["ForwardRecorder"]  # the outer block still records
+        (x * 3.0).sum().backward()
+    assert len(t.graphs) == 2
+    assert _function_modes() == []
+    assert_nothing_left()
+
+
+def test_a_trace_closed_in_another_thread_leaves_its_recorder_inert_then_gone() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    t = tracer.trace()
+    t.__enter__()
+    closer = threading.Thread(target=t.__exit__, args=(None, None, None))
+    closer.start()
+    closer.join()
+    # This thread's stack cannot be changed from that one: the recorder stays, inert.
+    y = torch.sin(x)
+    assert y.grad_fn is not None
+    assert "tracer" not in y.grad_fn.metadata  # type: ignore[operator]  # a dict at run time
+    with tracer.trace():
+        assert _function_modes() == ["ForwardRecorder"]  # the new trace's own, the old gone
+    assert _function_modes() == []
+    assert_nothing_left()
+
+
+def test_the_users_dispatch_mode_sees_no_call_of_tracers() -> None:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Calls(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def program(traced: bool) -> list[str]:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        calls = Calls()
+        with maybe_traced(traced), calls:
+            torch.sin(x * 2.0).sum().backward()
+        return calls.seen
+
+    assert program(True) == program(False)
+    assert_nothing_left()

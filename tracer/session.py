@@ -38,7 +38,7 @@ from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import GraphCapture, root_node
-from tracer.record.forward import ForwardRecorder
+from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import Names, is_user_name, namespaces, user_frame
@@ -85,6 +85,7 @@ class Trace:
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
         self._warned: set[str] = set()
         self._recording = threading.Lock()  # held while a pass is added to the recording
+        self._depth = 0  # how many `with` blocks of this trace are open
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
 
@@ -96,6 +97,10 @@ class Trace:
     # -- the block ---------------------------------------------------------------------
 
     def __enter__(self) -> Trace:
+        self._depth += 1
+        if self._depth > 1:  # `with t:` inside `with t:`: the outer one records
+            return self
+        drop_closed_recorders()  # left inert on this thread by a trace closed elsewhere
         self._token = open_trace(self)
         if self.options.values:
             self.forward_recorder = ForwardRecorder(
@@ -105,6 +110,9 @@ class Trace:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
         self._recognise("close")
         try:
             if self.forward_recorder is not None:

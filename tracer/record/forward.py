@@ -26,11 +26,18 @@ from types import FrameType
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode, _get_current_function_mode, _pop_mode, _push_mode
+from torch.overrides import (
+    TorchFunctionMode,
+    _get_current_function_mode,
+    _get_current_function_mode_stack,
+    _pop_mode,
+    _push_mode,
+)
 
 from tracer.model.check import How
 from tracer.record.modules import ModuleTracker
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
+from tracer.record.quiet import quiet_torch
 from tracer.record.summary import QuickSummary
 
 # The user's comparisons that may check a gradient (`torch.allclose(x.grad, m)`,
@@ -105,6 +112,7 @@ class ForwardRecorder(TorchFunctionMode):
         self.on_comparison = on_comparison
         self.warn = warn
         self._aside = _Aside()
+        self.closed = False  # closed from another thread: inert where it is left
 
     # -- stepping aside for module calls that record nothing (see the module docstring) --
 
@@ -124,16 +132,27 @@ class ForwardRecorder(TorchFunctionMode):
                 _push_mode(self)
 
     def close(self) -> None:
-        """Leave the mode stack (unless aside, then it is off the stack already)."""
+        """Leave this thread's mode stack, wherever on it the recorder is: modes the user
+        entered after it (and has not left) stay entered. Aside, it is off the stack
+        already. Called in another thread than the one it was entered in, which holds its
+        own stack, it cannot leave that stack: it turns inert there (records nothing)."""
+        self.closed = True
         if self._aside.depth:
             self._aside.depth = 0
-        else:
-            self.__exit__(None, None, None)
+            return
+        stack = _get_current_function_mode_stack()
+        if not any(mode is self for mode in stack):
+            return
+        above = []
+        while (mode := _pop_mode()) is not self:
+            above.append(mode)
+        for mode in reversed(above):
+            _push_mode(mode)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if torch.compiler.is_compiling():
+        if self.closed or torch.compiler.is_compiling():
             return out  # inside torch.compile's tracing: record nothing, change nothing
         try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
@@ -164,7 +183,7 @@ class ForwardRecorder(TorchFunctionMode):
             record = record_of(fn)
             summary = self.quick.summarise(o)  # a large value: at once, while in the cache
             if summary is None:
-                record.keep(o.output_nr, o.detach(), o._version)
+                record.keep(o.output_nr, _detached(o), o._version)
             else:
                 record.keep_summary(o.output_nr, summary)
             self.modules.stamp(record)
@@ -178,3 +197,27 @@ class ForwardRecorder(TorchFunctionMode):
         ]
         if constants:
             first.constants = constants
+
+
+def _detached(t: torch.Tensor) -> torch.Tensor:
+    """`t.detach()`, a call of tracer's own: hidden from the user's dispatch modes (and
+    `make_fx`) when one is active, as every torch call of tracer's is."""
+    if not torch._C._len_torch_dispatch_stack():
+        return t.detach()
+    with quiet_torch():
+        return t.detach()
+
+
+def drop_closed_recorders() -> None:
+    """Take recorders closed from another thread off this thread's mode stack (they are
+    inert there: see `ForwardRecorder.close`); the user's modes stay as they are."""
+    stack = _get_current_function_mode_stack()
+    if not any(isinstance(m, ForwardRecorder) and m.closed for m in stack):
+        return
+    kept = []
+    for _ in range(len(stack)):
+        mode = _pop_mode()
+        if not (isinstance(mode, ForwardRecorder) and mode.closed):
+            kept.append(mode)
+    for mode in reversed(kept):
+        _push_mode(mode)

@@ -71,10 +71,11 @@ busy = _Busy()
 
 
 def current_trace() -> Observer | None:
-    """The trace this thread's code reports to: the one its context opened, else the only
-    open one (a worker thread inside a trace), else None."""
+    """The trace this thread's code reports to: the one its context opened (while it is
+    open: it may have been closed from another thread), else the only open one (a worker
+    thread inside a trace), else None."""
     mine = _CURRENT.get()
-    if mine is not None:
+    if mine is not None and mine in _OPEN:  # a list of one or two: no lock needed to read
         return mine
     with _LOCK:
         return _OPEN[0] if len(_OPEN) == 1 else None
