@@ -487,6 +487,29 @@ def test_a_recording_with_a_dangling_edge_is_a_tracer_error() -> None:
         Recording.from_json(json.dumps(raw))
 
 
+def test_torch_func_passes_are_counted_per_line_and_read_back_from_json() -> None:
+    from torch.func import grad
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        return (x * x).sum()
+
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tracer warns of nothing here
+        with tracer.trace() as t:
+            for _ in range(3):
+                assert torch.equal(grad(f)(x), 2 * x)
+    assert t.recording.graphs == []
+    [entry] = t.recording.unrecorded
+    assert (entry.kind, entry.passes) == ("torch.func", 3)
+    assert entry.source is not None and entry.source[0] == __file__
+    assert Recording.from_json(t.recording.to_json()) == t.recording
+    raw = json.loads(t.recording.to_json())
+    raw["unrecorded"][0]["kind"] = "other"
+    with pytest.raises(tracer.TracerError, match="unknown kind of unrecorded pass"):
+        Recording.from_json(json.dumps(raw))
+
+
 def test_tracers_own_warning_never_becomes_the_users_exception(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -47,19 +47,20 @@ torch.save({k: (v.clone(), v.stride()) for k, v in out.items()}, sys.argv[1])
 """
 
 
-def run_both(tmp_path: Path, program: str) -> tuple[dict, dict]:
-    """The program's results untraced and under `trace run`, each from its own process."""
+def run_both(tmp_path: Path, program: str) -> tuple[dict, dict, str]:
+    """The program's results untraced and under `trace run`, each from its own process,
+    and what `trace run` printed (stdout, then stderr)."""
     script = tmp_path / "program.py"
     script.write_text(textwrap.dedent(program), encoding="utf-8")
     plain, traced = tmp_path / "plain.pt", tmp_path / "traced.pt"
     runs = [
         [sys.executable, str(script), str(plain)],
-        [str(BIN / "trace"), "run", str(script), "--out", str(tmp_path / "p"), "--", str(traced)],
+        [str(BIN / "trace"), "run", script.name, "--out", str(tmp_path / "p"), "--", str(traced)],
     ]
     for command in runs:
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
-    return torch.load(plain), torch.load(traced)
+    return torch.load(plain), torch.load(traced), done.stdout + done.stderr
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -72,9 +73,47 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 @pytest.mark.slow
 def test_evaluation_fast_paths_compute_as_untraced(tmp_path: Path) -> None:
-    plain, traced = run_both(tmp_path, EVALUATION_FAST_PATHS)
+    plain, traced, _ = run_both(tmp_path, EVALUATION_FAST_PATHS)
     assert plain.keys() == traced.keys()
     for name, (value, stride) in plain.items():
         traced_value, traced_stride = traced[name]
         assert same_bits(value, traced_value), name
         assert stride == traced_stride, name
+
+
+# torch.func's transforms run autograd on wrapped tensors of their own: those passes are
+# counted, not recorded, and leave no warning behind.
+TORCH_FUNC = """
+import sys
+import warnings
+import torch
+from torch.func import grad, hessian, jacrev, vjp
+
+warnings.simplefilter("error", RuntimeWarning)
+torch.manual_seed(0)
+
+
+def f(x):
+    return (x.sin() * x).sum()
+
+
+x = torch.randn(3, requires_grad=True)
+out = {"grad": grad(f)(x), "jacrev": jacrev(f)(x), "hessian": hessian(f)(x)}
+value, pullback = vjp(f, x)
+out["vjp"] = pullback(torch.tensor(1.0))[0]
+f(x).backward()
+out["x.grad"] = x.grad
+torch.save({k: (v.detach().clone(), v.stride()) for k, v in out.items()}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_torch_func_passes_are_noted_not_recorded(tmp_path: Path) -> None:
+    plain, traced, printed = run_both(tmp_path, TORCH_FUNC)
+    for name, (value, stride) in plain.items():
+        assert same_bits(value, traced[name][0]), name
+        assert stride == traced[name][1], name
+    assert "tracer:" not in printed  # no warning of tracer's
+    assert "3 backward passes inside torch.func at program.py:16 are not recorded" in printed
+    assert "1 backward pass inside torch.func at program.py:18" in printed  # the pullback
+    assert "01-line19.svg" in printed  # the program's own pass is drawn

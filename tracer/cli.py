@@ -35,7 +35,7 @@ from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.pictures import PICTURE_FORMATS
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.view.report import format_report
-from tracer.view.text import check_line
+from tracer.view.text import check_line, unrecorded_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -494,12 +494,18 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
             "and are in no picture",
             err=True,
         )
+    for entry, where in result.unrecorded:
+        typer.echo(f"note: {unrecorded_text(entry, where.spoken() if where else None)}")
     if result.older_pictures:
         typer.echo(f"note: {out} also holds {len(result.older_pictures)} older picture(s)")
     if result.error:
         raise fail(result.error, result.exit_code or 2)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+    if not result.passes and result.unrecorded:
+        raise fail(
+            f"no backward pass was recorded: nothing to draw ({source} ran only the ones above)"
+        )
     if not result.passes:
         raise fail(f"no backward pass was run: nothing to draw ({source} never called backward)")
     if result.passed is False:

@@ -58,6 +58,17 @@ def _tensors(value: Any) -> list[Any]:
     return []
 
 
+def _inside_torch_func(roots: list[Any]) -> bool:
+    """Whether a pass runs inside a torch.func transform: on functorch's wrapped tensors,
+    or with a transform active (see model.graph.UnrecordedKind)."""
+    functorch = torch._C._functorch
+    if functorch.peek_interpreter_stack() is not None:
+        return True
+    return any(
+        isinstance(r, torch.Tensor) and functorch.is_functorch_wrapped_tensor(r) for r in roots
+    )
+
+
 class Trace:
     """Records every backward pass run inside `with`, and the checks made against them.
 
@@ -191,6 +202,12 @@ class Trace:
         roots = _tensors(t_outputs)
         if not roots or any(isinstance(r, torch.Tensor) and not r.requires_grad for r in roots):
             return engine(t_outputs, *args, **kwargs)  # torch raises its own, clear error
+        if _inside_torch_func(roots):
+            user = user_frame(sys._getframe(1))
+            source = None if user is None else (user.f_code.co_filename, user.f_lineno)
+            with self._recording:
+                self.recording.note_unrecorded("torch.func", source)
+            return engine(t_outputs, *args, **kwargs)
         busy.active = True
         try:
             # One pause for the whole pass: capture makes many small objects, and the end of

@@ -153,13 +153,39 @@ class Graph:
         return [e for e in self.edges if e.dst == node_id]
 
 
+# Why a backward pass run inside a trace was not recorded. "torch.func": it ran inside a
+# torch.func transform (grad, vjp, jacrev, hessian, ...), on functorch's wrapped tensors,
+# whose graph is the transform's own, not the one the program's tensors have.
+UnrecordedKind = Literal["torch.func"]
+
+
+@dataclass
+class UnrecordedPasses:
+    """Backward passes the trace saw but did not record, counted per place in the user's
+    code (`source`: file name as in the code object, line; None when unknown)."""
+
+    kind: UnrecordedKind
+    source: tuple[str, int] | None
+    passes: int = 1
+
+
 @dataclass
 class Recording:
-    """Everything one trace produced: its graphs in capture order and its checks."""
+    """Everything one trace produced: its graphs in capture order, its checks, and the
+    passes it saw but did not record."""
 
     title: str = ""
     graphs: list[Graph] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
+    unrecorded: list[UnrecordedPasses] = field(default_factory=list)
+
+    def note_unrecorded(self, kind: UnrecordedKind, source: tuple[str, int] | None) -> None:
+        """Count one more pass of `kind` not recorded at `source`."""
+        for entry in self.unrecorded:
+            if entry.kind == kind and entry.source == source:
+                entry.passes += 1
+                return
+        self.unrecorded.append(UnrecordedPasses(kind, source))
 
     @property
     def passed(self) -> bool | None:
@@ -220,6 +246,7 @@ class Recording:
                 title=str(raw["title"]),
                 graphs=[_graph_from(g) for g in raw["graphs"]],
                 checks=[_check_from(c) for c in raw["checks"]],
+                unrecorded=[_unrecorded_from(u) for u in raw.get("unrecorded", ())],
             )
         except RecursionError:
             raise TracerError("not a tracer recording: the JSON is nested too deep") from None
@@ -375,6 +402,17 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             ModuleCall(m["id"], m["name"], m["cls"], m["parent"], m["call"], m["params"])
             for m in raw.get("modules", ())
         ],
+    )
+
+
+def _unrecorded_from(raw: dict[str, Any]) -> UnrecordedPasses:
+    if raw["kind"] != "torch.func":
+        raise ValueError(f"unknown kind of unrecorded pass {raw['kind']!r}")
+    source = raw["source"]
+    return UnrecordedPasses(
+        kind="torch.func",
+        source=None if source is None else (str(source[0]), int(source[1])),
+        passes=int(raw["passes"]),
     )
 
 

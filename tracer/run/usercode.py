@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.model.location import Locator, error_location
+from tracer.model.graph import UnrecordedPasses
+from tracer.model.location import Location, Locator, error_location
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.model.passes import Pass, passes
 
@@ -29,6 +30,8 @@ class RunResult:
     stray_checks: int = 0  # comparisons made before any backward pass
     pictures: list[Path] = field(default_factory=list)
     older_pictures: list[Path] = field(default_factory=list)
+    # Passes seen but not recorded, with where the user's code made them.
+    unrecorded: list[tuple[UnrecordedPasses, Location | None]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool | None:
@@ -111,4 +114,9 @@ def run_traced(
         except BaseException as e:  # the user's code may raise anything, GeneratorExit too
             error = describe_error(e, locate)
     stray = sum(c.after == 0 for c in t.recording.checks)
-    return RunResult(source, passes(t.recording, locate), error, exit_code, stray)
+    result = RunResult(source, passes(t.recording, locate), error, exit_code, stray)
+    result.unrecorded = [
+        (entry, None if entry.source is None else locate(*entry.source))
+        for entry in t.recording.unrecorded
+    ]
+    return result

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 from tracer.model.graph import Graph, Node, Recording
+from tracer.model.location import Locator
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_ROWS, Collapsed
-from tracer.view.text import format_check, graph_name, module_title, node_title
+from tracer.view.text import format_check, graph_name, module_title, node_title, unrecorded_text
 
 
 def bad_value(t: TensorData | None) -> bool:
@@ -87,10 +88,22 @@ def _inside(node: Node, graph: Graph) -> str:
     return f" in {module_title(graph.modules[node.module], graph.modules)}"
 
 
+def unrecorded_notes(recording: Recording, locate: Locator | None = None) -> list[str]:
+    """One line per place in the user's code where passes ran that are not recorded."""
+    locate = locate or Locator()
+    notes = []
+    for entry in recording.unrecorded:
+        where = None if entry.source is None else locate(*entry.source)
+        notes.append(unrecorded_text(entry, None if where is None else where.spoken()))
+    return notes
+
+
 def format_report(recording: Recording) -> str:
-    """Every check, then every problem: what the CLI prints after a trace."""
+    """Every check, then every problem, then what was not recorded: what the CLI prints
+    after a trace."""
     parts = [format_check(c) for c in recording.checks]
     parts.extend(f"⚠ {p}" for p in problems(recording))
+    parts.extend(f"note: {n}" for n in unrecorded_notes(recording))
     return "\n".join(parts)
 
 

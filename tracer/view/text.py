@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
-from tracer.model.graph import Graph, ModuleCall, Node
+from tracer.model.graph import Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
 
 # Characters that cannot be shown as themselves: control characters, and lone surrogates
@@ -232,6 +232,18 @@ def graph_name(graph: Graph) -> str:
     if graph.kind == "manual":
         return graph_title(graph)
     return f"backward pass {graph.number}"
+
+
+def unrecorded_text(entry: UnrecordedPasses, where: str | None) -> str:
+    """ "2 backward passes inside torch.func at lecture.py:8 are not recorded: ..." """
+    count = "1 backward pass" if entry.passes == 1 else f"{entry.passes} backward passes"
+    at = f" at {where}" if where else ""
+    verb = "is" if entry.passes == 1 else "are"
+    # entry.kind == "torch.func", the only kind there is
+    return (
+        f"{count} inside torch.func{at} {verb} not recorded: a transform (grad, vjp, "
+        "jacrev, hessian, ...) differentiates wrapped tensors of its own, not the program's graph"
+    )
 
 
 def node_title(node: Node) -> str:
