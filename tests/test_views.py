@@ -4,6 +4,7 @@ second order — on graphs whose values and order are known by hand."""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -213,6 +214,41 @@ def test_a_pass_asked_for_some_inputs_stops_there_and_flags_nothing_below() -> N
     assert problems(t.recording) == []
     assert "received no gradient" not in render_dot(t.recording)
     assert tracer.Recording.from_json(t.recording.to_json()) == t.recording
+
+
+class _Square(torch.autograd.Function):
+    """A custom Function: its forward is no torch function the forward recorder sees."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+@pytest.mark.parametrize("values", [True, False])
+def test_a_node_made_in_forward_after_a_create_graph_pass_is_not_made_by_it(
+    values: bool,
+) -> None:
+    x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)
+    with tracer.trace(values=values) as t:
+        (g,) = torch.autograd.grad((x**3).sum(), x, create_graph=True)
+        g.sum().backward(retain_graph=True)  # through the graph pass 1 made
+        (_Square.apply(x) * 2).sum().backward()  # a new forward: made by no pass
+        (g2,) = torch.autograd.grad((x**4).sum(), x, create_graph=True)
+        (g * g2).sum().backward()  # through both
+    second, third, fourth, fifth = t.graphs[1:]
+    assert second.through == 1 and {n.made_by for n in second.nodes} >= {1}
+    assert third.through is None
+    assert [n.made_by for n in third.nodes] == [None] * len(third.nodes)
+    assert "_SquareBackward" in [n.op for n in third.nodes]
+    assert fourth.through is None
+    made = {n.made_by for n in fifth.nodes}
+    assert made == {None, 1, 4} and fifth.through == 4
 
 
 def test_second_order_draws_both_passes_told_apart() -> None:

@@ -37,7 +37,7 @@ from tracer.model.collector import paused_gc
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
-from tracer.record.capture import GraphCapture, root_node
+from tracer.record.capture import BackwardOrigins, GraphCapture, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
@@ -56,6 +56,14 @@ def _tensors(value: Any) -> list[Any]:
     if isinstance(value, (list, tuple)):
         return [v for v in value if isinstance(v, (torch.Tensor, GradientEdge))]
     return []
+
+
+_next_sequence_nr: Callable[[], int] = torch.autograd._get_sequence_nr  # this thread's
+
+
+def _all_on_cpu(roots: list[Any]) -> bool:
+    """Whether the roots are CPU tensors (a GradientEdge root says nothing of its device)."""
+    return all(isinstance(r, torch.Tensor) and r.device.type == "cpu" for r in roots)
 
 
 def _inside_torch_func(roots: list[Any]) -> bool:
@@ -90,7 +98,7 @@ class Trace:
         self.forward_recorder: ForwardRecorder | None = None  # while open, with values
         self._token: contextvars.Token | None = None
         self._names = Names()  # the variable names the user's code gave
-        self._made_by: int | None = None  # the latest pass run with create_graph=True
+        self._origins = BackwardOrigins()  # which create_graph=True pass made a node
         # Results of torch.autograd.grad by id, with the name of the input each is the
         # gradient of: allclose on one of them is a check.
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
@@ -219,12 +227,14 @@ class Trace:
                 except Exception as e:
                     self.warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
                     return engine(t_outputs, *args, **kwargs)
+                first = _next_sequence_nr()
                 try:
                     result = engine(t_outputs, *args, **kwargs)
                 finally:
                     capture.unhook()  # whatever raised: nothing of ours stays in the graph
+                made = (first, _next_sequence_nr(), _all_on_cpu(roots) and capture.on_cpu())
                 try:
-                    self._finish(capture, source, params, result)
+                    self._finish(capture, source, params, result, made)
                 except Exception as e:
                     self.warn(f"a backward pass is not recorded ({type(e).__name__}: {e})")
                 return result
@@ -244,7 +254,7 @@ class Trace:
                 number=0,  # numbered as it is recorded (see _finish)
                 name_of=self.name_of,
                 options=self.options,
-                made_by=self._made_by,
+                origins=self._origins,
                 modules=self.module_calls,
             )
             asked = _tensors(params.get("inputs") or ())
@@ -265,7 +275,11 @@ class Trace:
         source: tuple[str, int] | None,
         params: dict[str, Any],
         result: Any,
+        made: tuple[int, int, bool],
     ) -> None:
+        """Make the plain graph and record it as the next pass. `made`: the sequence
+        numbers this thread gave while the engine ran (first, end) and whether it ran all
+        of the pass (see BackwardOrigins)."""
         with torch._C.DisableTorchFunction():
             seeds = list(params.get("grad_tensors") or ())
             returned = None
@@ -289,10 +303,10 @@ class Trace:
         # order they are recorded.
         with self._recording:
             number = graph.number = len(self.recording.backward_graphs()) + 1
-            if any(node.made_by for node in graph.nodes):
-                graph.through = self._made_by
+            graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
             if graph.create_graph:
-                self._made_by = number
+                first, end, in_this_thread = made
+                self._origins.add(number, first, end, in_this_thread=in_this_thread)
             self._recognise("before")
             self.recording.graphs.append(graph)
             self._recognise("after", number)

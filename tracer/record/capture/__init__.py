@@ -23,21 +23,21 @@ from tracer.model.graph import Graph, GraphKind
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.record.capture.assemble import assemble
 from tracer.record.capture.flow import GradientFlow
-from tracer.record.capture.walk import GradFn, GraphWalk, root_node
+from tracer.record.capture.walk import BackwardOrigins, GradFn, GraphWalk, root_node
 from tracer.record.summary import Summariser
 
 if TYPE_CHECKING:
     from tracer.record.modules import ModuleTracker
 
-__all__ = ["GraphCapture", "root_node"]
+__all__ = ["BackwardOrigins", "GraphCapture", "root_node"]
 
 
 class GraphCapture:
     """One graph being captured. Holds torch objects only until `finish` returns the Graph.
 
     `name_of` gives a tensor's variable name (or None); `options` say what is recorded;
-    `made_by` is the create_graph=True pass a node not seen in the forward pass must come
-    from; `modules`, when given, places each node in the module call that made it.
+    `origins` tells which create_graph=True pass made a node; `modules`, when given,
+    places each node in the module call that made it.
     """
 
     def __init__(
@@ -48,7 +48,7 @@ class GraphCapture:
         number: int,
         name_of: Callable[[torch.Tensor], str | None],
         options: CaptureOptions = DEFAULT_CAPTURE,
-        made_by: int | None = None,
+        origins: BackwardOrigins | None = None,
         modules: ModuleTracker | None = None,
     ) -> None:
         self.kind: GraphKind = kind
@@ -60,13 +60,18 @@ class GraphCapture:
             name_of=name_of,
             values=options.values,
             saved=options.saved,
-            made_by=made_by,
+            origins=origins,
         )
         self._flow: GradientFlow | None = None
 
     @property
     def roots(self) -> list[int]:
         return self._walk.roots
+
+    def on_cpu(self) -> bool:
+        """Whether every leaf of the graph is on the CPU (then, with CPU roots, the engine
+        runs the whole pass in the calling thread)."""
+        return all(t.device.type == "cpu" for t in self._walk.leaves.values())
 
     def add_unreached(self, tensors: Sequence[torch.Tensor | GradientEdge]) -> None:
         """Draw leaves the caller asked gradients for but that are not in the graph."""

@@ -59,6 +59,39 @@ class SavedEntry(NamedTuple):
     source: str | None  # where a saved tensor came from: an input's name, or "output"
 
 
+class BackwardOrigins:
+    """Which create_graph=True backward pass made a node, if one did.
+
+    autograd numbers every node a thread creates (`_sequence_nr`, one counter per thread),
+    and the engine runs a pass's CPU work in the thread that called backward: the nodes a
+    pass made there are numbered inside the interval the counter moved through while it
+    ran. A pass that ran on other devices' engine threads numbers its nodes from their
+    counters; for the latest such pass the rule is the older one: a node that neither the
+    forward recorder nor an earlier capture saw came from it (a custom Function's node
+    made later in the forward, unseen by the recorder, then reads as made by that pass).
+    """
+
+    def __init__(self) -> None:
+        self._intervals: list[tuple[int, int, int]] = []  # (first, end, pass), end excluded
+        self._elsewhere: int | None = None
+
+    def add(self, number: int, first: int, end: int, *, in_this_thread: bool) -> None:
+        """Pass `number` ran while this thread's counter went from `first` to `end`."""
+        if in_this_thread:
+            self._intervals.append((first, end, number))
+        else:
+            self._elsewhere = number
+
+    def made_by(self, fn: GradFn, unseen: bool) -> int | None:
+        """The pass that made op node `fn`; `unseen`: nothing in the forward pass saw it."""
+        if self._intervals:
+            seq = fn._sequence_nr()
+            for first, end, number in reversed(self._intervals):
+                if first <= seq < end:
+                    return number
+        return self._elsewhere if unseen else None
+
+
 def root_node(t: torch.Tensor | GradientEdge) -> tuple[GradFn, int]:
     """The node and output index that a backward from `t` starts at."""
     edge = t if isinstance(t, GradientEdge) else get_gradient_edge(t)
@@ -69,8 +102,8 @@ class GraphWalk:
     """The numbered nodes and edges of one graph, with the torch objects they came from.
 
     `name_of` gives a tensor's variable name (or None); a node's name is that of the
-    tensors it produced, kept on its record. `made_by` is the create_graph=True pass a
-    node not seen in the forward pass must come from. With `values=False` no forward
+    tensors it produced, kept on its record. `origins` tells which create_graph=True
+    pass made a node, if one did. With `values=False` no forward
     value is queued, not even a leaf's (a model's parameters).
     """
 
@@ -82,13 +115,13 @@ class GraphWalk:
         name_of: Callable[[torch.Tensor], str | None],
         values: bool,
         saved: bool,
-        made_by: int | None,
+        origins: BackwardOrigins | None,
     ) -> None:
         self.summary = summary
         self._name_of = name_of
         self._values = values
         self._saved = saved
-        self._made_by = made_by
+        self._origins = origins
         self.index: dict[GradFn, int] = {}
         self.fns: list[GradFn | None] = []  # by node id; None for a constant
         self.records: list[NodeRecord | None] = []
@@ -168,9 +201,10 @@ class GraphWalk:
             first = forward.get(0)
         if self._saved:
             self.saved_keys[node_id] = self._read_saved(fn)
-        # Not seen by the forward recorder nor by an earlier capture, after a pass that
-        # built a graph of its gradients: that pass made it.
-        fresh = record is None or not (record.seen_forward or record.captured)
+        made_by = None
+        if self._origins is not None:
+            unseen = record is None or not (record.seen_forward or record.captured)
+            made_by = self._origins.made_by(fn, unseen)
         return Node(
             id=node_id,
             kind="op",
@@ -178,7 +212,7 @@ class GraphWalk:
             name=", ".join(record.names) if record is not None and record.names else None,
             shape=_shape_of(first),
             dtype=_dtype_of(first),
-            made_by=self._made_by if fresh else None,
+            made_by=made_by,
         )
 
     def _forward_key(self, entry: Any) -> ValueKey:
