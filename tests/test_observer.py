@@ -87,6 +87,23 @@ def test_torch_compile_returns_the_same_value() -> None:
     assert result[1][0] == ()  # a scalar, as untraced
 
 
+def test_torch_sees_the_users_global_module_hooks_but_not_tracers() -> None:
+    """torch.compile'd modules warn while a global module hook is installed: tracer's do
+    not count (see tracer.record.interception), the user's still do."""
+    from torch.nn.modules import module
+
+    untraced = module._has_any_global_hook
+    assert not untraced()
+    with tracer.trace():
+        assert not module._has_any_global_hook()
+        handle = module.register_module_forward_hook(lambda m, a, o: None)
+        try:
+            assert module._has_any_global_hook()
+        finally:
+            handle.remove()
+    assert module._has_any_global_hook is untraced
+
+
 def test_a_transformer_layer_gives_bitwise_equal_values_and_gradients() -> None:
     def program(traced: bool) -> Any:
         torch.manual_seed(0)

@@ -117,3 +117,76 @@ def test_torch_func_passes_are_noted_not_recorded(tmp_path: Path) -> None:
     assert "3 backward passes inside torch.func at program.py:16 are not recorded" in printed
     assert "1 backward pass inside torch.func at program.py:18" in printed  # the pullback
     assert "01-line19.svg" in printed  # the program's own pass is drawn
+
+
+# torch.compile under a trace compiles exactly as untraced: one graph, no graph break (the
+# module hooks' ContextVar.get would make one), CompiledFunctionBackward in the graph, the
+# same numbers and no warning of tracer's making. The pass AOT autograd runs while it
+# compiles is the compiler's own: not recorded.
+TORCH_COMPILE = """
+import sys
+import warnings
+import torch
+import torch._dynamo
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+compiled = torch.compile(model, backend="aot_eager")
+x = torch.randn(5, 4)
+
+
+def step():
+    out = compiled(x)
+    out.sum().backward()
+    return out
+
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    if len(sys.argv) > 2:  # in-process traces, with and without forward values
+        import tracer
+
+        with tracer.trace(values=sys.argv[2] == "values") as t:
+            out = step()
+        assert [g.kind for g in t.graphs] == ["backward"], t.graphs
+        assert "CompiledFunctionBackward" in [n.op for n in t.graphs[0].nodes]
+    else:
+        out = step()
+counters = torch._dynamo.utils.counters
+found = {
+    "out": (out.detach(), out.stride()),
+    "grads": [p.grad for p in model.parameters()],
+    "grad_fn": type(out.grad_fn).__name__,
+    "graph breaks": sum(counters["graph_break"].values()),
+    "graphs": counters["stats"]["unique_graphs"],
+    "warnings": sorted(str(w.message) for w in caught),
+}
+torch.save(found, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_torch_compile_compiles_as_untraced(tmp_path: Path) -> None:
+    plain, traced, _ = run_both(tmp_path, TORCH_COMPILE)
+    script = tmp_path / "program.py"
+    in_process = []
+    for values in ("values", "no-values"):
+        saved = tmp_path / f"{values}.pt"
+        done = subprocess.run(
+            [sys.executable, str(script), str(saved), values],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        in_process.append(torch.load(saved))
+    assert plain["grad_fn"] == "CompiledFunctionBackward"
+    assert plain["graph breaks"] == 0 and plain["graphs"] == 1
+    for other in (traced, *in_process):
+        assert same_bits(plain["out"][0], other["out"][0])
+        assert plain["out"][1] == other["out"][1]
+        assert all(same_bits(a, b) for a, b in zip(plain["grads"], other["grads"], strict=True))
+        for key in ("grad_fn", "graph breaks", "graphs", "warnings"):
+            assert other[key] == plain[key], key

@@ -91,7 +91,9 @@ def _traced_engine(t_outputs: Any, *args: Any, **kwargs: Any) -> Any:
     original = _original_engine
     assert original is not None
     trace = current_trace()
-    if trace is None or busy.active:
+    # A pass torch.compile runs while it traces (AOT autograd's joint graph, on fake
+    # tensors) is the compiler's, not the program's: it passes through.
+    if trace is None or busy.active or torch.compiler.is_compiling():
         return original(t_outputs, *args, **kwargs)
     return trace.observe_backward(original, t_outputs, args, kwargs)
 
@@ -116,8 +118,13 @@ _module_hooks: list[Any] = []
 
 
 def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
+    # is_compiling() first: torch.compile traces the hooks of the modules it compiles, and
+    # a constant True there leaves nothing of ours in its graph (a ContextVar.get would
+    # break the graph, and the module would run uncompiled).
+    if torch.compiler.is_compiling():
+        return
     trace = current_trace()
-    if trace is None or busy.active or torch.compiler.is_compiling():
+    if trace is None or busy.active:
         return
     try:
         # No DisableTorchFunction here, at every call: the tracker touches tensors only at
@@ -130,8 +137,10 @@ def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
 
 
 def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
+    if torch.compiler.is_compiling():  # see _module_pre_hook
+        return
     trace = current_trace()
-    if trace is None or busy.active or torch.compiler.is_compiling():
+    if trace is None or busy.active:
         return
     try:
         trace.module_calls.exit(module)  # reads no tensor: the output is left alone
@@ -141,18 +150,47 @@ def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
         trace.warn(f"a module call was not recorded ({type(e).__name__}: {e})")
 
 
+# torch warns at every call of a torch.compile'd module while any global module hook is
+# installed (ours fire once more, for the compiled wrapper, which the tracker handles): a
+# warning the program would not give untraced. Its test, torch's one use of
+# `_has_any_global_hook`, counts the user's global hooks alone while ours are installed.
+_GLOBAL_HOOKS = (
+    "_global_backward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_forward_hooks",
+    "_global_forward_hooks_always_called",
+    "_global_forward_hooks_with_kwargs",
+)
+_original_any_global_hook: Callable[[], Any] | None = None
+
+
+def _any_global_hook_but_ours() -> bool:
+    ours = {handle.id for handle in _module_hooks}
+    module = torch.nn.modules.module
+    return any(key not in ours for name in _GLOBAL_HOOKS for key in getattr(module, name, {}))
+
+
 def _install_module_hooks() -> None:
     """Global forward hooks on every nn.Module: which module call makes each node, and the
     qualified names of parameters (see tracer.record.modules). Removed with the engine hook."""
+    global _original_any_global_hook
     if not _module_hooks:
         hooks = torch.nn.modules.module
         _module_hooks.append(hooks.register_module_forward_pre_hook(_module_pre_hook))
         _module_hooks.append(hooks.register_module_forward_hook(_module_hook, always_call=True))
+        if _original_any_global_hook is None and hasattr(hooks, "_has_any_global_hook"):
+            _original_any_global_hook = hooks._has_any_global_hook
+            hooks._has_any_global_hook = _any_global_hook_but_ours
 
 
 def _remove_module_hooks() -> None:
+    global _original_any_global_hook
     while _module_hooks:
         _module_hooks.pop().remove()
+    if _original_any_global_hook is not None:
+        torch.nn.modules.module._has_any_global_hook = _original_any_global_hook
+        _original_any_global_hook = None
 
 
 def open_trace(trace: Observer) -> contextvars.Token:
