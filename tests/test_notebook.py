@@ -74,7 +74,29 @@ def test_cells_run_as_in_jupyter(tmp_path: Path) -> None:
     assert "Return the number of items" in out  # len? shows len's help
     assert "Out[6]" not in out and "Out[7]: tensor([2., 4.], dtype=torch.float64)" in out
     assert "Out[8]: '\\n%not a magic\\n!not a shell line\\n'" in out  # strings stay as written
-    assert len(pictures(tmp_path / "o")) == 1  # the backward in the %%time cell
+    # The backward in the %%time cell, at its line in the cell (IPython numbers the body
+    # of a %%time cell from the line after the magic).
+    assert pictures(tmp_path / "o") == ["01-cell5-line5.svg"]
+
+
+def test_a_time_cells_error_names_its_line_in_the_cell(tmp_path: Path) -> None:
+    path = notebook(tmp_path, "%%time\ny = 2\n\nraise ValueError('boom')")
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert one_error_line(result) == "error: cell 1, line 4: ValueError: boom"
+
+
+@pytest.mark.parametrize("magic", ["%matplotlib inline", "%matplotlib", "%matplotlib agg"])
+def test_matplotlib_figures_render_off_screen_and_never_block(tmp_path: Path, magic: str) -> None:
+    path = notebook(
+        tmp_path,
+        magic + "\nimport matplotlib.pyplot as plt",
+        SIMPLE,
+        "fig = plt.figure()\nplt.plot([1, 2, 3])\nplt.show()\nfig.savefig('plot.png')",
+    )
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert pictures(tmp_path / "o") == ["01-cell2-line4.svg"]
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_trace_cell_inside_a_traced_notebook_is_traced_once(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ first cell that fails stops the run, in one line naming the cell and the line.
 
 from __future__ import annotations
 
+import ast
 import json
 import linecache
 import os
@@ -63,6 +64,22 @@ def read_notebook(path: str | Path) -> Any:
     return nb
 
 
+# The names IPython's %%time gives the code of its cell (see CellCompiler in `_shell`).
+_TIMED = ("<timed exec>", "<timed eval>")
+
+
+def _lines_before_body(cell: str, magic: str) -> int | None:
+    """How many lines of `cell` come before the body of its cell magic `%%magic`; None when
+    the cell does not start with that magic."""
+    lines = cell.splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        words = line.split()
+        return i + 1 if words[0] == f"%%{magic}" else None
+    return None
+
+
 @contextmanager
 def _shell(path: Path) -> Iterator[Any]:
     """An IPython shell for the notebook, as Jupyter's kernel has one, and a clean exit.
@@ -71,6 +88,7 @@ def _shell(path: Path) -> Iterator[Any]:
     named "<cell N>" so that errors and pictures name the cell. The process's `__main__`,
     working directory and linecache are restored afterwards.
     """
+    from IPython.core.compilerop import CachingCompiler
     from IPython.core.interactiveshell import InteractiveShell
     from traitlets.config import Config
 
@@ -79,11 +97,40 @@ def _shell(path: Path) -> Iterator[Any]:
             "already inside IPython: run the notebook from a terminal (`trace notebook "
             f"{path}`), or trace its cells here with `%%trace`"
         )
+
+    class CellCompiler(CachingCompiler):
+        """Compiles a `%%time` cell's body as part of its cell: IPython names that code
+        "<timed exec>" (or "<timed eval>") and numbers it from the line after the magic;
+        here it is "<cell N>" with the cell's own line numbers, as errors and pictures say."""
+
+        cell: tuple[int, str] | None = None  # the cell being run: its number and source
+
+        def __call__(self, source: Any, filename: str, symbol: str, *args: Any, **kw: Any) -> Any:
+            if filename in _TIMED and isinstance(source, ast.AST) and self.cell is not None:
+                number, text = self.cell
+                before = _lines_before_body(text, "time")
+                if before is not None:
+                    ast.increment_lineno(source, before)
+                    filename = f"<cell {number}>"
+            return super().__call__(source, filename, symbol, *args, **kw)
+
+    class NotebookShell(InteractiveShell):
+        """Jupyter's kernel as far as figures go: there is no screen and no event loop."""
+
+        def enable_gui(self, gui: str | None = None) -> None:
+            pass  # no event loop to start: figures are drawn off-screen
+
+        def enable_matplotlib(self, gui: str | None = None) -> Any:
+            # Jupyter's kernel draws inline, `%matplotlib` with no backend too; a GUI
+            # backend would want a screen: inline as well. `agg` stays agg.
+            return super().enable_matplotlib("agg" if gui == "agg" else "inline")
+
     config = Config()
     config.HistoryManager.enabled = False  # a run leaves nothing in ~/.ipython's history
     config.InteractiveShell.warn_venv = False
     saved_main, saved_cwd = sys.modules.get("__main__"), os.getcwd()
-    shell = InteractiveShell.instance(config=config, user_module=types.ModuleType("__main__"))
+    shell = NotebookShell.instance(config=config, user_module=types.ModuleType("__main__"))
+    shell.compile = CellCompiler()
     # Replaced on this one shell only (mypy objects to assigning to a method).
     shell.compile.get_code_name = (  # type: ignore[method-assign]
         lambda raw_code, transformed_code, number: f"<cell {number}>"
@@ -130,6 +177,7 @@ def run_notebook(path: str | Path, *, capture: CaptureOptions = DEFAULT_CAPTURE)
         with _shell(path) as shell:
             for number, source in enumerate(cells, start=1):
                 shell.execution_count = number  # "Out[N]" and "<cell N>" name the code cell
+                shell.compile.cell = (number, source)
                 result = shell.run_cell(source, store_history=True)
                 error = result.error_before_exec or result.error_in_exec
                 if error is None:
