@@ -271,3 +271,13 @@ def test_second_order_draws_both_passes_told_apart() -> None:
     assert names["g"].made_by == 1  # made by the first backward
     assert x.grad is not None and torch.equal(x.grad, 6 * x.detach() * v)  # Hessian-vector product
     assert "made by backward pass 1" in render_dot(t.recording)
+
+
+def test_integer_and_bool_tensors_read_as_torch_prints_them() -> None:
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    index, mask = torch.tensor([0, 2]), torch.tensor([True, False, True])
+    with tracer.trace() as t:
+        (x[index].sum() + (x * mask).sum()).backward()
+    dot = render_dot(t.recording)
+    assert "[0, 2]" in dot and "[True, False, True]" in dot
+    assert "[0.0000, 2.0000]" not in dot

@@ -61,6 +61,22 @@ def _one_number(v: float) -> str:
     return text[1:] if text == _NEGATIVE_ZERO[spec] else text
 
 
+_INTEGRAL = frozenset(
+    {"bool", "uint8", "uint16", "uint32", "uint64", "int8", "int16", "int32", "int64"}
+)
+
+
+def tensor_numbers(t: TensorData) -> list[str]:
+    """A tensor's values as torch prints them: integers as integers (`[0, 2]`), booleans
+    as `True`/`False`, floating point with four decimals (see format_numbers)."""
+    assert t.values is not None
+    if t.dtype == "bool":
+        return ["True" if v else "False" for v in t.values]
+    if t.dtype in _INTEGRAL:
+        return [str(int(v)) for v in t.values]
+    return format_numbers(t.values)
+
+
 def format_error(error: float) -> str:
     """An error for the picture: rounding-level ones (which vary by CPU and maths library)
     as "< 1e-12", so the picture and its DOT are the same on every machine."""
@@ -83,7 +99,7 @@ def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
         return [summary_line(t)]
     if t.numel == 0:
         return [f"[] (shape {shape_text(t.shape)})"]
-    numbers = format_numbers(t.values)
+    numbers = tensor_numbers(t)
     if len(t.shape) == 0:
         return numbers
     if len(t.shape) == 1:
@@ -115,6 +131,8 @@ def summary_line(t: TensorData) -> str:
     if t.note:
         return f"{shape} {t.dtype}: {t.note}"
     lo, hi, norm = format_numbers((t.min, t.max, t.norm))
+    if t.dtype in _INTEGRAL and math.isfinite(t.min) and math.isfinite(t.max):
+        lo, hi = str(int(t.min)), str(int(t.max))
     text = f"{shape} {t.dtype}: ‖·‖ {norm}, min {lo}, max {hi}"
     if t.nan or t.inf:
         text += f", {t.nan} NaN, {t.inf} Inf"
