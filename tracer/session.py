@@ -37,7 +37,7 @@ from tracer.model.collector import paused_gc
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
-from tracer.record.capture import BackwardOrigins, GraphCapture, root_node
+from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
@@ -99,6 +99,10 @@ class Trace:
         self._token: contextvars.Token | None = None
         self._names = Names()  # the variable names the user's code gave
         self._origins = BackwardOrigins()  # which create_graph=True pass made a node
+        self._latest_nodes: NodeFinder | None = None  # the nodes of the latest pass
+        # One check per (gradient's name, manual result, pass): the index of each in
+        # recording.checks, with the manual result (weakly: its id is the key).
+        self._made_checks: dict[tuple[str, int, int], tuple[weakref.ref, int]] = {}
         # Results of torch.autograd.grad by id, with the name of the input each is the
         # gradient of: allclose on one of them is a check.
         self._grad_results: dict[int, tuple[weakref.ref, str]] = {}
@@ -142,6 +146,8 @@ class Trace:
             self._token = None
             self._names.clear()
             self._grad_results.clear()
+            self._made_checks.clear()
+            self._latest_nodes = None
             self._quick.clear()
 
     @property
@@ -309,6 +315,7 @@ class Trace:
                 self._origins.add(number, first, end, in_this_thread=in_this_thread)
             self._recognise("before")
             self.recording.graphs.append(graph)
+            self._latest_nodes = capture.nodes
             self._recognise("after", number)
 
     # -- checks ------------------------------------------------------------------------
@@ -335,7 +342,9 @@ class Trace:
         if name is None:
             name = self.name_of(tensor) or f"input {len(self.recording.checks)}"
         manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
-        result = self._record_check(name, tensor.grad, manual, rtol=rtol, atol=atol, how=how)
+        result = self._record_check(
+            name, tensor.grad, manual, rtol=rtol, atol=atol, how=how, of_tensor=tensor
+        )
         if not quiet:
             print(format_check(result))
         return result
@@ -350,9 +359,19 @@ class Trace:
         atol: float | None,
         how: How,
         verdict: bool | None = None,
+        of_tensor: torch.Tensor | None = None,
     ) -> Check:
         """Compare and record a check, with the manual formula's graph when it has one
-        (drawn beside autograd's)."""
+        (drawn beside autograd's). `of_tensor` is the tensor whose gradient `grad` is,
+        when known: the check is placed on its node. The same gradient compared with the
+        same manual result again in the same pass (`cmp` helpers compare exactly, then
+        closely) adds its way to the check made first instead of a second check."""
+        after = len(self.recording.backward_graphs())
+        key = (name, id(manual), after)
+        made = self._made_checks.get(key)
+        node = None
+        if of_tensor is not None and self._latest_nodes is not None and after:
+            node = self._latest_nodes.node_of(of_tensor)
         result = judge(
             self.recording,
             name,
@@ -363,7 +382,18 @@ class Trace:
             max_values=self.options.max_values,
             how=how,
             verdict=verdict,
+            node=node,
         )
+        if made is not None and made[0]() is manual:
+            index = made[1]
+            first = self.recording.checks[index]
+            if how not in first.ways:
+                first = replace(
+                    first, also=(*first.also, how), passed=first.passed and result.passed
+                )
+                self.recording.checks[index] = first
+            return first
+        self._made_checks[key] = (weakref.ref(manual), len(self.recording.checks))
         if manual.grad_fn is not None:
             with torch._C.DisableTorchFunction():
                 capture = GraphCapture(
@@ -389,16 +419,17 @@ class Trace:
             return
         self._names.learn_from(found.caller)  # also the names the manual graph shows
         for grad, manual in ((found.a, found.b), (found.b, found.a)):
-            name = gradient_of(grad, found.caller, self._grad_results, self._names.tensors())
-            if name is not None:
+            of = gradient_of(grad, found.caller, self._grad_results, self._names.tensors())
+            if of is not None:
                 self._record_check(
-                    name,
+                    of.name,
                     grad,
                     manual,
                     rtol=found.rtol,
                     atol=found.atol,
                     how=how,
                     verdict=found.verdict,
+                    of_tensor=of.tensor,
                 )
                 return
         # Neither side is a gradient: not a comparison we report.

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -38,9 +38,11 @@ def judge(
     max_values: int,
     how: How = How.CHECK,
     verdict: bool | None = None,
+    node: int | None = None,
 ) -> Check:
     """The check of `grad` against `manual`, made after the recording's passes so far, of
-    the latest pass's output; `verdict`, when given, is the one the user's code saw."""
+    the latest pass's output; `verdict`, when given, is the one the user's code saw;
+    `node`, the node of the latest pass whose gradient `grad` is."""
     passes = recording.backward_graphs()
     of = None
     if passes:
@@ -48,7 +50,7 @@ def judge(
         of = last.node(last.roots[0]).name
     result = compare(name, grad, manual, rtol=rtol, atol=atol, max_values=max_values, of=of)
     passed = result.passed if verdict is None else verdict
-    return replace(result, after=len(passes), how=how, passed=passed)
+    return replace(result, after=len(passes), how=how, passed=passed, node=node)
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,9 @@ class UserComparison:
 
     a: torch.Tensor
     b: torch.Tensor
-    rtol: float
-    atol: float
-    verdict: bool  # what the user's code saw: all equal, all close
+    rtol: float | None  # None: the dtype's (an exact comparison is judged within it)
+    atol: float | None
+    verdict: bool | None  # what the user's allclose or isclose saw; None for an exact one
     caller: FrameType  # the user's frame that made it
 
 
@@ -80,13 +82,19 @@ def user_comparison(
     caller = user_frame(frame)
     if caller is None or caller is not outward(frame, in_torch):
         return None  # tracer's own comparison, or one inside a library
-    if how in (How.ALLCLOSE, How.ISCLOSE):
-        rtol = float(args[2] if len(args) > 2 else kwargs.get("rtol", 1e-5))
-        atol = float(args[3] if len(args) > 3 else kwargs.get("atol", 1e-8))
-    else:
-        rtol = atol = 0.0
+    if how.exact:
+        return UserComparison(a, b, None, None, None, caller)
+    rtol = float(args[2] if len(args) > 2 else kwargs.get("rtol", 1e-5))
+    atol = float(args[3] if len(args) > 3 else kwargs.get("atol", 1e-8))
     verdict = bool(out) if isinstance(out, bool) else bool(out.all())
     return UserComparison(a, b, rtol, atol, verdict, caller)
+
+
+class GradientOf(NamedTuple):
+    """What a tensor is the gradient of: a name, and the tensor when it is at hand."""
+
+    name: str
+    tensor: torch.Tensor | None
 
 
 def gradient_of(
@@ -94,24 +102,25 @@ def gradient_of(
     frame: FrameType,
     grad_results: GradResults,
     named: Iterable[tuple[torch.Tensor, str]],
-) -> str | None:
+) -> GradientOf | None:
     """The name `t` is the gradient of, when it is one: a result of torch.autograd.grad
-    (`grad_results`), the `.grad` of a named leaf (`named`: tensor, name), or that of a
-    parameter of a module in the user's namespaces ("model.weight"); else None."""
+    (`grad_results`), the `.grad` of a named leaf or of a named non-leaf that retains its
+    gradient (`named`: tensor, name), or that of a parameter of a module in the user's
+    namespaces ("model.weight"); else None."""
     entry = grad_results.get(id(t))
     if entry is not None and entry[0]() is t:
-        return entry[1]
+        return GradientOf(entry[1], None)
     for tensor, name in named:
-        if tensor.is_leaf and tensor.requires_grad:
+        if (tensor.is_leaf and tensor.requires_grad) or tensor.retains_grad:
             if tensor.grad is t:
-                return name
+                return GradientOf(name, tensor)
     user = user_frame(frame)
     for namespace in namespaces(user) if user is not None else ():
         for name, value in list(namespace.items()):
             if isinstance(value, torch.nn.Module) and is_user_name(name):
                 for pname, p in value.named_parameters():
                     if p.grad is t:
-                        return f"{name}.{pname}"
+                        return GradientOf(f"{name}.{pname}", p)
     return None
 
 

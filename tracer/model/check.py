@@ -29,8 +29,15 @@ class How(str, Enum):
 
     @property
     def users_comparison(self) -> bool:
-        """The user's own comparison, whose verdict is the one their code saw."""
+        """The user's own comparison (allclose, ==, torch.equal, isclose)."""
         return self in (How.ALLCLOSE, How.EQUALS, How.EQUAL, How.ISCLOSE)
+
+    @property
+    def exact(self) -> bool:
+        """A comparison for bit-exact equality (== and torch.equal), which a correct
+        formula computed another way may miss by rounding: judged within the dtype's
+        tolerance instead, and said to be not bit-exact."""
+        return self in (How.EQUALS, How.EQUAL)
 
 
 @dataclass(frozen=True)
@@ -38,8 +45,12 @@ class Check:
     """Autograd's gradient of one tensor compared with the hand-derived one.
 
     `after` is how many backward passes the trace had recorded when the comparison was
-    made (0: before any); `how` is what made it (see `How`); for the user's own
-    comparisons `passed` is the verdict their code saw.
+    made (0: before any); `how` is what made it (see `How`), `also` the other ways the
+    code compared the same gradient with the same result in the same pass (one check
+    however many ways). For the user's own allclose and isclose `passed` is the verdict
+    their code saw; an exact comparison (`How.exact`) passes within the dtype's tolerance.
+    `node` is the id of the node in backward pass `after` whose gradient it is, when the
+    tensor is in that pass (a leaf's AccumulateGrad, or the op that made a non-leaf).
     """
 
     name: str  # the tensor's variable name ("x"), or "input 0" where it has none
@@ -55,6 +66,24 @@ class Check:
     of: str | None = None  # the name of what was differentiated ("f", "L"), when it has one
     after: int = 0
     how: How = How.CHECK
+    also: tuple[How, ...] = ()
+    node: int | None = None
+
+    @property
+    def ways(self) -> tuple[How, ...]:
+        """Every way the code made this check, the first first."""
+        return (self.how, *self.also)
+
+    @property
+    def bit_exact(self) -> bool:
+        """Whether the two gradients are equal element for element."""
+        return self.problem is None and self.max_abs == 0.0
+
+    @property
+    def within_rounding(self) -> bool:
+        """Passed an exact comparison without being bit-exact: a correct formula whose
+        rounding differs from autograd's."""
+        return self.passed and not self.bit_exact and any(h.exact for h in self.ways)
 
     @property
     def derivative(self) -> str:

@@ -432,4 +432,6 @@ def _check_from(raw: dict[str, Any]) -> Check:
         of=raw["of"],
         after=raw["after"],
         how=How(raw["how"]),
+        also=tuple(How(h) for h in raw.get("also", ())),
+        node=raw.get("node"),
     )

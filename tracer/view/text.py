@@ -148,6 +148,10 @@ def shape_text(shape: tuple[int, ...] | None) -> str:
 
 
 def verdict_text(check: Check) -> str:
+    """ "✓ agree", "✗ DISAGREE", or, for an exact comparison that a correct formula missed
+    by rounding, "✓ agrees within rounding (not bit-exact, max diff 1.5e-08)"."""
+    if check.within_rounding:
+        return f"✓ agrees within rounding (not bit-exact, max diff {format_error(check.max_abs)})"
     return "✓ agree" if check.passed else "✗ DISAGREE"
 
 
@@ -187,11 +191,14 @@ def check_line(check: Check, style: CheckStyle = "picture") -> str:
         the code's own allclose): for the summary table of `trace run`.
     """
     if style == "brief":
-        return f"{'✓' if check.passed else '✗'} {check.name} ({check.how})"
+        ways = ", ".join(map(str, check.ways))
+        return f"{'✓' if check.passed else '✗'} {check.name} ({ways})"
     if style == "picture":
         head = f"{check.derivative}: autograd vs {oracle_text(check)}: {verdict_text(check)}"
         if check.problem:
             return f"{head}: {check.problem}"
+        if check.within_rounding:  # the verdict says the largest error already
+            return head
         return f"{head} (largest error {format_error(check.max_abs)})"
     head = f"{check.derivative}: {verdict_text(check)}"
     return f"{head}: {check.problem}" if check.problem else f"{head}, {_largest_error(check)}"

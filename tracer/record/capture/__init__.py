@@ -13,6 +13,7 @@ assembly of plain data (`assemble`: everything summarised once, no torch object 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,32 @@ from tracer.record.summary import Summariser
 if TYPE_CHECKING:
     from tracer.record.modules import ModuleTracker
 
-__all__ = ["BackwardOrigins", "GraphCapture", "root_node"]
+__all__ = ["BackwardOrigins", "GraphCapture", "NodeFinder", "root_node"]
+
+
+class NodeFinder:
+    """Which node of a captured pass holds a tensor's gradient (a leaf's AccumulateGrad, or
+    the op that made a non-leaf), for the leaves and the named ops: what the user's code
+    checks. It keeps no graph alive: an op is known by its grad_fn's identity and sequence
+    number (no two live nodes share both), a leaf by a weak reference."""
+
+    def __init__(self, walk: GraphWalk) -> None:
+        self._ops: dict[tuple[int, int], int] = {}
+        self._leaves: dict[int, tuple[weakref.ref, int]] = {}
+        for node_id, tensor in walk.leaves.items():
+            self._leaves[id(tensor)] = (weakref.ref(tensor), node_id)
+        for node in walk.nodes:
+            if node.kind == "op" and node.name is not None:
+                fn = walk.fns[node.id]
+                assert fn is not None  # an op's grad_fn (None is a constant's)
+                self._ops[(id(fn), fn._sequence_nr())] = node.id
+
+    def node_of(self, t: torch.Tensor) -> int | None:
+        fn = t.grad_fn
+        if fn is not None:
+            return self._ops.get((id(fn), fn._sequence_nr()))
+        entry = self._leaves.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
 
 
 class GraphCapture:
@@ -63,6 +89,7 @@ class GraphCapture:
             origins=origins,
         )
         self._flow: GradientFlow | None = None
+        self.nodes: NodeFinder | None = None  # once finished
 
     @property
     def roots(self) -> list[int]:
@@ -109,5 +136,6 @@ class GraphCapture:
             )
         if self._flow is not None:
             self._flow.release()
+        self.nodes = NodeFinder(walk)
         walk.release()
         return graph

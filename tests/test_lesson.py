@@ -1,0 +1,103 @@
+"""The backprop-by-hand lesson: every intermediate's gradient derived by hand and compared
+with autograd's, the way such lessons do (a `cmp` helper comparing exactly, then closely),
+each comparison a check on the node it concerns, once."""
+
+from __future__ import annotations
+
+import torch
+
+import tracer
+from tracer.model.check import How
+
+
+def cmp(name: str, manual: torch.Tensor, t: torch.Tensor) -> tuple[bool, bool, float]:
+    """A lesson's own helper: bit-exact, close, and the largest difference."""
+    assert t.grad is not None
+    exact = torch.all(manual == t.grad).item()
+    close = torch.allclose(manual, t.grad)
+    largest = (manual - t.grad).abs().max().item()
+    return bool(exact), close, largest
+
+
+def chunked_forward() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3)
+    w = torch.randn(3, 2, requires_grad=True)
+    h = x @ w
+    a = torch.tanh(h)
+    loss = (a * a).sum()
+    for t in (h, a):
+        t.retain_grad()
+    loss.backward()
+    return {"x": x, "w": w, "h": h, "a": a, "loss": loss}
+
+
+def test_every_intermediates_gradient_is_checked_once_on_its_node() -> None:
+    with tracer.trace() as t:
+        v = chunked_forward()
+        x, w, h, a = v["x"], v["w"], v["h"], v["a"]
+        with torch.no_grad():
+            da = 2 * a
+            dh = (1 - a**2) * da
+            dw = x.T @ dh
+        results = [cmp("a", da, a), cmp("h", dh, h), cmp("w", dw, w)]
+    assert all(close for _, close, _ in results)
+    (graph,) = t.graphs  # no manual graph: computed under no_grad
+    checks = {c.name: c for c in t.checks}
+    assert sorted(checks) == ["a", "h", "w"]  # one check each, though compared twice
+    for name, check in checks.items():
+        assert check.ways == (How.EQUALS, How.ALLCLOSE) and check.passed, name
+        node = graph.nodes[check.node] if check.node is not None else None
+        assert node is not None and node.name is not None and name in node.name.split(", ")
+    assert graph.nodes[checks["w"].node].kind == "leaf"  # type: ignore[index]
+
+
+def test_an_exact_comparison_missed_by_rounding_agrees_within_rounding() -> None:
+    x = torch.tensor([0.1, 0.2, 0.3, 0.7, 1.3], requires_grad=True)
+    with tracer.trace() as t:
+        y = (x * x).sum() / 3
+        y.backward()
+        assert x.grad is not None
+        manual = (x + x) / 3  # the same gradient, rounded another way
+        assert not torch.equal(manual, x.grad)  # the lesson's exact probe says False
+        exact = bool(torch.all(manual == x.grad))
+    assert not exact
+    (check,) = t.checks
+    assert check.passed and not check.bit_exact and check.within_rounding
+    assert "agrees within rounding (not bit-exact, max diff" in repr(check)
+    assert t.recording.passed is True  # exit status 0 under `trace run`
+
+
+def test_a_real_disagreement_in_an_exact_comparison_is_one() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with tracer.trace() as t:
+        (x * x).sum().backward()
+        assert x.grad is not None
+        bool(torch.all(3 * x == x.grad))  # a wrong formula
+    (check,) = t.checks
+    assert not check.passed and not check.within_rounding
+
+
+def test_tracer_check_on_a_non_leaf_that_retains_its_gradient() -> None:
+    x = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    with tracer.trace() as t:
+        h = x * 3
+        h.retain_grad()
+        f = (h * h).sum()
+        f.backward()
+        check = tracer.check(h, 2 * h.detach(), quiet=True)
+    assert check.passed and check.name == "h"
+    node = t.graphs[0].nodes[check.node] if check.node is not None else None
+    assert node is not None and node.op == "MulBackward0" and node.name == "h"
+
+
+def test_the_same_comparison_in_two_passes_is_two_checks() -> None:
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    with tracer.trace() as t:
+        for _ in range(2):
+            x.grad = None
+            (x * x).sum().backward()
+            manual = 2 * x.detach()
+            torch.allclose(x.grad, manual)  # type: ignore[arg-type]
+            torch.allclose(x.grad, manual)  # type: ignore[arg-type]
+    assert [c.after for c in t.checks] == [1, 2]
