@@ -101,3 +101,23 @@ def test_the_same_comparison_in_two_passes_is_two_checks() -> None:
             torch.allclose(x.grad, manual)  # type: ignore[arg-type]
             torch.allclose(x.grad, manual)  # type: ignore[arg-type]
     assert [c.after for c in t.checks] == [1, 2]
+
+
+def test_a_check_is_drawn_on_its_node() -> None:
+    from tracer.output.render import render_dot
+
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    with tracer.trace() as t:
+        h = x * 3
+        h.retain_grad()
+        (h * h).sum().backward()
+        tracer.check(h, 2 * h.detach(), quiet=True)
+        tracer.check(x, 17 * x.detach(), quiet=True)  # wrong
+    dot = render_dot(t.recording)
+    node_lines = {
+        line.split(" ", 1)[0].strip(): line for line in dot.splitlines() if "[label=" in line
+    }
+    h_line = next(line for line in node_lines.values() if "<B>h</B>" in line)
+    x_line = next(line for line in node_lines.values() if "<B>x</B>" in line)
+    assert "✓ manual agrees · largest error" in h_line
+    assert "✗ manual DISAGREES · largest error" in x_line and "agrees" not in x_line

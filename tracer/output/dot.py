@@ -25,19 +25,21 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 from tracer.derivatives.chainrule import EdgeIndex, slot_name, steps
 from tracer.errors import TracerError
+from tracer.model.check import Check
 from tracer.model.collector import paused_gc
 from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, levels
 from tracer.view.report import bad_gradient, bad_value, collapse_note, problems
 from tracer.view.text import (
+    check_badge,
     check_line,
     format_tensor,
     graph_title,
@@ -162,10 +164,19 @@ class Drawn:
     graph: Graph
     edges: EdgeIndex
     carried: frozenset[tuple[int, int]]
+    checks: Mapping[int, Sequence[Check]]  # drawn node id -> the checks of its gradient
 
     @classmethod
-    def of(cls, graph: Graph) -> Drawn:
-        return cls(graph, EdgeIndex.of(graph), _find_carried(graph))
+    def of(cls, view: Collapsed, checks: Sequence[Check] = ()) -> Drawn:
+        """The drawing of `view`, with the checks made after its pass (a backward graph)."""
+        graph = view.graph
+        on: dict[int, list[Check]] = {}
+        if graph.kind == "backward" and checks:
+            drawn_id = {full: i for i, full in enumerate(view.origin) if full is not None}
+            for check in checks:
+                if check.after == graph.number and check.node in drawn_id:
+                    on.setdefault(drawn_id[check.node], []).append(check)
+        return cls(graph, EdgeIndex.of(graph), _find_carried(graph), on)
 
 
 RowMaker = Callable[[Node, Drawn, RenderOptions], list[Row]]
@@ -203,6 +214,15 @@ def heading_row(node: Node, drawn: Drawn, options: RenderOptions) -> list[Row]:
         f'<TD>{title} </TD><TD BGCOLOR="#555555" FIXEDSIZE="TRUE" '
         f'WIDTH="{6 + 5 * len(str(node.step))}" HEIGHT="12">{badge}</TD>'
         "</TR></TABLE></TD></TR>"
+    ]
+
+
+def check_rows(node: Node, drawn: Drawn, options: RenderOptions) -> list[Row]:
+    """The checks of the gradient this node holds, each a coloured row (see check_badge)."""
+    return [
+        f'<TR><TD COLSPAN="2" BGCOLOR="{AGREE_FILL if c.passed else DISAGREE_FILL}">'
+        f'<FONT POINT-SIZE="9">{text(check_badge(c))}</FONT></TD></TR>'
+        for c in drawn.checks.get(node.id, ())
     ]
 
 
@@ -339,6 +359,7 @@ def _formula_row(line: str) -> Row:
 # The rows of a node's label, top to bottom.
 NODE_ROWS: tuple[RowMaker, ...] = (
     heading_row,
+    check_rows,
     kind_rows,
     value_rows,
     leaf_rows,
@@ -468,7 +489,9 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
     return '<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="4">' + "".join(rows) + "</TABLE>>"
 
 
-def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: bool) -> list[str]:
+def _graph_lines(
+    view: Collapsed, index: int, options: RenderOptions, cluster: bool, checks: Sequence[Check]
+) -> list[str]:
     graph = view.graph
     prefix = f"g{index}"
     indent = "\t\t" if cluster else "\t"
@@ -497,7 +520,7 @@ def _graph_lines(view: Collapsed, index: int, options: RenderOptions, cluster: b
             f'fontcolor="{colour}" label={_edge_label(seed, not options.full)}]'
         )
     highlight = options.highlight
-    drawn = Drawn.of(graph)
+    drawn = Drawn.of(view, checks)
     # Each node's line is made with its final indentation, one tab deeper than the module
     # cluster it sits in (nested as the calls were: a call of level L is L - 1 tabs in).
     pads = [indent + "\t" * level for level in levels(graph.modules)]
@@ -643,7 +666,7 @@ def _lines(recording: Recording, options: RenderOptions | None) -> list[str]:
         "\tedge [arrowsize=0.7 fontname=Courier fontsize=9]",
     ]
     for i, view in enumerate(shown):
-        lines += _graph_lines(view, i, options, cluster=not single)
+        lines += _graph_lines(view, i, options, not single, recording.checks)
     # The closing brace, and after it the final newline: in the one join.
     lines += ["}", ""]
     return lines

@@ -204,6 +204,21 @@ def check_line(check: Check, style: CheckStyle = "picture") -> str:
     return f"{head}: {check.problem}" if check.problem else f"{head}, {_largest_error(check)}"
 
 
+def check_badge(check: Check) -> str:
+    """A check on its node in the picture: "✓ manual agrees · largest error < 1e-12",
+    "✓ manual agrees within rounding · max diff 6e-08", "✗ manual DISAGREES · largest
+    error 0.31"."""
+    oracle = oracle_text(check)
+    if check.problem:
+        return f"✗ {oracle}: {check.problem}"
+    error = format_error(check.max_abs)
+    if check.within_rounding:
+        return f"✓ {oracle} agrees within rounding · max diff {error}"
+    if check.passed:
+        return f"✓ {oracle} agrees · largest error {error}"
+    return f"✗ {oracle} DISAGREES · largest error {error}"
+
+
 def format_check(check: Check) -> str:
     """The terminal report of one check: both gradients, the largest error, the verdict."""
     pad = " " * 12
