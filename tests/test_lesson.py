@@ -121,3 +121,63 @@ def test_a_check_is_drawn_on_its_node() -> None:
     x_line = next(line for line in node_lines.values() if "<B>x</B>" in line)
     assert "✓ manual agrees · largest error" in h_line
     assert "✗ manual DISAGREES · largest error" in x_line and "agrees" not in x_line
+
+
+def lesson(wrong_dh: bool) -> tracer.Trace:
+    """The chunked forward, each intermediate derived by hand; dh wrong on request."""
+    with tracer.trace() as t:
+        v = chunked_forward()
+        x, w, h, a = v["x"], v["w"], v["h"], v["a"]
+        with torch.no_grad():
+            da = 2 * a
+            dh = (1 + a**2) * da if wrong_dh else (1 - a**2) * da  # tanh' = 1 - tanh²
+            dw = x.T @ dh
+        for name, manual, tensor in (("w", dw, w), ("h", dh, h), ("a", da, a)):
+            cmp(name, manual, tensor)
+    return t
+
+
+def test_the_grade_sheet_is_in_the_engines_order_and_finds_the_first_disagreement() -> None:
+    from tracer.view.grades import first_disagreement, format_grade_sheet, grade_sheet
+
+    t = lesson(wrong_dh=True)
+    graph = t.graphs[0]
+    grades = grade_sheet(graph, t.checks)
+    assert [g.check.name for g in grades] == ["a", "h", "w"]  # loss first: as derived
+    steps = [g.node.step for g in grades if g.node is not None]
+    assert steps == sorted(steps) and len(steps) == 3
+    assert [(g.check.passed, g.inherits) for g in grades] == [
+        (True, False),
+        (False, False),  # where the error starts
+        (False, True),  # dw is built from dh: it inherits the error
+    ]
+    first = first_disagreement(graph, grades)
+    assert first is not None and first.grade.check.name == "h"
+    assert first.formulas and first.formulas[0].startswith("TanhBackward0 ∂/∂self:")
+    sheet = format_grade_sheet(graph, t.checks)
+    assert sheet.splitlines()[0].split() == [
+        "step",
+        "name",
+        "shape",
+        "exact",
+        "close",
+        "largest",
+        "error",
+    ]
+    assert "✗ (inherited)" in sheet and sheet.splitlines()[-1].startswith(
+        "first disagreement: h (step"
+    )
+
+
+def test_a_correct_lesson_has_no_first_disagreement() -> None:
+    from tracer.output.render import render_dot
+    from tracer.view.grades import first_disagreement, grade_sheet
+
+    t = lesson(wrong_dh=False)
+    graph = t.graphs[0]
+    assert first_disagreement(graph, grade_sheet(graph, t.checks)) is None
+    assert t.recording.passed is True
+    assert "first disagreement" not in render_dot(t.recording)
+    wrong = lesson(wrong_dh=True)
+    dot = render_dot(wrong.recording)
+    assert "first disagreement: h" in dot and "(inherited from above)" in dot

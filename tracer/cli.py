@@ -35,7 +35,7 @@ from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.pictures import PICTURE_FORMATS
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.view.report import format_report
-from tracer.view.text import check_line, unrecorded_text
+from tracer.view.text import checks_brief, unrecorded_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -446,7 +446,7 @@ def summary_table(source: Path, result: Any) -> Table:
     for column in ("#", "called at", "nodes", "comparisons", "picture"):
         table.add_column(column, justify="right" if column in ("#", "nodes") else "left")
     for i, p in enumerate(result.passes):
-        verdicts = ", ".join(check_line(c, "brief") for c in p.recording.checks) or "—"
+        verdicts = checks_brief(p.recording.checks)
         style = {True: "green", False: "red", None: ""}[p.passed]
         picture = result.pictures[i].name if i < len(result.pictures) else ""
         where = str(p.location) if p.location else "?"
@@ -462,6 +462,16 @@ def _print_notes(recordings: list[Any], options: RenderOptions) -> None:
     for recording in recordings:
         for note in notes(recording, options):
             typer.echo(f"note: {note}")
+
+
+def _print_grade_sheets(passes: list[Any]) -> None:
+    """Each pass with several checks: its grade sheet, in the engine's order."""
+    from tracer.view.grades import format_grade_sheet
+
+    for p in passes:
+        if len(p.recording.checks) > 1:
+            typer.echo(f"\n{p.recording.title}: grade sheet")
+            typer.echo(format_grade_sheet(p.recording.graphs[0], p.recording.checks))
 
 
 def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any) -> None:
@@ -487,6 +497,7 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         )
     elif result.passes:
         console().print(summary_table(source, result))
+        _print_grade_sheets(result.passes)
         typer.echo(f"wrote {len(result.pictures)} picture(s) to {out}")
     if result.stray_checks:
         typer.echo(

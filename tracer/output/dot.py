@@ -37,6 +37,7 @@ from tracer.model.collector import paused_gc
 from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, levels
+from tracer.view.grades import first_disagreement_text, recording_grades
 from tracer.view.report import bad_gradient, bad_value, collapse_note, problems
 from tracer.view.text import (
     check_badge,
@@ -475,9 +476,14 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
         rows.append(f"<TR><TD><B>{text(title)}</B></TD></TR>")
     for note in notes:
         rows.append(f'<TR><TD><FONT POINT-SIZE="10" COLOR="#3d4b5c">{text(note)}</FONT></TD></TR>')
-    for check in recording.checks:
+    grades, firsts = recording_grades(recording)  # in the engine's order
+    for grade in grades:
+        check = grade.check
         fill = AGREE_FILL if check.passed else DISAGREE_FILL
-        rows.append(f'<TR><TD BGCOLOR="{fill}">{text(check_line(check))}</TD></TR>')
+        line = check_line(check) + (" (inherited from above)" if grade.inherits else "")
+        rows.append(f'<TR><TD BGCOLOR="{fill}">{text(line)}</TD></TR>')
+    for first in firsts:
+        rows.append(f"<TR><TD><B>{text(first_disagreement_text(first))}</B></TD></TR>")
     found = problems(recording)
     for problem in found[:PROBLEM_ROWS]:
         rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}">⚠ {text(problem)}</FONT></TD></TR>')

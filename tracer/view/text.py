@@ -219,6 +219,18 @@ def check_badge(check: Check) -> str:
     return f"✗ {oracle} DISAGREES · largest error {error}"
 
 
+def checks_brief(checks: Sequence[Check]) -> str:
+    """A pass's checks in a table cell: each briefly ("✓ x (check)"), or, beyond three,
+    their count ("14 checks: 13 ✓, 1 ✗"); "—" for none."""
+    if not checks:
+        return "—"
+    if len(checks) <= 3:
+        return ", ".join(check_line(c, "brief") for c in checks)
+    agree = sum(c.passed for c in checks)
+    counts = [f"{agree} ✓"] + ([f"{len(checks) - agree} ✗"] if agree < len(checks) else [])
+    return f"{len(checks)} checks: {', '.join(counts)}"
+
+
 def format_check(check: Check) -> str:
     """The terminal report of one check: both gradients, the largest error, the verdict."""
     pad = " " * 12
