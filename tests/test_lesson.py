@@ -181,3 +181,23 @@ def test_a_correct_lesson_has_no_first_disagreement() -> None:
     wrong = lesson(wrong_dh=True)
     dot = render_dot(wrong.recording)
     assert "first disagreement: h" in dot and "(inherited from above)" in dot
+
+
+def test_a_large_manual_result_is_one_box_unless_everything_is_asked_for() -> None:
+    from tracer.output.render import RenderOptions, render_dot
+    from tracer.view.collapse import EVERY_DEPTH
+
+    x = torch.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    with tracer.trace() as t:
+        (x * x).sum().backward()
+        manual = torch.zeros(3)
+        for _ in range(60):  # a Python loop of += : 120 ops in the manual graph
+            manual = manual + x / 30
+        tracer.check(x, manual, quiet=True)
+    _, manual_graph = t.graphs
+    assert len(manual_graph.nodes) > 100
+    dot = render_dot(t.recording)
+    assert "120 ops, collapsed" in dot and "DivBackward0" not in dot
+    assert "drawn as one box; to see them: --depth all" in dot
+    full = render_dot(t.recording, RenderOptions(depth=EVERY_DEPTH))
+    assert full.count("DivBackward0") == 60 and "collapsed" not in full

@@ -36,7 +36,7 @@ from tracer.model.check import Check
 from tracer.model.collector import paused_gc
 from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.tensor import TensorData
-from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, levels
+from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, collapse_manual, levels
 from tracer.view.grades import first_disagreement_text, recording_grades
 from tracer.view.report import bad_gradient, bad_value, collapse_note, problems
 from tracer.view.text import (
@@ -607,6 +607,10 @@ def views(recording: Recording, options: RenderOptions | None = None) -> list[Co
         collapse(with_modules[0], focus=focus)  # raises, naming the modules there are
     out = []
     for graph in recording.graphs:
+        manual_box = collapse_manual(graph, options.depth)
+        if manual_box is not None:
+            out.append(manual_box)
+            continue
         has_focus = focus is not None and any(c.name == focus for c in graph.modules)
         out.append(
             collapse(

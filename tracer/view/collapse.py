@@ -31,6 +31,9 @@ SLIDE_BUDGET = 60
 SLIDE_ROWS = 16
 # `depth=EVERY_DEPTH` collapses nothing (`--depth all`).
 EVERY_DEPTH = 1_000_000
+# A manual result's graph of more nodes than this (a Python loop of `+=`) is drawn as one
+# box with its op count, unless everything is asked for (EVERY_DEPTH).
+MANUAL_BOXES = 40
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,12 @@ class Collapsed:
 
     @property
     def collapsed(self) -> bool:
-        return any(n.kind == "module" for n in self.graph.nodes)
+        return self.manual_box or any(n.kind == "module" for n in self.graph.nodes)
+
+    @property
+    def manual_box(self) -> bool:
+        """A manual result's graph drawn as one box (see `collapse_manual`)."""
+        return self.graph.kind == "manual" and self.origin == [None]
 
 
 def levels(modules: Sequence[ModuleCall]) -> list[int]:
@@ -246,3 +254,15 @@ def _sum_of(
     if incoming[(dst, output)] != len(group) or output >= len(node.grads):
         return None
     return node.grads[output]
+
+
+def collapse_manual(graph: Graph, depth: int | None = None) -> Collapsed | None:
+    """A large manual result's graph as one box saying how many ops it holds; None for a
+    small one, or when everything is asked for (`depth=EVERY_DEPTH`)."""
+    size = len(graph.nodes)
+    if graph.kind != "manual" or size <= MANUAL_BOXES or depth == EVERY_DEPTH:
+        return None
+    ops = sum(n.kind == "op" for n in graph.nodes)
+    box = Node(id=0, kind="op", op=f"{ops:,} ops, collapsed")
+    view = replace(graph, nodes=[box], edges=[], roots=[0], seeds=[None], modules=[])
+    return Collapsed(view, [None], frozenset(), depth, 0, depth is None, size, MANUAL_BOXES)

@@ -9,7 +9,14 @@ from tracer.model.graph import Graph, Node, Recording
 from tracer.model.location import Locator
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_ROWS, Collapsed
-from tracer.view.text import format_check, graph_name, module_title, node_title, unrecorded_text
+from tracer.view.text import (
+    format_check,
+    graph_name,
+    graph_title,
+    module_title,
+    node_title,
+    unrecorded_text,
+)
 
 
 def bad_value(t: TensorData | None) -> bool:
@@ -115,6 +122,12 @@ def collapse_note(view: Collapsed, how: Literal["picture", "command"] = "picture
     if not view.collapsed:
         return None
     graph = view.graph
+    if view.manual_box:
+        return (
+            f"{graph_title(graph)}: {view.full_size:,} nodes drawn as one box; "
+            "to see them: --depth all"
+            + (" (from Python: RenderOptions(depth=EVERY_DEPTH))" if how == "picture" else "")
+        )
     where = f"backward pass {graph.number}: " if how == "command" else ""
     if view.depth is None:  # a focus
         return f"{where}the modules outside the focus are drawn as one box each"
