@@ -414,8 +414,11 @@ def _trace_exercise(
         recording = ex.run(view.capture)
         typer.echo(format_report(recording))
         if picture is not None:
-            write(recording, picture, view.options)
+            lighter: list[str] = []
+            write(recording, picture, view.options, lighter)
             typer.echo(f"wrote {picture}")
+            for note in lighter:
+                typer.echo(f"note: {note}")
             _print_notes([recording], view.options)
         if frames is not None:
             written = write_frames(recording, frames, frame_format.value, view.options)
@@ -445,10 +448,12 @@ def summary_table(source: Path, result: Any) -> Table:
     table = Table(title=Text(f"Backward passes in {source}"))
     for column in ("#", "called at", "nodes", "comparisons", "picture"):
         table.add_column(column, justify="right" if column in ("#", "nodes") else "left")
-    for i, p in enumerate(result.passes):
+    # Pictures are named by pass number ("03-line12.svg"); a pass not drawn has none.
+    drawn = {int(path.name.split("-", 1)[0]): path.name for path in result.pictures}
+    for p in result.passes:
         verdicts = checks_brief(p.recording.checks)
         style = {True: "green", False: "red", None: ""}[p.passed]
-        picture = result.pictures[i].name if i < len(result.pictures) else ""
+        picture = drawn.get(p.number, "not drawn")
         where = str(p.location) if p.location else "?"
         cells = (str(p.number), where, str(p.nodes), verdicts, picture)
         table.add_row(*(Text(c) for c in cells), style=style)  # Text: no markup in names
@@ -482,9 +487,10 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
     try:
         folder = prepare_out_dir(out, pictures.fmt)
         result = execute(view.capture)
-        result.pictures, result.older_pictures = write_pictures(
-            result.passes, folder, pictures.fmt, view.options
-        )
+        drawn = write_pictures(result.passes, folder, pictures.fmt, view.options)
+        result.pictures, result.older_pictures = drawn.written, drawn.older
+        for note in drawn.notes:
+            typer.echo(f"note: {note}")
         if pictures.fmt not in ("json", "html"):
             _print_notes([p.recording for p in result.passes], view.options)
     except TracerError as e:
@@ -509,6 +515,8 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         typer.echo(f"note: {unrecorded_text(entry, where.spoken() if where else None)}")
     if result.older_pictures:
         typer.echo(f"note: {out} also holds {len(result.older_pictures)} older picture(s)")
+    for failed, why in drawn.failed:
+        typer.echo(f"error: backward pass {failed.number} is not drawn: {why}", err=True)
     if result.error:
         raise fail(result.error, result.exit_code or 2)
     if result.exit_code:
@@ -521,6 +529,8 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         raise fail(f"no backward pass was run: nothing to draw ({source} never called backward)")
     if result.passed is False:
         raise typer.Exit(1)
+    if drawn.failed:
+        raise typer.Exit(2)
 
 
 _EXIT_STATUS = (

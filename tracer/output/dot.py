@@ -98,6 +98,7 @@ class RenderOptions:
     focus: str | None = None
     budget: int = SLIDE_BUDGET
     explain: bool = False  # the chain-rule step per input in the slide view too
+    notes: tuple[str, ...] = ()  # more lines for the heading (why this view was drawn)
 
     @property
     def full(self) -> bool:
@@ -663,7 +664,7 @@ def _lines(recording: Recording, options: RenderOptions | None) -> list[str]:
     titles = [recording.title] if recording.title else []
     if single:
         titles.append(graph_title(recording.graphs[0]))
-    collapsed = [note for note in (collapse_note(v) for v in shown) if note]
+    collapsed = [*options.notes, *(note for note in (collapse_note(v) for v in shown) if note)]
     lines = [
         "digraph trace {",
         "\tfontname=Helvetica labelloc=t nodesep=0.3 rankdir=TB ranksep=0.45",

@@ -11,10 +11,11 @@ from __future__ import annotations
 import math
 import os
 import subprocess
+from dataclasses import replace
 
 from tracer.errors import TracerError
 from tracer.model.graph import Recording
-from tracer.output.dot import RenderOptions, dot_utf8
+from tracer.output.dot import RenderOptions, dot_utf8, views
 
 # How long Graphviz may take to lay a picture out (seconds); TRACER_DOT_TIMEOUT changes it.
 DOT_TIMEOUT = 120.0
@@ -54,6 +55,10 @@ def dot_timeout() -> float:
     return limit
 
 
+class LayoutTimeout(TracerError):
+    """Graphviz did not lay a picture out in time (`picture` then draws a lighter view)."""
+
+
 def lay_out(dot: bytes, fmt: str, nodes: int) -> bytes:
     """The picture of DOT source `dot` (of a recording of `nodes` nodes) in format `fmt`."""
     command = ["dot", f"-T{fmt}"]
@@ -65,10 +70,8 @@ def lay_out(dot: bytes, fmt: str, nodes: int) -> bytes:
     except FileNotFoundError:
         raise TracerError(MISSING_DOT) from None
     except subprocess.TimeoutExpired:
-        raise TracerError(
-            f"Graphviz's `dot` did not lay out the {nodes:,} nodes within "
-            f"{limit:g} s: write .dot or .json instead (no layout needed), draw less "
-            "(--detail slide), or allow more time (TRACER_DOT_TIMEOUT=seconds)"
+        raise LayoutTimeout(
+            f"Graphviz's `dot` did not lay out the {nodes:,} nodes within {limit:g} s"
         ) from None
     if done.returncode != 0:
         stderr = done.stderr.decode("utf-8", "replace").strip().splitlines()
@@ -78,7 +81,47 @@ def lay_out(dot: bytes, fmt: str, nodes: int) -> bytes:
     return done.stdout
 
 
-def picture(recording: Recording, fmt: str, options: RenderOptions | None = None) -> bytes:
-    """The recording drawn as `options` say, laid out by Graphviz, as a file's bytes."""
+def lighter(recording: Recording, options: RenderOptions) -> tuple[RenderOptions, str] | None:
+    """The next lighter view to draw when Graphviz cannot lay `options`' out in time, and
+    its name: the full view becomes the slide view; then the modules are collapsed one
+    level more at a time. None when there is nothing lighter to draw."""
+    if options.full:
+        return replace(options, detail="slide"), "the slide view"
+    drawn = [v for v in views(recording, options) if v.graph.modules]
+    if not drawn:
+        return None
+    depth = max(v.levels if v.depth is None else v.depth for v in drawn)
+    if depth <= 0:
+        return None
+    return replace(options, depth=depth - 1, focus=None), f"modules collapsed to depth {depth - 1}"
+
+
+def picture(
+    recording: Recording,
+    fmt: str,
+    options: RenderOptions | None = None,
+    notes: list[str] | None = None,
+) -> bytes:
+    """The recording drawn as `options` say, laid out by Graphviz, as a file's bytes.
+
+    When Graphviz cannot finish in time, the next lighter view is drawn (see `lighter`),
+    with a line in its heading saying so, also added to `notes` for the terminal; when
+    even the lightest cannot, a TracerError says what to do instead."""
+    options = options or RenderOptions()
     nodes = sum(len(g.nodes) for g in recording.graphs)
-    return lay_out(dot_utf8(recording, options), fmt, nodes)
+    asked = options
+    while True:
+        try:
+            return lay_out(dot_utf8(recording, options), fmt, nodes)
+        except LayoutTimeout as e:
+            step = lighter(recording, options)
+            if step is None:
+                raise TracerError(
+                    f"{e}, nor in a lighter view: write .dot or .json instead (no layout "
+                    "needed), or allow more time (TRACER_DOT_TIMEOUT=seconds)"
+                ) from None
+            options, name = step
+            note = f"{e} as asked: this is {name}"
+            if notes is not None:
+                notes.append(note)
+            options = replace(options, notes=(*asked.notes, note))

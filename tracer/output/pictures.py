@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import NamedTuple
 
 from tracer.errors import TracerError
 from tracer.files import check_folder, make_folder
@@ -54,25 +55,49 @@ def _writable_folder(out: Path, fmt: str) -> Path:
     return out
 
 
+class WrittenPictures(NamedTuple):
+    """What `write_pictures` did: the pictures written, in order; the older pictures in
+    the folder this run did not rewrite; notes (a picture drawn in a lighter view than
+    asked); and the passes that could not be drawn at all, with why."""
+
+    written: list[Path]
+    older: list[Path]
+    notes: list[str]
+    failed: list[tuple[Pass, str]]
+
+
 def write_pictures(
     passes: list[Pass], out: Path, fmt: str = "svg", options: RenderOptions | None = None
-) -> tuple[list[Path], list[Path]]:
-    """Write one picture per pass into `out`. Returns the pictures written, in order, and
-    the older pictures already in `out` that this run did not rewrite."""
+) -> WrittenPictures:
+    """Write one picture per pass into `out`. A pass that cannot be drawn (too large for
+    Graphviz even in its lightest view) is noted and the others are still written."""
     if not passes:
-        return [], []
+        return WrittenPictures([], [], [], [])
     made = [f for f in (out, *out.parents) if not f.exists()]  # deepest first
     make_folder(out)
     width = max(2, len(str(len(passes))))
+    written: list[Path] = []
+    notes: list[str] = []
+    failed: list[tuple[Pass, str]] = []
     try:
-        written = [write(p.recording, out / p.picture_name(fmt, width), options) for p in passes]
-    except BaseException:
-        for folder in made:  # a failed run leaves no folder it made, once empty
+        for p in passes:
+            found: list[str] = []
             try:
-                folder.rmdir()
-            except OSError:
-                break
+                written.append(write(p.recording, out / p.picture_name(fmt, width), options, found))
+            except TracerError as e:
+                failed.append((p, str(e)))
+            notes += (f"{p.picture_name(fmt, width)}: {note}" for note in found)
+    except BaseException:
+        written = []
         raise
+    finally:
+        if not written:
+            for folder in made:  # a failed run leaves no folder it made, once empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     names = {p.name for p in written}
-    older = sorted(p for p in out.iterdir() if _PICTURE_NAME.match(p.name) and p.name not in names)
-    return written, older
+    kept = out.iterdir() if out.exists() else ()
+    older = sorted(p for p in kept if _PICTURE_NAME.match(p.name) and p.name not in names)
+    return WrittenPictures(written, older, notes, failed)

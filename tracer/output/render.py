@@ -82,23 +82,31 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def _encode(recording: Recording, fmt: str, options: RenderOptions | None) -> bytes:
+def _encode(
+    recording: Recording, fmt: str, options: RenderOptions | None, notes: list[str] | None = None
+) -> bytes:
     renderers: dict[str, Callable[[], bytes]] = {
         "dot": lambda: dot_utf8(recording, options),
         "gv": lambda: dot_utf8(recording, options),
         "json": lambda: recording.to_json().encode("utf-8"),
         "html": lambda: render_html(recording).encode("utf-8"),  # its own (slide) view
     }
-    return renderers[fmt]() if fmt in renderers else picture(recording, fmt, options)
+    return renderers[fmt]() if fmt in renderers else picture(recording, fmt, options, notes)
 
 
-def write(recording: Recording, path: str | Path, options: RenderOptions | None = None) -> Path:
+def write(
+    recording: Recording,
+    path: str | Path,
+    options: RenderOptions | None = None,
+    notes: list[str] | None = None,
+) -> Path:
     """Render to `path` in the format its suffix names (svg, png, pdf, dot, gv, json, html).
 
     The whole output is produced in memory first and then moved into place, so a failure
-    never leaves a partial file and never clobbers an existing good one.
+    never leaves a partial file and never clobbers an existing good one. A picture that
+    Graphviz could lay out only in a lighter view says so in its heading, and in `notes`.
     """
     target = check_writable(path)
-    data = _encode(recording, output_format(target), options)
+    data = _encode(recording, output_format(target), options, notes)
     write_atomic(target, data)
     return Path(path)
