@@ -47,20 +47,27 @@ torch.save({k: (v.clone(), v.stride()) for k, v in out.items()}, sys.argv[1])
 """
 
 
-def run_both(tmp_path: Path, program: str) -> tuple[dict, dict, str]:
+def run_both(
+    tmp_path: Path, program: str, *args: str, named: str = "program.py"
+) -> tuple[dict, dict, str]:
     """The program's results untraced and under `trace run`, each from its own process,
-    and what `trace run` printed (stdout, then stderr)."""
-    script = tmp_path / "program.py"
+    and what `trace run` printed (stdout, then stderr). The program is the file `named`
+    (as both command lines name it) in `tmp_path`, the working directory; it is given the
+    file to save its results in, then `args`."""
+    script = tmp_path / named
     script.write_text(textwrap.dedent(program), encoding="utf-8")
     plain, traced = tmp_path / "plain.pt", tmp_path / "traced.pt"
-    runs = [
-        [sys.executable, str(script), str(plain)],
-        [str(BIN / "trace"), "run", script.name, "--out", str(tmp_path / "p"), "--", str(traced)],
-    ]
-    for command in runs:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-        assert done.returncode == 0, done.stderr[-2000:]
-    return torch.load(plain), torch.load(traced), done.stdout + done.stderr
+    run_in(tmp_path, [sys.executable, named, str(plain), *args])
+    trace_run = [str(BIN / "trace"), "run", named, "--out", str(tmp_path / "p")]
+    printed = run_in(tmp_path, [*trace_run, "--", str(traced), *args])
+    return torch.load(plain), torch.load(traced), printed
+
+
+def run_in(folder: Path, command: list[str]) -> str:
+    """Run `command` in `folder`, which must succeed; what it printed (stdout, stderr)."""
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=folder)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -117,3 +124,52 @@ def test_torch_func_passes_are_noted_not_recorded(tmp_path: Path) -> None:
     assert "3 backward passes inside torch.func at program.py:16 are not recorded" in printed
     assert "1 backward pass inside torch.func at program.py:18" in printed  # the pullback
     assert "01-line19.svg" in printed  # the program's own pass is drawn
+
+
+# The script's module as Python makes it: each global it starts with (in Python's order),
+# sys.argv[0] as given, the file name its code is compiled under. One backward pass, so
+# that `trace run` has a pass to draw.
+MAIN_MODULE = '''"""The script's own docstring."""
+seen = dict(globals())  # before any import of its own
+
+import builtins
+import sys
+
+import __main__
+import torch
+
+
+def described(value):
+    """Its type, and what tells two of a kind apart."""
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    if value is builtins:
+        return [kind, "the builtins module"]
+    if value is builtins.__dict__:
+        return [kind, "the builtins module's dict"]
+    if value is None or isinstance(value, (str, dict)):
+        return [kind, value]
+    return [kind, getattr(value, "name", None), getattr(value, "path", None)]  # a loader
+
+
+x = torch.ones(2, requires_grad=True)
+(x * 2).sum().backward()
+torch.save(
+    {
+        "globals": [[name, described(value)] for name, value in seen.items()],
+        "sys.argv[0]": sys.argv[0],
+        "sys.modules['__main__'] runs it": sys.modules["__main__"].__dict__ is globals(),
+        "import __main__ is it": __main__.__dict__ is globals(),
+        "its code's file name": sys._getframe().f_code.co_filename,
+    },
+    sys.argv[1],
+)
+'''
+
+
+@pytest.mark.slow
+def test_the_scripts_main_module_is_the_one_python_makes(tmp_path: Path) -> None:
+    plain, traced, _ = run_both(tmp_path, MAIN_MODULE, named="./program.py")
+    assert traced == plain
+    # What was compared: Python's own absolute path, joined on and not normalised.
+    file = dict(plain["globals"])["__file__"][1]
+    assert Path(file).is_absolute() and file.endswith("/./program.py")
