@@ -31,6 +31,7 @@ from tracer.output.render import render_dot
 from tracer.record.node_record import NodeRecord
 
 ENGINE = torch.autograd._engine_run_backward
+JIT_TRACE_FUNCTION = torch._C._create_function_from_trace
 f64 = torch.float64
 
 
@@ -62,6 +63,7 @@ def same_for_the_user(program: Callable[[bool], Any]) -> Any:
 
 def assert_nothing_left() -> None:
     assert torch.autograd._engine_run_backward is ENGINE
+    assert torch._C._create_function_from_trace is JIT_TRACE_FUNCTION
     assert torch.overrides._get_current_function_mode_stack() == []
     assert tracer.record.interception.current_trace() is None
 

@@ -173,3 +173,64 @@ def test_the_scripts_main_module_is_the_one_python_makes(tmp_path: Path) -> None
     # What was compared: Python's own absolute path, joined on and not normalised.
     file = dict(plain["globals"])["__file__"][1]
     assert Path(file).is_absolute() and file.endswith("/./program.py")
+
+
+# torch.jit.trace of a module and of a function, with its sanity check (check_trace) on:
+# a difference between its two tracings is a TracerWarning, made an error here, or a
+# TracingCheckError. The graphs as torch prints them hold each op's source line and the
+# names of its values. Run untraced, inside `tracer.trace(values=...)`, or as given.
+JIT_TRACE = """
+import contextlib
+import sys
+import warnings
+
+import torch
+from torch import nn
+
+import tracer
+
+warnings.simplefilter("error", torch.jit.TracerWarning)
+torch.manual_seed(0)
+
+
+class TwoLayers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(4, 3)
+        self.fc2 = nn.Linear(3, 2)
+
+    def forward(self, x):
+        hidden = torch.relu(self.fc1(x))
+        return self.fc2(hidden), hidden.sum()
+
+
+def scaled_sine(x):
+    doubled = x * 2
+    return doubled.sin().sum()
+
+
+how = sys.argv[2]
+inside = contextlib.nullcontext() if how == "as given" else tracer.trace(values=how == "values")
+model, x = TwoLayers(), torch.randn(5, 4, requires_grad=True)
+with inside:
+    module = torch.jit.trace(model, (x,))
+    function = torch.jit.trace(scaled_sine, (x,))
+    out, total = module(x)
+    (out.sum() + total + function(x)).backward()
+graphs = [str(module.graph), module.code, str(module.inlined_graph), str(function.graph)]
+grads = [x.grad, *(p.grad for p in model.parameters())]
+torch.save({"graphs": graphs, "values": [out, total, *grads]}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_torch_jit_trace_passes_its_check_and_traces_the_same_graphs(tmp_path: Path) -> None:
+    plain, traced, printed = run_both(tmp_path, JIT_TRACE, "as given")
+    assert "01-line" in printed and "tracer:" not in printed  # drawn, and no warning of ours
+    for how in ("values", "no values"):
+        run_in(tmp_path, [sys.executable, "program.py", str(tmp_path / f"{how}.pt"), how])
+    inside = {how: torch.load(tmp_path / f"{how}.pt") for how in ("values", "no values")}
+    for result in (traced, *inside.values()):
+        assert result["graphs"] == plain["graphs"]
+        for value, other in zip(plain["values"], result["values"], strict=True):
+            assert same_bits(value.detach(), other.detach())

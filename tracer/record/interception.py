@@ -10,6 +10,11 @@ closes, whatever raised. Three light touches:
   names of parameters (the trace's `ModuleTracker`, tracer.record.modules).
 - a `TorchFunctionMode` per trace, the forward recorder (tracer.record.forward), entered
   and left by the trace itself. `values=False` leaves it out.
+- torch's entry points that trace a function for `torch.jit.trace` (and
+  `torch.jit._get_trace_graph`) are wrapped: the recorder steps off the mode stack while
+  they trace, as it does for a module call `torch.jit.trace` traces (the module hooks
+  see `torch._C._is_tracing()`). The module hooks read no parameter while torch traces:
+  each read would be a value in the traced graph.
 
 The trace is seen through `Observer`, the seam between this layer and the `Trace` above
 it: this module knows nothing else of it.
@@ -22,6 +27,7 @@ exactly one is open (`current_trace`).
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -110,6 +116,48 @@ def _remove_engine_hook() -> None:
         _original_engine = None
 
 
+# -- torch.jit.trace's entry points, wrapped while a trace is open -------------------------
+
+# Where torch.jit.trace (of a function, not a module) and torch.jit._get_trace_graph start
+# torch's tracer; a module's is a method of its C++ object, seen by the module hooks.
+_JIT_ENTRY_NAMES = (
+    "_create_function_from_trace",
+    "_create_function_from_trace_with_dict",
+    "_create_graph_by_tracing",
+)
+_original_jit_entries: dict[str, Callable[..., Any]] = {}
+
+
+def _jit_entry(original: Callable[..., Any]) -> Callable[..., Any]:
+    """`original`, run with this thread's forward recorder off the mode stack."""
+
+    @functools.wraps(original)
+    def traced_without_recorder(*args: Any, **kwargs: Any) -> Any:
+        trace = current_trace()
+        recorder = None if trace is None else trace.forward_recorder
+        if recorder is None or recorder.closed:
+            return original(*args, **kwargs)
+        with recorder.stepped_aside():
+            return original(*args, **kwargs)
+
+    return traced_without_recorder
+
+
+def _install_jit_hooks() -> None:
+    if not _original_jit_entries:
+        for name in _JIT_ENTRY_NAMES:
+            original = getattr(torch._C, name, None)
+            if original is not None:  # present in torch 2.1 to 2.13
+                _original_jit_entries[name] = original
+                setattr(torch._C, name, _jit_entry(original))
+
+
+def _remove_jit_hooks() -> None:
+    for name, original in _original_jit_entries.items():
+        setattr(torch._C, name, original)
+    _original_jit_entries.clear()
+
+
 # -- module hooks, installed while a trace is open -----------------------------------------
 
 _module_hooks: list[Any] = []
@@ -121,8 +169,10 @@ def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
         return
     try:
         # No DisableTorchFunction here, at every call: the tracker touches tensors only at
-        # an outermost module's first call, and disables torch functions there.
-        trace.module_calls.enter(module)
+        # an outermost module's first call, and disables torch functions there. Under
+        # torch.jit.trace it is not told: its reads of parameters would be traced.
+        if not torch._C._is_tracing():
+            trace.module_calls.enter(module)
         if trace.forward_recorder is not None:
             trace.forward_recorder.module_entered(module, args)
     except Exception as e:  # tracer's problem, never the user's
@@ -134,7 +184,8 @@ def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
     if trace is None or busy.active or torch.compiler.is_compiling():
         return
     try:
-        trace.module_calls.exit(module)  # reads no tensor: the output is left alone
+        if not torch._C._is_tracing():  # as in _module_pre_hook
+            trace.module_calls.exit(module)  # reads no tensor: the output is left alone
         if trace.forward_recorder is not None:
             trace.forward_recorder.module_exited()
     except Exception as e:
@@ -161,6 +212,7 @@ def open_trace(trace: Observer) -> contextvars.Token:
         _OPEN.append(trace)
         _install_engine_hook()
         _install_module_hooks()
+        _install_jit_hooks()
     return _CURRENT.set(trace)
 
 
@@ -177,3 +229,4 @@ def close_trace(trace: Observer, token: contextvars.Token | None) -> None:
         if not _OPEN:
             _remove_engine_hook()
             _remove_module_hooks()
+            _remove_jit_hooks()
