@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.fx.traceback
 from torch.overrides import TorchFunctionMode
 
 import tracer
@@ -32,6 +33,7 @@ from tracer.record.node_record import NodeRecord
 
 ENGINE = torch.autograd._engine_run_backward
 JIT_TRACE_FUNCTION = torch._C._create_function_from_trace
+FORWARD_STACK = torch.fx.traceback.format_stack
 f64 = torch.float64
 
 
@@ -64,6 +66,7 @@ def same_for_the_user(program: Callable[[bool], Any]) -> Any:
 def assert_nothing_left() -> None:
     assert torch.autograd._engine_run_backward is ENGINE
     assert torch._C._create_function_from_trace is JIT_TRACE_FUNCTION
+    assert torch.fx.traceback.format_stack is FORWARD_STACK
     assert torch.overrides._get_current_function_mode_stack() == []
     assert tracer.record.interception.current_trace() is None
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -61,6 +62,14 @@ def run_both(
     trace_run = [str(BIN / "trace"), "run", named, "--out", str(tmp_path / "p")]
     printed = run_in(tmp_path, [*trace_run, "--", str(traced), *args])
     return torch.load(plain), torch.load(traced), printed
+
+
+def run_inside_a_trace(tmp_path: Path, how: str) -> Any:
+    """The results of program.py (written by `run_both`) run by Python with `how` as its
+    second argument: "values" or "no values", for a `tracer.trace(values=...)` inside."""
+    out = tmp_path / f"{how}.pt"
+    run_in(tmp_path, [sys.executable, "program.py", str(out), how])
+    return torch.load(out)
 
 
 def run_in(folder: Path, command: list[str]) -> str:
@@ -227,10 +236,76 @@ torch.save({"graphs": graphs, "values": [out, total, *grads]}, sys.argv[1])
 def test_torch_jit_trace_passes_its_check_and_traces_the_same_graphs(tmp_path: Path) -> None:
     plain, traced, printed = run_both(tmp_path, JIT_TRACE, "as given")
     assert "01-line" in printed and "tracer:" not in printed  # drawn, and no warning of ours
-    for how in ("values", "no values"):
-        run_in(tmp_path, [sys.executable, "program.py", str(tmp_path / f"{how}.pt"), how])
-    inside = {how: torch.load(tmp_path / f"{how}.pt") for how in ("values", "no values")}
-    for result in (traced, *inside.values()):
+    inside = [run_inside_a_trace(tmp_path, how) for how in ("values", "no values")]
+    for result in (traced, *inside):
         assert result["graphs"] == plain["graphs"]
         for value, other in zip(plain["values"], result["values"], strict=True):
             assert same_bits(value.detach(), other.detach())
+
+
+# Anomaly mode prints, when a node's backward fails or returns NaN, the stack that made
+# the node: a module's op, an op of the user's, F.relu (a torch function written in
+# Python: it dispatches to a mode through torch.overrides), a custom Function. Inside a
+# trace the forward runs through `t.call`.
+ANOMALY = """
+import contextlib
+import sys
+import warnings
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import tracer
+
+
+class Refuses(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("this backward refuses")
+
+
+def hidden(x, layer):
+    return F.relu(layer(x) * 2)
+
+
+def refused(x, layer):
+    return Refuses.apply(hidden(x, layer)).sum()
+
+
+def not_a_number(x, layer):
+    h = hidden(x, layer)
+    return (torch.sqrt(h - h) * 0).sum()
+
+
+how = sys.argv[2]
+torch.manual_seed(0)
+layer, x = nn.Linear(3, 3), torch.randn(2, 3, requires_grad=True)
+torch.autograd.set_detect_anomaly(True)
+printed = []
+for loss_of in (refused, not_a_number):
+    inside = contextlib.nullcontext() if how == "as given" else tracer.trace(values=how == "values")
+    with warnings.catch_warnings(record=True) as seen, inside as t:
+        warnings.simplefilter("always")
+        loss = loss_of(x, layer) if t is None else t.call(loss_of, x, layer)
+        try:
+            loss.backward()
+        except RuntimeError as e:
+            printed.append(str(e))
+    printed.extend(str(w.message) for w in seen)
+(x * 2).sum().backward()  # a pass that ends, for `trace run` to draw
+torch.save(printed, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_anomaly_modes_forward_stacks_show_no_frame_of_tracers(tmp_path: Path) -> None:
+    plain, traced, _ = run_both(tmp_path, ANOMALY, "as given")
+    assert sum("Traceback of forward call" in text for text in plain) == 2
+    assert traced == plain
+    for how in ("values", "no values"):
+        assert run_inside_a_trace(tmp_path, how) == plain

@@ -15,6 +15,8 @@ closes, whatever raised. Three light touches:
   they trace, as it does for a module call `torch.jit.trace` traces (the module hooks
   see `torch._C._is_tracing()`). The module hooks read no parameter while torch traces:
   each read would be a value in the traced graph.
+- `torch.fx.traceback.format_stack`, which gives anomaly mode each node's forward stack,
+  is wrapped: the stack it gives is the untraced one (tracer.record.stacks).
 
 The trace is seen through `Observer`, the seam between this layer and the `Trace` above
 it: this module knows nothing else of it.
@@ -34,9 +36,11 @@ from typing import Any, Protocol
 
 import torch
 import torch.autograd
+import torch.fx.traceback
 
 from tracer.record.forward import ForwardRecorder
 from tracer.record.modules import ModuleTracker
+from tracer.record.stacks import as_untraced
 
 
 class Observer(Protocol):
@@ -158,6 +162,40 @@ def _remove_jit_hooks() -> None:
     _original_jit_entries.clear()
 
 
+# -- anomaly mode's forward stacks, without tracer's frames while a trace is open ---------
+
+_original_format_stack: Callable[[], list[str]] | None = None
+
+
+def _untraced_stack() -> list[str]:
+    """torch.fx.traceback.format_stack's stack, as it is untraced (see tracer.record.stacks).
+    torch calls it while it makes a node: it must not raise."""
+    original = _original_format_stack
+    assert original is not None
+    stack = original()
+    try:
+        return as_untraced(stack)
+    except Exception as e:  # tracer's problem: the stack as it came
+        trace = current_trace()
+        if trace is not None:
+            trace.warn(f"a forward stack keeps tracer's frames ({type(e).__name__}: {e})")
+        return stack
+
+
+def _install_stack_hook() -> None:
+    global _original_format_stack
+    if _original_format_stack is None:
+        _original_format_stack = torch.fx.traceback.format_stack
+        torch.fx.traceback.format_stack = _untraced_stack
+
+
+def _remove_stack_hook() -> None:
+    global _original_format_stack
+    if _original_format_stack is not None:
+        torch.fx.traceback.format_stack = _original_format_stack
+        _original_format_stack = None
+
+
 # -- module hooks, installed while a trace is open -----------------------------------------
 
 _module_hooks: list[Any] = []
@@ -213,6 +251,7 @@ def open_trace(trace: Observer) -> contextvars.Token:
         _install_engine_hook()
         _install_module_hooks()
         _install_jit_hooks()
+        _install_stack_hook()
     return _CURRENT.set(trace)
 
 
@@ -230,3 +269,4 @@ def close_trace(trace: Observer, token: contextvars.Token | None) -> None:
             _remove_engine_hook()
             _remove_module_hooks()
             _remove_jit_hooks()
+            _remove_stack_hook()
