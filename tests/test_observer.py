@@ -9,9 +9,11 @@ values, the gradients (bitwise), the exception (type and text), and what is left
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import gc
 import json
 import math
+import pstats
 import subprocess
 import sys
 import threading
@@ -220,6 +222,54 @@ def test_the_users_own_mode_sees_no_module_bookkeeping() -> None:
         return mine.seen, grads(*model.parameters())
 
     assert "linear" in same_for_the_user(program)[1][0]
+
+
+def _loss_of(x: torch.Tensor) -> torch.Tensor:
+    scaled = x * 3
+    return (scaled * scaled).sum()
+
+
+def _after() -> int:
+    return sum(range(4))
+
+
+def test_call_leaves_the_users_profiler_and_trace_function_running() -> None:
+    mine = (_loss_of.__code__, _after.__code__)
+
+    def program(traced: bool) -> tuple[Any, list[str]]:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        profiler = cProfile.Profile()
+        events: list[tuple[str, str, int]] = []  # what a debugger's trace function sees
+
+        def users_trace(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code in mine:
+                events.append((event, frame.f_code.co_name, frame.f_lineno))
+            return users_trace
+
+        sys.settrace(users_trace)
+        profiler.enable()
+        try:
+            with maybe_traced(traced) as t:
+                loss = _loss_of(x) if t is None else t.call(_loss_of, x)
+                loss.backward()
+            for _ in range(3):
+                _after()
+            still_set = sys.getprofile() is profiler, sys.gettrace() is users_trace
+        finally:
+            profiler.disable()
+            sys.settrace(None)
+        stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        calls = {
+            name: row[1] for (_, _, name), row in stats.items() if name in ("_loss_of", "_after")
+        }
+        names = [] if t is None else sorted(n.name for n in t.graphs[0].nodes if n.name)
+        return (still_set, calls, events, grads(x)), names
+
+    (plain, _), (traced, names) = program(False), program(True)
+    assert traced == plain
+    assert plain[0] == (True, True) and plain[1] == {"_loss_of": 1, "_after": 3}
+    assert "scaled" in names  # t.call still read the function's locals
+    assert_nothing_left()
 
 
 # -- errors stay the user's, and nothing stays behind ----------------------------------------

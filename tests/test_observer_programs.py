@@ -4,6 +4,7 @@ the sign of zeros, strides)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -309,3 +310,36 @@ def test_anomaly_modes_forward_stacks_show_no_frame_of_tracers(tmp_path: Path) -
     assert traced == plain
     for how in ("values", "no values"):
         assert run_inside_a_trace(tmp_path, how) == plain
+
+
+# `t.call` reads the function's locals with a trace function of that frame's own: the
+# profiler `python -m cProfile` set profiles on, the call included.
+PROFILED = """
+import torch
+
+import tracer
+
+
+def loss_of(x):
+    scaled = x * 3
+    return (scaled * scaled).sum()
+
+
+def after():
+    return sum(range(4))
+
+
+x = torch.tensor([1.0, 2.0], requires_grad=True)
+with tracer.trace() as t:
+    t.call(loss_of, x).backward()
+for _ in range(3):
+    after()
+"""
+
+
+@pytest.mark.slow
+def test_call_under_python_m_cprofile_is_profiled_and_profiling_goes_on(tmp_path: Path) -> None:
+    (tmp_path / "program.py").write_text(PROFILED, encoding="utf-8")
+    printed = run_in(tmp_path, [sys.executable, "-m", "cProfile", "program.py"])
+    assert re.search(r"^\s+1\s.*program\.py:\d+\(loss_of\)$", printed, re.MULTILINE)
+    assert re.search(r"^\s+3\s.*program\.py:\d+\(after\)$", printed, re.MULTILINE)
