@@ -343,3 +343,76 @@ def test_call_under_python_m_cprofile_is_profiled_and_profiling_goes_on(tmp_path
     printed = run_in(tmp_path, [sys.executable, "-m", "cProfile", "program.py"])
     assert re.search(r"^\s+1\s.*program\.py:\d+\(loss_of\)$", printed, re.MULTILINE)
     assert re.search(r"^\s+3\s.*program\.py:\d+\(after\)$", printed, re.MULTILINE)
+
+
+# A process the program forks: DataLoader's workers (which end in os._exit), then a child
+# of its own that makes a backward pass and comes back out of the program: at its end, by
+# sys.exit(3), or by raising. The child ends as Python ends it; tracer's wrap-up (the
+# summary, the pictures) is the parent's alone. The user's atexit function runs in both.
+FORKED = """
+import atexit
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+how = sys.argv[2]
+parent = os.getpid()
+atexit.register(lambda: print("atexit:", "parent" if os.getpid() == parent else "child"))
+torch.manual_seed(0)
+x = torch.randn(3, requires_grad=True)
+(x * 2).sum().backward()
+data = DataLoader(
+    TensorDataset(torch.arange(8.0)), batch_size=2, num_workers=2, multiprocessing_context="fork"
+)
+batches = [batch for (batch,) in data]
+child = os.fork()
+if child == 0:
+    (x * 3).sum().backward()
+    print("child: backward done", flush=True)
+    if how == "exit 3":
+        sys.exit(3)
+    if how == "raise":
+        raise ValueError("the child's own error")
+else:
+    _, status = os.waitpid(child, 0)
+    ended = os.waitstatus_to_exitcode(status)
+    torch.save({"child's status": ended, "batches": batches, "x.grad": x.grad}, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["end", "exit 3", "raise"])
+def test_a_forked_child_ends_as_python_ends_it_and_leaves_the_wrap_up_to_its_parent(
+    tmp_path: Path, how: str
+) -> None:
+    (tmp_path / "program.py").write_text(FORKED, encoding="utf-8")
+    pictures = tmp_path / "p"
+    trace_run = [str(BIN / "trace"), "run", "program.py", "--out", str(pictures), "--"]
+    runs = {
+        "plain": [sys.executable, "program.py", str(tmp_path / "plain.pt"), how],
+        "traced": [*trace_run, str(tmp_path / "traced.pt"), how],
+    }
+    done = {
+        name: subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        for name, command in runs.items()
+    }
+    plain, traced = torch.load(tmp_path / "plain.pt"), torch.load(tmp_path / "traced.pt")
+    assert (
+        traced["child's status"] == plain["child's status"] == {"end": 0, "exit 3": 3}.get(how, 1)
+    )
+    assert all(map(torch.equal, plain["batches"], traced["batches"]))
+    assert len(plain["batches"]) == len(traced["batches"]) == 4
+    assert same_bits(plain["x.grad"], traced["x.grad"])
+    assert done["traced"].returncode == done["plain"].returncode == 0
+    assert done["traced"].stderr == done["plain"].stderr  # the child's traceback, if any
+
+    def programs_own(printed: str) -> list[str]:
+        return sorted(line for line in printed.splitlines() if line.startswith(("child", "atexit")))
+
+    assert programs_own(done["traced"].stdout) == programs_own(done["plain"].stdout)
+    # One summary, the parent's: its one pass, and its one picture in the folder.
+    assert done["traced"].stdout.count("Backward passes in program.py") == 1
+    assert "wrote 1 picture(s)" in done["traced"].stdout
+    assert [p.name for p in pictures.iterdir()] == ["01-line14.svg"]
