@@ -14,6 +14,7 @@ import gc
 import json
 import math
 import pstats
+import random
 import subprocess
 import sys
 import threading
@@ -270,6 +271,61 @@ def test_call_leaves_the_users_profiler_and_trace_function_running() -> None:
     assert plain[0] == (True, True) and plain[1] == {"_loss_of": 1, "_after": 3}
     assert "scaled" in names  # t.call still read the function's locals
     assert_nothing_left()
+
+
+def _noisy_square(t: torch.Tensor) -> torch.Tensor:
+    """(t * t).sum(), with a draw from every global generator, each seeded anew first
+    (torch.manual_seed also asks for CUDA's seed, queued while CUDA is not initialised)."""
+    import numpy
+
+    torch.manual_seed(123)
+    random.seed(123)
+    numpy.random.seed(123)
+    noise = torch.rand(()).item() + random.random() + float(numpy.random.rand())
+    if torch.cuda.is_available():
+        noise += torch.rand((), device="cuda").item()
+    return (t * t).sum() + 0.0 * noise
+
+
+@pytest.mark.parametrize("inside_a_trace", [True, False])
+def test_a_finite_difference_check_leaves_every_global_generator_as_it_was(
+    inside_a_trace: bool,
+) -> None:
+    import numpy
+
+    def later_draws(checks: bool) -> Any:
+        """What the program draws after its check; untraced, it makes no check at all."""
+        torch.manual_seed(0)
+        random.seed(0)
+        numpy.random.seed(0)
+        x = torch.tensor([0.5, -1.0], dtype=f64, requires_grad=True)
+        (x * x).sum().backward()
+        if checks:
+            with tracer.trace() if inside_a_trace else contextlib.nullcontext():
+                assert tracer.check(x, fn=_noisy_square, quiet=True).passed
+        cuda = [torch.rand(4, device="cuda").cpu()] if torch.cuda.is_available() else []
+        return [torch.rand(4), random.random(), numpy.random.rand(4).tolist(), *cuda]
+
+    plain, checked = later_draws(False), later_draws(True)
+    assert plain[1:3] == checked[1:3]  # Python's floats: equal is bitwise
+    for a, b in zip([plain[0], *plain[3:]], [checked[0], *checked[3:]], strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))  # float32, bit for bit
+    if not torch.cuda.is_initialized():
+        assert _queued_cuda_seeds() == [0]  # the program's, which CUDA would start from
+    assert_nothing_left()
+
+
+def _queued_cuda_seeds() -> list[int]:
+    """The seeds torch.cuda queued for its initialisation (its private record of them:
+    each is a callback of torch.cuda.manual_seed_all's, holding the seed it was given)."""
+    tracker = torch.cuda._lazy_seed_tracker
+    return [
+        cell.cell_contents
+        for queued in tracker.get_calls()
+        if queued is not None
+        for cell in queued[0].__closure__ or ()
+        if isinstance(cell.cell_contents, int)
+    ]
 
 
 # -- errors stay the user's, and nothing stays behind ----------------------------------------
