@@ -1,5 +1,5 @@
 """Interception: what tracer installs while a trace is open, and removes when the last one
-closes, whatever raised. Three light touches:
+closes, whatever raised. Five light touches:
 
 - autograd's engine entry point (`torch.autograd.graph._engine_run_backward`, which
   `backward()`, `torch.autograd.backward` and `torch.autograd.grad` all call after

@@ -94,7 +94,7 @@ def run_as_main(path: str | Path) -> dict[str, Any]:
         exec(code, main.__dict__)
     finally:
         if saved is None:
-            del sys.modules["__main__"]
+            sys.modules.pop("__main__", None)
         else:
             sys.modules["__main__"] = saved
     return main.__dict__
