@@ -9,9 +9,12 @@ values, the gradients (bitwise), the exception (type and text), and what is left
 from __future__ import annotations
 
 import contextlib
+import cProfile
 import gc
 import json
 import math
+import pstats
+import random
 import subprocess
 import sys
 import threading
@@ -22,6 +25,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.fx.traceback
 from torch.overrides import TorchFunctionMode
 
 import tracer
@@ -31,6 +35,8 @@ from tracer.output.render import render_dot
 from tracer.record.node_record import NodeRecord
 
 ENGINE = torch.autograd._engine_run_backward
+JIT_TRACE_FUNCTION = torch._C._create_function_from_trace
+FORWARD_STACK = torch.fx.traceback.format_stack
 f64 = torch.float64
 
 
@@ -62,6 +68,8 @@ def same_for_the_user(program: Callable[[bool], Any]) -> Any:
 
 def assert_nothing_left() -> None:
     assert torch.autograd._engine_run_backward is ENGINE
+    assert torch._C._create_function_from_trace is JIT_TRACE_FUNCTION
+    assert torch.fx.traceback.format_stack is FORWARD_STACK
     assert torch.overrides._get_current_function_mode_stack() == []
     assert tracer.record.interception.current_trace() is None
 
@@ -232,6 +240,109 @@ def test_the_users_own_mode_sees_no_module_bookkeeping() -> None:
         return mine.seen, grads(*model.parameters())
 
     assert "linear" in same_for_the_user(program)[1][0]
+
+
+def _loss_of(x: torch.Tensor) -> torch.Tensor:
+    scaled = x * 3
+    return (scaled * scaled).sum()
+
+
+def _after() -> int:
+    return sum(range(4))
+
+
+def test_call_leaves_the_users_profiler_and_trace_function_running() -> None:
+    mine = (_loss_of.__code__, _after.__code__)
+
+    def program(traced: bool) -> tuple[Any, list[str]]:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        profiler = cProfile.Profile()
+        events: list[tuple[str, str, int]] = []  # what a debugger's trace function sees
+
+        def users_trace(frame: Any, event: str, arg: Any) -> Any:
+            if frame.f_code in mine:
+                events.append((event, frame.f_code.co_name, frame.f_lineno))
+            return users_trace
+
+        sys.settrace(users_trace)
+        profiler.enable()
+        try:
+            with maybe_traced(traced) as t:
+                loss = _loss_of(x) if t is None else t.call(_loss_of, x)
+                loss.backward()
+            for _ in range(3):
+                _after()
+            still_set = sys.getprofile() is profiler, sys.gettrace() is users_trace
+        finally:
+            profiler.disable()
+            sys.settrace(None)
+        stats: dict[Any, Any] = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        calls = {
+            name: row[1] for (_, _, name), row in stats.items() if name in ("_loss_of", "_after")
+        }
+        names = [] if t is None else sorted(n.name for n in t.graphs[0].nodes if n.name)
+        return (still_set, calls, events, grads(x)), names
+
+    (plain, _), (traced, names) = program(False), program(True)
+    assert traced == plain
+    assert plain[0] == (True, True) and plain[1] == {"_loss_of": 1, "_after": 3}
+    assert "scaled" in names  # t.call still read the function's locals
+    assert_nothing_left()
+
+
+def _noisy_square(t: torch.Tensor) -> torch.Tensor:
+    """(t * t).sum(), with a draw from every global generator, each seeded anew first
+    (torch.manual_seed also asks for CUDA's seed, queued while CUDA is not initialised)."""
+    import numpy
+
+    torch.manual_seed(123)
+    random.seed(123)
+    numpy.random.seed(123)
+    noise = torch.rand(()).item() + random.random() + float(numpy.random.rand())
+    if torch.cuda.is_available():
+        noise += torch.rand((), device="cuda").item()
+    return (t * t).sum() + 0.0 * noise
+
+
+@pytest.mark.parametrize("inside_a_trace", [True, False])
+def test_a_finite_difference_check_leaves_every_global_generator_as_it_was(
+    inside_a_trace: bool,
+) -> None:
+    import numpy
+
+    def later_draws(checks: bool) -> Any:
+        """What the program draws after its check; untraced, it makes no check at all."""
+        torch.manual_seed(0)
+        random.seed(0)
+        numpy.random.seed(0)
+        x = torch.tensor([0.5, -1.0], dtype=f64, requires_grad=True)
+        (x * x).sum().backward()
+        if checks:
+            with tracer.trace() if inside_a_trace else contextlib.nullcontext():
+                assert tracer.check(x, fn=_noisy_square, quiet=True).passed
+        cuda = [torch.rand(4, device="cuda").cpu()] if torch.cuda.is_available() else []
+        return [torch.rand(4), random.random(), numpy.random.rand(4).tolist(), *cuda]
+
+    plain, checked = later_draws(False), later_draws(True)
+    assert plain[1:3] == checked[1:3]  # Python's floats: equal is bitwise
+    for a, b in zip([plain[0], *plain[3:]], [checked[0], *checked[3:]], strict=True):
+        assert torch.equal(a.view(torch.int32), b.view(torch.int32))  # float32, bit for bit
+    if not torch.cuda.is_initialized():
+        assert _queued_cuda_seeds() == [0]  # the program's, which CUDA would start from
+    assert_nothing_left()
+
+
+def _queued_cuda_seeds() -> list[int]:
+    """The seeds torch.cuda queued for its initialisation (its private record of them:
+    each is a callback of torch.cuda.manual_seed_all's, holding the seed it was given)."""
+    tracker = torch.cuda._lazy_seed_tracker
+    return [
+        cell.cell_contents
+        for queued in tracker.get_calls()
+        if queued is not None
+        for cell in queued[0].__closure__ or ()
+        if isinstance(cell.cell_contents, int)
+    ]
 
 
 # -- errors stay the user's, and nothing stays behind ----------------------------------------

@@ -567,7 +567,7 @@ def run_script(
     pictures: Pictures,
     view: View,
     script: Annotated[
-        Path,
+        str,  # as given, not a Path: "./train.py" is the script's sys.argv[0], as in Python
         typer.Argument(metavar="SCRIPT", help="The Python file to run.", show_default=False),
     ],
     args: Annotated[
@@ -582,7 +582,9 @@ def run_script(
     """Run a script under a trace; one picture per backward call (see `_RUN_HELP`)."""
     from tracer.run.script import run_script
 
-    _trace_user_code(script, pictures, view, lambda c: run_script(script, args or (), capture=c))
+    _trace_user_code(
+        Path(script), pictures, view, lambda c: run_script(script, args or (), capture=c)
+    )
 
 
 @app.command("notebook", cls=_Command, help=_NOTEBOOK_HELP, rich_help_panel="Your own code")

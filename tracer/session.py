@@ -169,19 +169,44 @@ class Trace:
 
         Names are read from the function's frame as it returns, so tensors it computed are
         named even when backward runs later, outside it.
+
+        They are read by a trace function (`sys.settrace`) that asks for the events of that
+        frame alone: a profiler (`cProfile`, `sys.setprofile`) is left alone, and profiles
+        the call too. A trace function already set (a debugger's, coverage's) still sees
+        every event it asks for, and is set again after, unless `fn` set another.
         """
-        code = fn.__code__ if hasattr(fn, "__code__") else None
+        code = getattr(fn, "__code__", None)
+        if code is None:  # a builtin, a callable object: no frame of its own to read
+            return fn(*args, **kwargs)
+        theirs: Callable[..., Any] | None = sys.gettrace()  # called as Python calls it
 
-        def profile(frame: FrameType, event: str, arg: Any) -> None:
-            if event == "return" and frame.f_code is code:
-                self.name_tensors(frame.f_locals)
+        def reading_names(theirs_local: Any) -> Callable[..., Any]:
+            """The trace function of fn's frame: theirs, then the names at its return."""
 
-        previous = sys.getprofile()
-        sys.setprofile(profile)
+            def local(frame: FrameType, event: str, arg: Any) -> Any:
+                nonlocal theirs_local
+                if theirs_local is not None:
+                    theirs_local = theirs_local(frame, event, arg)
+                if theirs_local is None:
+                    frame.f_trace_lines = False  # only the return is wanted: no line events
+                if event == "return":
+                    self.name_tensors(frame.f_locals)
+                return local
+
+            return local
+
+        def on_call(frame: FrameType, event: str, arg: Any) -> Any:
+            their_local = None if theirs is None else theirs(frame, event, arg)
+            if frame.f_code is not code:
+                return their_local  # another frame: only what theirs asks for
+            return reading_names(their_local)
+
+        sys.settrace(on_call)
         try:
             return fn(*args, **kwargs)
         finally:
-            sys.setprofile(previous)
+            if sys.gettrace() is on_call:  # else fn set a trace function of its own: kept
+                sys.settrace(theirs)
 
     def warn(self, message: str) -> None:
         """Tell the user, once per message, that something of tracer's went wrong: a

@@ -15,13 +15,19 @@ Each element i of the gradient is (fn(x + ε eᵢ) − fn(x − ε eᵢ)) / 2ε,
 `torch.autograd.gradcheck` does), with ε = 1e-6. Central differences are exact to about
 ε² times the third derivative plus rounding of about 1e-16/ε, so they are compared with
 looser tolerances than a closed form (`FD_TOLERANCES`). `fn` runs without gradient
-tracking, on copies: the user's tensors, their `.grad` and the random number generators
-are as they were.
+tracking, on copies: the user's tensors and their `.grad` are as they were, and so is
+every global random number generator `fn` may draw from or seed (`_random_state_kept`):
+torch's CPU one; CUDA's, each device's (and, while CUDA is not initialised, the seed
+queued for it, which `torch.manual_seed` sets); Python's `random`; numpy's global one,
+when numpy was imported before the check. Generators the user's code made itself
+(`torch.Generator()`, `numpy.random.default_rng()`, `random.Random()`) and other
+accelerators' (MPS, XPU) are not kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from collections.abc import Callable, Iterator
 
@@ -36,19 +42,38 @@ MAX_ELEMENTS = 10_000
 
 @contextlib.contextmanager
 def _random_state_kept() -> Iterator[None]:
-    """torch's and (when imported) numpy's and Python's generators as they were."""
+    """The global generators as they were (see the module docstring).
+
+    CUDA not yet initialised has no state to save: the seed queued for it is kept
+    instead, and should `fn` be the first to use CUDA, each device's generator is seeded
+    again with the seed it started from (Philox: seed and offset 0, its state at start),
+    which is the program's queued seed, or torch's default, unless `fn` itself seeded
+    before it used CUDA.
+    """
     import random
 
     numpy = sys.modules.get("numpy")
     np_state = numpy.random.get_state() if numpy is not None else None
     py_state = random.getstate()
-    with torch.random.fork_rng(devices=[]):
+    cuda_ready = torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda_ready else []
+    # torch.cuda's record of the latest seeds asked for before its initialisation (private;
+    # each of its attributes is copied, whatever they are).
+    tracker = None if cuda_ready else getattr(torch.cuda, "_lazy_seed_tracker", None)
+    queued = None if tracker is None else {k: copy.copy(v) for k, v in vars(tracker).items()}
+    with torch.random.fork_rng(devices=devices):
         try:
             yield
         finally:
             random.setstate(py_state)
             if numpy is not None:
                 numpy.random.set_state(np_state)
+            if tracker is not None and queued is not None:
+                vars(tracker).clear()
+                vars(tracker).update(queued)
+            if not cuda_ready and torch.cuda.is_initialized():
+                for generator in torch.cuda.default_generators:
+                    generator.manual_seed(generator.initial_seed())
 
 
 def finite_differences(

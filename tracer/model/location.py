@@ -2,8 +2,8 @@
 
 `is_user_file(filename)` decides from a code object's file name (`co_filename`) whether
 the code is the user's: their scripts, modules and notebook cells, not Python's, a
-library's or tracer's own. `Locator` turns such a file name and line into a `Location` the
-user recognises ("lecture.py:12", "cell 3, line 5").
+library's or tracer's own (`is_tracer_file`). `Locator` turns such a file name and line
+into a `Location` the user recognises ("lecture.py:12", "cell 3, line 5").
 """
 
 from __future__ import annotations
@@ -37,6 +37,18 @@ def _library_dirs() -> tuple[str, ...]:
     dirs.add(site.getusersitepackages())
     found = {os.path.abspath(d) for d in dirs} | {os.path.realpath(d) for d in dirs}
     return tuple(sorted(d.rstrip(os.sep) + os.sep for d in found))
+
+
+@cache
+def is_tracer_file(filename: str) -> bool:
+    """Whether `filename` is one of tracer's own source files (its exercises are not: they
+    count as the user's code, see `is_user_file`)."""
+    if filename.startswith("<"):
+        return False
+    path = Path(os.path.realpath(filename))
+    if not path.is_relative_to(_TRACER_DIR):
+        return False
+    return not (path.parent == _EXERCISES_DIR and not path.name.startswith("_"))
 
 
 @cache

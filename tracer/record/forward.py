@@ -13,6 +13,10 @@ inside a trace (with `values=True`, the default).
   module (`nn.MultiheadAttention`, the Transformer encoder and its layer, in `eval()`) that
   nothing needing a gradient enters. A mode makes `has_torch_function` true, which turns
   those fast paths off: the numbers, the strides and the padded positions would differ.
+- It steps aside, too, while `torch.jit.trace` traces (a module call it traces, and the
+  whole of a traced function: see tracer.record.interception). torch's tracer takes each
+  op's source line from the innermost Python frame, and the names of its values from that
+  frame's locals: with the mode on the stack, that frame would be the recorder's.
 
 Anything that goes wrong is `warn`ed about; the user's op result is returned unchanged.
 """
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -68,8 +73,9 @@ FAST_PATH_MODULES = (
 
 
 def records_nothing(module: torch.nn.Module, args: tuple) -> bool:
-    """Whether a call of `module` with `args` can make no node a graph would hold."""
-    if not torch.is_grad_enabled():  # also inside inference_mode
+    """Whether a call of `module` with `args` can make no node a graph would hold, or
+    is traced by `torch.jit.trace` (which must not see the recorder: module docstring)."""
+    if not torch.is_grad_enabled() or torch._C._is_tracing():  # no_grad, inference_mode
         return True
     if not isinstance(module, FAST_PATH_MODULES) or module.training:
         return False
@@ -131,6 +137,24 @@ class ForwardRecorder(TorchFunctionMode):
             if aside.depth == 0:
                 _push_mode(self)
 
+    @contextmanager
+    def stepped_aside(self) -> Iterator[None]:
+        """Off this thread's mode stack for the block, as for a module call that records
+        nothing (when the recorder is the innermost mode; else it stays where it is)."""
+        aside = self._aside
+        if aside.depth:
+            aside.depth += 1
+        elif _get_current_function_mode() is self:
+            _pop_mode()
+            aside.depth = 1
+        else:
+            yield
+            return
+        try:
+            yield
+        finally:
+            self.module_exited()
+
     def close(self) -> None:
         """Leave this thread's mode stack, wherever on it the recorder is: modes the user
         entered after it (and has not left) stay entered. Aside, it is off the stack
@@ -152,8 +176,11 @@ class ForwardRecorder(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.closed or torch.compiler.is_compiling():
-            return out  # inside torch.compile's tracing: record nothing, change nothing
+        if self.closed or torch.compiler.is_compiling() or torch._C._is_tracing():
+            # Inside torch.compile's or torch.jit.trace's tracing (under a mode of the
+            # user's, where the recorder cannot step aside): record nothing, change
+            # nothing, run no op the tracer would put in its graph.
+            return out
         try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
                 how = COMPARISONS.get(func)

@@ -1,5 +1,5 @@
 """Interception: what tracer installs while a trace is open, and removes when the last one
-closes, whatever raised. Three light touches:
+closes, whatever raised. Five light touches:
 
 - autograd's engine entry point (`torch.autograd.graph._engine_run_backward`, which
   `backward()`, `torch.autograd.backward` and `torch.autograd.grad` all call after
@@ -10,6 +10,13 @@ closes, whatever raised. Three light touches:
   names of parameters (the trace's `ModuleTracker`, tracer.record.modules).
 - a `TorchFunctionMode` per trace, the forward recorder (tracer.record.forward), entered
   and left by the trace itself. `values=False` leaves it out.
+- torch's entry points that trace a function for `torch.jit.trace` (and
+  `torch.jit._get_trace_graph`) are wrapped: the recorder steps off the mode stack while
+  they trace, as it does for a module call `torch.jit.trace` traces (the module hooks
+  see `torch._C._is_tracing()`). The module hooks read no parameter while torch traces:
+  each read would be a value in the traced graph.
+- `torch.fx.traceback.format_stack`, which gives anomaly mode each node's forward stack,
+  is wrapped: the stack it gives is the untraced one (tracer.record.stacks).
 
 The trace is seen through `Observer`, the seam between this layer and the `Trace` above
 it: this module knows nothing else of it.
@@ -22,15 +29,18 @@ exactly one is open (`current_trace`).
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
 import torch.autograd
+import torch.fx.traceback
 
 from tracer.record.forward import ForwardRecorder
 from tracer.record.modules import ModuleTracker
+from tracer.record.stacks import as_untraced
 
 
 class Observer(Protocol):
@@ -112,6 +122,82 @@ def _remove_engine_hook() -> None:
         _original_engine = None
 
 
+# -- torch.jit.trace's entry points, wrapped while a trace is open -------------------------
+
+# Where torch.jit.trace (of a function, not a module) and torch.jit._get_trace_graph start
+# torch's tracer; a module's is a method of its C++ object, seen by the module hooks.
+_JIT_ENTRY_NAMES = (
+    "_create_function_from_trace",
+    "_create_function_from_trace_with_dict",
+    "_create_graph_by_tracing",
+)
+_original_jit_entries: dict[str, Callable[..., Any]] = {}
+
+
+def _jit_entry(original: Callable[..., Any]) -> Callable[..., Any]:
+    """`original`, run with this thread's forward recorder off the mode stack."""
+
+    @functools.wraps(original)
+    def traced_without_recorder(*args: Any, **kwargs: Any) -> Any:
+        trace = current_trace()
+        recorder = None if trace is None else trace.forward_recorder
+        if recorder is None or recorder.closed:
+            return original(*args, **kwargs)
+        with recorder.stepped_aside():
+            return original(*args, **kwargs)
+
+    return traced_without_recorder
+
+
+def _install_jit_hooks() -> None:
+    if not _original_jit_entries:
+        for name in _JIT_ENTRY_NAMES:
+            original = getattr(torch._C, name, None)
+            if original is not None:  # present in torch 2.1 to 2.13
+                _original_jit_entries[name] = original
+                setattr(torch._C, name, _jit_entry(original))
+
+
+def _remove_jit_hooks() -> None:
+    for name, original in _original_jit_entries.items():
+        setattr(torch._C, name, original)
+    _original_jit_entries.clear()
+
+
+# -- anomaly mode's forward stacks, without tracer's frames while a trace is open ---------
+
+_original_format_stack: Callable[[], list[str]] | None = None
+
+
+def _untraced_stack() -> list[str]:
+    """torch.fx.traceback.format_stack's stack, as it is untraced (see tracer.record.stacks).
+    torch calls it while it makes a node: it must not raise."""
+    original = _original_format_stack
+    assert original is not None
+    stack = original()
+    try:
+        return as_untraced(stack)
+    except Exception as e:  # tracer's problem: the stack as it came
+        trace = current_trace()
+        if trace is not None:
+            trace.warn(f"a forward stack keeps tracer's frames ({type(e).__name__}: {e})")
+        return stack
+
+
+def _install_stack_hook() -> None:
+    global _original_format_stack
+    if _original_format_stack is None:
+        _original_format_stack = torch.fx.traceback.format_stack
+        torch.fx.traceback.format_stack = _untraced_stack
+
+
+def _remove_stack_hook() -> None:
+    global _original_format_stack
+    if _original_format_stack is not None:
+        torch.fx.traceback.format_stack = _original_format_stack
+        _original_format_stack = None
+
+
 # -- module hooks, installed while a trace is open -----------------------------------------
 
 _module_hooks: list[Any] = []
@@ -128,8 +214,10 @@ def _module_pre_hook(module: torch.nn.Module, args: tuple) -> None:
         return
     try:
         # No DisableTorchFunction here, at every call: the tracker touches tensors only at
-        # an outermost module's first call, and disables torch functions there.
-        trace.module_calls.enter(module)
+        # an outermost module's first call, and disables torch functions there. Under
+        # torch.jit.trace it is not told: its reads of parameters would be traced.
+        if not torch._C._is_tracing():
+            trace.module_calls.enter(module)
         if trace.forward_recorder is not None:
             trace.forward_recorder.module_entered(module, args)
     except Exception as e:  # tracer's problem, never the user's
@@ -143,7 +231,8 @@ def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
     if trace is None or busy.active:
         return
     try:
-        trace.module_calls.exit(module)  # reads no tensor: the output is left alone
+        if not torch._C._is_tracing():  # as in _module_pre_hook
+            trace.module_calls.exit(module)  # reads no tensor: the output is left alone
         if trace.forward_recorder is not None:
             trace.forward_recorder.module_exited()
     except Exception as e:
@@ -199,6 +288,8 @@ def open_trace(trace: Observer) -> contextvars.Token:
         _OPEN.append(trace)
         _install_engine_hook()
         _install_module_hooks()
+        _install_jit_hooks()
+        _install_stack_hook()
     return _CURRENT.set(trace)
 
 
@@ -215,3 +306,5 @@ def close_trace(trace: Observer, token: contextvars.Token | None) -> None:
         if not _OPEN:
             _remove_engine_hook()
             _remove_module_hooks()
+            _remove_jit_hooks()
+            _remove_stack_hook()

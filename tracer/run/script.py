@@ -1,13 +1,28 @@
-"""`trace run`: a Python file run as `python path args…` would run it, under a trace."""
+"""`trace run`: a Python file run as `python path args…` would run it, under a trace.
+
+The script runs in a `__main__` module of its own, made as Python makes the one it runs a
+script in: `__file__` its absolute path (each frame's file name too), `__loader__` a
+`SourceFileLoader`, `__builtins__` the builtins module, `__spec__` and `__package__`
+None, an empty `__annotations__`; `sys.argv[0]` the path as given; compiled with none of
+tracer's `__future__` flags. It is `sys.modules["__main__"]` while it runs. A zip archive
+or a compiled `.pyc` file is run by `runpy.run_path`, as before.
+"""
 
 from __future__ import annotations
 
+import builtins
+import importlib.machinery
+import importlib.util
+import io
 import os
+import pkgutil
 import runpy
 import sys
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from tracer.errors import TracerError
 from tracer.model.location import Locator
@@ -24,13 +39,14 @@ def require_file(path: Path, what: str) -> None:
 
 
 @contextmanager
-def as_main(path: Path, argv: Sequence[str]) -> Iterator[None]:
-    """sys.argv and sys.path[0] as `python path` would have them; restored after, with
-    sys.stdout and sys.stderr, should the script replace them (tracer's own summary goes
-    where it would have gone)."""
+def as_main(path: str | Path, argv: Sequence[str]) -> Iterator[None]:
+    """sys.argv and sys.path[0] as `python path` would have them (`path` as the user gave
+    it: "./train.py" stays so in sys.argv[0]); restored after, with sys.stdout and
+    sys.stderr, should the script replace them (tracer's own summary goes where it would
+    have gone)."""
     saved_argv, saved_path = sys.argv, list(sys.path)
     saved_streams = sys.stdout, sys.stderr
-    sys.argv = [str(path), *argv]
+    sys.argv = [os.fspath(path), *argv]
     sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
     try:
         yield
@@ -47,6 +63,43 @@ def _offer_bound(namespace: dict[str, object]) -> None:
     offer_bindings(namespace, {})
 
 
+def _is_source(filename: str) -> bool:
+    """Whether Python runs `filename` as source: not a zip archive (anything zipimport
+    reads) nor a compiled file (".pyc", or Python's magic number at its start)."""
+    if pkgutil.get_importer(filename) is not None:
+        return False
+    with open(filename, "rb") as f:
+        magic = f.read(len(importlib.util.MAGIC_NUMBER))
+    return not (filename.endswith(".pyc") or magic == importlib.util.MAGIC_NUMBER)
+
+
+def run_as_main(path: str | Path) -> dict[str, Any]:
+    """Run the file at `path` as `python path` runs it (see the module docstring); its
+    namespace when it ends."""
+    # Python's own absolute path: the working directory joined on, not normalised
+    # ("./train.py" is "/home/me/./train.py").
+    filename = os.path.join(os.getcwd(), path)
+    if not _is_source(filename):
+        return runpy.run_path(os.fspath(path), run_name="__main__")
+    with io.open_code(filename) as f:
+        source = f.read()  # bytes: compile() reads the coding cookie, as Python does
+    code = compile(source, filename, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")  # __doc__, __package__, __loader__, __spec__: None
+    main.__dict__.update(__annotations__={}, __builtins__=builtins, __file__=filename)
+    main.__dict__["__cached__"] = None
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", filename)
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(code, main.__dict__)
+    finally:
+        if saved is None:
+            sys.modules.pop("__main__", None)
+        else:
+            sys.modules["__main__"] = saved
+    return main.__dict__
+
+
 def run_script(
     path: str | Path, args: Sequence[str] = (), *, capture: CaptureOptions = DEFAULT_CAPTURE
 ) -> RunResult:
@@ -55,7 +108,7 @@ def run_script(
     The working directory is left as it is, and restored afterwards should the script
     change it.
     """
-    path = Path(path)
+    given, path = path, Path(path)
     require_file(path, "script")
     if path.suffix == ".ipynb":
         raise TracerError(f"{path} is a notebook: use `trace notebook {path}`")
@@ -64,8 +117,8 @@ def run_script(
     def body() -> None:
         cwd = os.getcwd()
         try:
-            with as_main(path, args):
-                namespace = runpy.run_path(str(path), run_name="__main__")
+            with as_main(given, args):
+                namespace = run_as_main(given)
             _offer_bound(namespace)
         finally:
             os.chdir(cwd)

@@ -3,16 +3,23 @@
 Shared by `tracer.run.script` and `tracer.run.notebook`. Whatever the code raises — any
 BaseException, even one whose message cannot be printed — ends as one line naming the
 place in the user's code; the passes recorded before it are kept.
+
+A process the code forks (`os.fork()`) that comes back out of it, rather than ending in
+`os._exit` as a DataLoader's worker does, ends as Python would end it
+(`end_forked_child`): tracer's wrap-up — the summary, the pictures — is its parent's.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from tracer.model.graph import UnrecordedPasses
-from tracer.model.location import Location, Locator, error_location
+from tracer.model.location import Location, Locator, error_location, is_user_file
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.model.passes import Pass, passes
 
@@ -90,29 +97,56 @@ def describe_error(error: BaseException, locate: Locator) -> str:
     return f"{prefix}{kind}" + (f": {first}" if first else "")
 
 
+def end_forked_child(raised: BaseException | None) -> NoReturn:
+    """End a process the user's code forked, which came back out of that code having
+    `raised` (or not), as Python ends a program: SystemExit as it is (its status, or its
+    message printed); another exception's traceback, from the user's code in, through
+    `sys.excepthook`, then status 1 (a KeyboardInterrupt too: Python itself would end
+    by SIGINT); the end of the code, status 0. Python's exit runs the atexit functions
+    (tracer registers none)."""
+    if raised is None:
+        raise SystemExit(0)
+    if isinstance(raised, SystemExit):
+        raise raised
+    if isinstance(raised, Stopped):  # the notebook runner's: its message says it all
+        print(raised.message, file=sys.stderr)
+        raise SystemExit(raised.exit_code or 1)
+    tb = raised.__traceback__
+    while tb is not None and not is_user_file(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next  # tracer's runner (and runpy, IPython) above the user's code
+    # Python prints the exception's own __traceback__, whatever tb it is handed.
+    sys.excepthook(type(raised), raised.with_traceback(tb), tb)
+    raise SystemExit(1)
+
+
 def run_traced(
     source: Path,
     locate: Locator,
     body: Callable[[], None],
     capture: CaptureOptions = DEFAULT_CAPTURE,
 ) -> RunResult:
-    """Run `body` (which runs the user's code) under a trace; never raises for the code."""
+    """Run `body` (which runs the user's code) under a trace; never raises for the code,
+    but in a process the code forked, which it ends (`end_forked_child`)."""
     from tracer.run.shown import watching_prints  # torch: only once user code is run
     from tracer.session import Trace
 
     error, exit_code = None, 0
+    raised: BaseException | None = None
+    process = os.getpid()
     with Trace.with_options(capture) as t:
         try:
             with watching_prints():  # printed tensors: maybe manual results (tracer.checks.manual)
                 body()
         except SystemExit as e:
-            exit_code = exit_status(e)
+            raised, exit_code = e, exit_status(e)
             if exit_code:
                 error = describe_error(e, locate)
         except Stopped as e:
-            error, exit_code = e.message, e.exit_code
+            raised, error, exit_code = e, e.message, e.exit_code
         except BaseException as e:  # the user's code may raise anything, GeneratorExit too
-            error = describe_error(e, locate)
+            raised, error = e, describe_error(e, locate)
+    if os.getpid() != process:
+        end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)
     result = RunResult(source, passes(t.recording, locate), error, exit_code, stray)
     result.unrecorded = [
