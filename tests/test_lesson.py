@@ -201,3 +201,17 @@ def test_a_large_manual_result_is_one_box_unless_everything_is_asked_for() -> No
     assert "drawn as one box; to see them: --depth all" in dot
     full = render_dot(t.recording, RenderOptions(depth=EVERY_DEPTH))
     assert full.count("DivBackward0") == 60 and "collapsed" not in full
+
+
+def test_the_gallerys_lesson_checks_every_intermediate_and_fits_a_slide() -> None:
+    from tracer.exercises import get
+    from tracer.view.collapse import SLIDE_BUDGET, SLIDE_ROWS, rows
+
+    recording = get("backprop-by-hand").run()
+    (graph,) = recording.backward_graphs()
+    assert recording.passed and len(recording.checks) == 13
+    on_nodes = [c.node for c in recording.checks if c.node is not None]
+    assert len(set(on_nodes)) == 13  # each on its own node
+    intermediates = [graph.nodes[i] for i in on_nodes if graph.nodes[i].kind == "op"]
+    assert len(intermediates) == 9  # the rest are the parameters
+    assert len(graph.nodes) <= SLIDE_BUDGET and rows(graph) <= SLIDE_ROWS

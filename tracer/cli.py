@@ -34,6 +34,7 @@ from tracer.model.collector import paused_gc
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.pictures import PICTURE_FORMATS
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
+from tracer.view.grades import format_grade_sheet
 from tracer.view.report import format_report
 from tracer.view.text import checks_brief, unrecorded_text
 
@@ -413,6 +414,9 @@ def _trace_exercise(
         _import_torch()
         recording = ex.run(view.capture)
         typer.echo(format_report(recording))
+        for graph in recording.backward_graphs() if len(recording.checks) > 1 else ():
+            typer.echo(f"\ngrade sheet of backward pass {graph.number}")
+            typer.echo(format_grade_sheet(graph, recording.checks))
         if picture is not None:
             lighter: list[str] = []
             write(recording, picture, view.options, lighter)
@@ -471,8 +475,6 @@ def _print_notes(recordings: list[Any], options: RenderOptions) -> None:
 
 def _print_grade_sheets(passes: list[Any]) -> None:
     """Each pass with several checks: its grade sheet, in the engine's order."""
-    from tracer.view.grades import format_grade_sheet
-
     for p in passes:
         if len(p.recording.checks) > 1:
             typer.echo(f"\n{p.recording.title}: grade sheet")

@@ -155,6 +155,18 @@ register(
         function="tracer.exercises.classic:mlp",
     ),
     Exercise(
+        "backprop-by-hand",
+        title="backprop-by-hand (lesson): every intermediate of a batch-normed network",
+        source="lesson: backpropagation by hand, one named intermediate at a time",
+        formula="H = XW₁, batch norm written out (mean, diff, var, var⁻½, raw, γ·raw + β), "
+        "T = tanh, Z = TW₂, L = Σ Y ⊙ Z",
+        manual="dZ = Y; dT = dZW₂ᵀ; dĤ = (1 − T²) ⊙ dT; dγ = Σₙ raw ⊙ dĤ; "
+        "d raw = γ ⊙ dĤ; … d var = −½(var + ε)^(−3/2) d var⁻½; "
+        "d diff = var⁻½ d raw + 2 diff/n · d var; dH = d diff − Σₙ d diff / n; dW₁ = XᵀdH",
+        shapes="X ∈ ℝ⁴ˣ³, W₁ ∈ ℝ³ˣ⁴, γ, β ∈ ℝ¹ˣ⁴, W₂ ∈ ℝ⁴ˣ², Y ∈ ℝ⁴ˣ²",
+        function="tracer.exercises.classic:backprop_by_hand",
+    ),
+    Exercise(
         "logdet",
         title="logdet (classic): L = log|det X|",
         source="classic: Jacobi's formula, d log|det X| = tr(X⁻¹ dX)",

@@ -56,3 +56,61 @@ def logdet() -> Manual:
     L = torch.linalg.slogdet(X).logabsdet
     L.backward()
     return {X: torch.linalg.inv(X).T}
+
+
+def backprop_by_hand() -> Manual:
+    """A lesson in backpropagation by hand: a two-layer network chunked into named
+    intermediates (batch norm written out step by step), each intermediate's gradient
+    derived by hand from the one after it, as the loss sends it back."""
+    gen = torch.Generator().manual_seed(7)
+    n = 4
+    X = _randn(gen, n, 3)
+    Y = _randn(gen, n, 2)
+    W1 = _randn(gen, 3, 4).requires_grad_()
+    gamma = (1 + 0.1 * _randn(gen, 1, 4)).requires_grad_()
+    beta = (0.1 * _randn(gen, 1, 4)).requires_grad_()
+    W2 = _randn(gen, 4, 2).requires_grad_()
+    eps = 1e-5
+    hpre = X @ W1
+    bnmean = hpre.mean(0, keepdim=True)
+    bndiff = hpre - bnmean
+    bnvar = (bndiff**2).mean(0, keepdim=True)  # the biased variance: a mean over the batch
+    bnvar_inv = (bnvar + eps) ** -0.5
+    bnraw = bndiff * bnvar_inv
+    hbn = gamma * bnraw + beta
+    h = torch.tanh(hbn)
+    logits = h @ W2
+    L = (Y * logits).sum()  # a linear loss (Y weighs each logit): the picture fits a slide
+    intermediates = (hpre, bnmean, bndiff, bnvar, bnvar_inv, bnraw, hbn, h, logits)
+    for t in intermediates:
+        t.retain_grad()
+    L.backward()
+    with torch.no_grad():  # by hand, from the loss back: each from the one before it
+        dlogits = Y.clone()
+        dW2 = h.T @ dlogits
+        dh = dlogits @ W2.T
+        dhbn = (1 - h**2) * dh
+        dgamma = (bnraw * dhbn).sum(0, keepdim=True)
+        dbeta = dhbn.sum(0, keepdim=True)
+        dbnraw = gamma * dhbn
+        dbnvar_inv = (bndiff * dbnraw).sum(0, keepdim=True)
+        dbnvar = -0.5 * (bnvar + eps) ** -1.5 * dbnvar_inv
+        dbndiff = bnvar_inv * dbnraw + 2 * bndiff / n * dbnvar
+        dbnmean = -dbndiff.sum(0, keepdim=True)
+        dhpre = dbndiff + dbnmean / n
+        dW1 = X.T @ dhpre
+    return {
+        logits: dlogits,
+        W2: dW2,
+        h: dh,
+        hbn: dhbn,
+        gamma: dgamma,
+        beta: dbeta,
+        bnraw: dbnraw,
+        bnvar_inv: dbnvar_inv,
+        bnvar: dbnvar,
+        bndiff: dbndiff,
+        bnmean: dbnmean,
+        hpre: dhpre,
+        W1: dW1,
+    }

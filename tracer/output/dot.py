@@ -42,6 +42,7 @@ from tracer.view.report import bad_gradient, bad_value, collapse_note, problems
 from tracer.view.text import (
     check_badge,
     check_line,
+    checks_brief,
     format_tensor,
     graph_title,
     module_title,
@@ -71,6 +72,9 @@ DETAILS: tuple[Detail, ...] = ("slide", "full")
 NAME_LIMIT = 60
 # The heading lists at most this many problems, then says how many more there are.
 PROBLEM_ROWS = 12
+# With more checks than this, the heading counts them (each is drawn on its node) and
+# lists only those where a disagreement starts.
+HEADING_CHECKS = 3
 
 
 @dataclass(frozen=True)
@@ -478,6 +482,11 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
     for note in notes:
         rows.append(f'<TR><TD><FONT POINT-SIZE="10" COLOR="#3d4b5c">{text(note)}</FONT></TD></TR>')
     grades, firsts = recording_grades(recording)  # in the engine's order
+    if len(grades) > HEADING_CHECKS:  # each is on its node: the heading counts them
+        fill = AGREE_FILL if all(g.check.passed for g in grades) else DISAGREE_FILL
+        brief = checks_brief([g.check for g in grades]) + ", each drawn on its node"
+        rows.append(f'<TR><TD BGCOLOR="{fill}">{text(brief)}</TD></TR>')
+        grades = [g for g in grades if not g.check.passed and not g.inherits]
     for grade in grades:
         check = grade.check
         fill = AGREE_FILL if check.passed else DISAGREE_FILL

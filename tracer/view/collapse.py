@@ -86,6 +86,11 @@ def _boxes(modules: Sequence[ModuleCall], expanded: frozenset[int]) -> list[int 
     return box
 
 
+def rows(graph: Graph) -> int:
+    """How many rows a graph drawn whole takes: its longest chain of boxes."""
+    return _rows([node.id for node in graph.nodes], graph.edges)
+
+
 def _fits(graph: Graph, box: list[int | None], budget: int) -> bool:
     """Whether the view with these boxes has at most `budget` boxes in SLIDE_ROWS rows."""
     where: list[int] = []
