@@ -542,3 +542,49 @@ def test_a_large_page_steps_without_freezing(browser: Browser, tmp_path: Path) -
     assert_step(opened, recording, 1)
     assert opened.errors == []
     opened.close()
+
+
+def test_quiz_hides_every_gradient_until_revealed_and_checks_an_answer(
+    browser: Browser, tmp_path: Path
+) -> None:
+    recording = shared_subexpression()
+    path = write(recording, tmp_path / "quiz.html", RenderOptions(quiz=True))
+    svg = path.read_text(encoding="utf-8").split("<svg", 1)[1].split("</svg>", 1)[0]
+    graph = recording.graphs[0]
+    for edge in graph.edges:  # the picture gives no gradient away
+        assert edge.grad is not None
+        text = lines(edge.grad)
+        assert text is not None and text.split("\n")[0] not in svg
+    opened = Opened(browser, path)
+    (mul,) = [n for n in graph.nodes if n.op == "MulBackward0"]
+    opened.page.evaluate(f"window.tracerStepper.goTo({global_steps(recording)[(0, mul.id)]})")
+    grad_in = opened.page.locator("[data-role=grad-in-value]")
+    assert grad_in.get_attribute("data-quiz") is not None  # a question, not the value
+    answer = lines(mul.grads[0])
+    assert answer is not None and answer not in opened.page.locator("#panel").inner_text()
+    box = grad_in.locator("input")
+    box.fill("1, 2")  # too few numbers
+    grad_in.get_by_role("button", name="Check").click()
+    assert "give 3 numbers (you gave 2)" in grad_in.inner_text()
+    assert mul.grads[0] is not None and mul.grads[0].values is not None
+    right = [round(v, 4) for v in mul.grads[0].values]
+    box.fill(", ".join(str(v + 1) for v in right))
+    grad_in.get_by_role("button", name="Check").click()
+    assert "not quite: 0 of 3 right" in grad_in.inner_text()
+    box.fill("[" + ", ".join(f"{v:.4f}" for v in right) + "]")  # as the page would print it
+    box.press("Enter")
+    assert "✓ right" in grad_in.inner_text()
+    grad_in.get_by_role("button", name="Reveal").click()
+    assert answer in opened.page.locator("[data-role=grad-in]").inner_text()
+    # Revealed stays revealed: away and back.
+    opened.page.keyboard.press("Home")
+    opened.page.evaluate(f"window.tracerStepper.goTo({global_steps(recording)[(0, mul.id)]})")
+    assert answer in opened.page.locator("[data-role=grad-in]").inner_text()
+    assert opened.errors == []
+    opened.close()
+
+
+def test_a_page_without_quiz_is_as_before() -> None:
+    recording = exercise_b()
+    assert "quiz" not in page_data(recording)
+    assert render_html(recording) == render_html(recording, quiz=False)

@@ -245,6 +245,15 @@ def view_options(
             "rest collapsed.",
         ),
     ] = None,
+    quiz: Annotated[
+        bool,
+        typer.Option(
+            "--quiz",
+            metavar="",
+            help="The step-through page (.html) hides every gradient until you reveal it; "
+            "a small one you may type in and check first.",
+        ),
+    ] = False,
 ) -> View:
     return View(
         RenderOptions(
@@ -253,6 +262,7 @@ def view_options(
             explain=explain,
             depth=parse_depth(depth),
             focus=focus or None,
+            quiz=quiz,
         ),
         CaptureOptions(max_values=max_values, saved=saved),
     )

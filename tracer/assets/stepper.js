@@ -39,6 +39,58 @@
     const pre = el("pre", "tensor" + (kind ? " " + kind : ""), tensorLines(t).join("\n"));
     return pre;
   }
+  // ---- quiz mode (data.quiz): a gradient stays hidden until the student reveals it ------
+
+  const revealed = new Set(); // keys of the gradients revealed so far
+  function answerIsRight(typed, numbers) {
+    const found = (typed.match(/[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?/gi) || []).map(Number);
+    if (found.length !== numbers.length) return { right: false, count: found.length };
+    const { rtol, atol } = data.quiz;
+    const close = found.filter((v, i) => Math.abs(v - numbers[i]) <= atol + rtol * Math.abs(numbers[i]));
+    return { right: close.length === numbers.length, close: close.length };
+  }
+  // A gradient for the panel: shown, or (in a quiz, until revealed) a question.
+  function gradBlock(t, key) {
+    if (!data.quiz || revealed.has(key)) return tensorBlock(t);
+    const box = el("div", "quiz");
+    box.dataset.quiz = key;
+    const reveal = () => { revealed.add(key); box.replaceWith(tensorBlock(t)); };
+    if (t.numbers) {
+      const input = el("input");
+      input.type = "text";
+      input.placeholder = `your answer: ${t.numbers.length} number${t.numbers.length > 1 ? "s" : ""}`;
+      input.setAttribute("aria-label", "your answer");
+      const check = el("button", null, "Check");
+      check.type = "button";
+      const said = el("div", "quiz-verdict");
+      said.setAttribute("role", "status");
+      const judge = () => {
+        const r = answerIsRight(input.value, t.numbers);
+        if (r.right) { said.textContent = "✓ right"; said.className = "quiz-verdict right"; }
+        else if (r.close === undefined) {
+          said.textContent = `✗ give ${t.numbers.length} number${t.numbers.length > 1 ? "s" : ""} (you gave ${r.count})`;
+          said.className = "quiz-verdict wrong";
+        } else {
+          said.textContent = `✗ not quite: ${r.close} of ${t.numbers.length} right`;
+          said.className = "quiz-verdict wrong";
+        }
+      };
+      check.addEventListener("click", judge);
+      input.addEventListener("keydown", (ev) => { ev.stopPropagation(); if (ev.key === "Enter") judge(); });
+      box.append(input, check, said);
+    } else {
+      box.appendChild(el("div", "pending-text", "hidden: work it out, then reveal it"));
+    }
+    const show = el("button", "reveal", "Reveal");
+    show.type = "button";
+    show.addEventListener("click", reveal);
+    box.appendChild(show);
+    return box;
+  }
+  function hiddenInQuiz(key) {
+    return data.quiz && !revealed.has(key);
+  }
+
   function block(label, ...children) {
     const div = el("div", "block");
     div.appendChild(el("div", "label", label));
@@ -89,7 +141,7 @@
       const src = nodes.get(nodeKey(gi, edge.src));
       const dst = nodes.get(nodeKey(gi, edge.dst));
       const item = {
-        type: "edge", gi, edge, src, dst, seed: null,
+        type: "edge", gi, edge, src, dst, seed: null, key: `${key}#${n}`,
         el: (svgEdges.get(key) || [])[n] || null,
         revealAt: edge.grad && src.step ? src.step : null,
       };
@@ -105,7 +157,7 @@
       const dst = nodes.get(nodeKey(gi, root));
       const key = `g${gi}seed${root}->${dst.key}`;
       const item = {
-        type: "edge", gi, edge: null, src: null, dst, seed,
+        type: "edge", gi, edge: null, src: null, dst, seed, key,
         el: (svgEdges.get(key) || [])[0] || null,
         revealAt: Number.isFinite(firstStep) ? firstStep : null,
       };
@@ -360,7 +412,7 @@
     if (n.kind === "leaf") {
       const g = leafGradOf(running);
       if (g) {
-        const b = block(n.leafGrad ? `${n.name ? n.name + ".grad" : ".grad"} is now` : "gradient returned", tensorBlock(g));
+        const b = block(n.leafGrad ? `${n.name ? n.name + ".grad" : ".grad"} is now` : "gradient returned", gradBlock(g, `${running.key}:leaf`));
         b.dataset.role = "leaf-grad";
         box.appendChild(b);
       }
@@ -383,7 +435,7 @@
       if (here.length > 1) {
         for (const e of here) {
           div.appendChild(el("div", "sub", e.seed ? "seed" : `from ${nodeTitle(e.src)}:`));
-          div.appendChild(tensorBlock(e.seed || e.edge.grad));
+          div.appendChild(e.seed ? tensorBlock(e.seed) : gradBlock(e.edge.grad, `${e.key}:sent`));
         }
         div.appendChild(el("div", "sub", `sum of the ${here.length} gradients that arrived:`));
       } else if (here.length === 1) {
@@ -391,7 +443,7 @@
       }
       const g = n.grads[o];
       if (g) {
-        const pre = tensorBlock(g);
+        const pre = gradBlock(g, `${item.key}:in:${o}`);
         pre.dataset.role = "grad-in-value";
         div.appendChild(pre);
       } else {
@@ -417,7 +469,7 @@
       formula.dataset.role = "formula";
       div.appendChild(formula);
       if (e.edge.grad) {
-        const pre = tensorBlock(e.edge.grad);
+        const pre = gradBlock(e.edge.grad, `${e.key}:sent`);
         pre.dataset.role = "grad-out-value";
         div.appendChild(pre);
       } else {
@@ -445,7 +497,7 @@
       li.dataset.leaf = item.key;
       const filled = item.step && item.step <= position && leafGradOf(item);
       li.appendChild(el("div", null, `${filled ? "✓" : "·"} ${item.node.title}.grad`));
-      if (filled) li.appendChild(tensorBlock(leafGradOf(item)));
+      if (filled) li.appendChild(gradBlock(leafGradOf(item), `${item.key}:leaf`));
       else li.appendChild(el("div", "pending-text",
         item.step ? `fills in at step ${item.step}` : "receives no gradient in this pass"));
       list.appendChild(li);
@@ -487,6 +539,7 @@
       if (item.edge && item.edge.constant) text("no gradient: the input is a constant");
       else if (!g) text("no gradient on this edge");
       else if (item.revealAt !== null && item.revealAt > position) text(`gradient sent at step ${item.revealAt}`, "pending-text");
+      else if (!item.seed && hiddenInQuiz(`${item.key}:sent`)) text("gradient sent: reveal it in the panel", "pending-text");
       else tensor(item.seed ? "seed gradient" : "gradient sent down this edge", g);
       return parts;
     }
@@ -498,10 +551,16 @@
     n.forward.forEach((t, i) => { if (t) tensor(n.forward.length > 1 ? `forward value ${i}` : "forward value", t, "value"); });
     const reached = item.step && item.step <= position;
     if (n.kind === "leaf" && leafGradOf(item)) {
-      if (reached) tensor(n.leafGrad ? ".grad" : "gradient", leafGradOf(item));
+      if (reached && hiddenInQuiz(`${item.key}:leaf`)) text(".grad: reveal it in the panel", "pending-text");
+      else if (reached) tensor(n.leafGrad ? ".grad" : "gradient", leafGradOf(item));
       else text(item.step ? `.grad fills in at step ${item.step}` : "no gradient in this pass", "pending-text");
     } else if (n.kind === "op" && n.grads.some(Boolean)) {
-      if (reached) n.grads.forEach((t, i) => { if (t) tensor(n.grads.length > 1 ? `gradient in ${i}` : "gradient in", t); });
+      if (reached) n.grads.forEach((t, i) => {
+        if (!t) return;
+        const label = n.grads.length > 1 ? `gradient in ${i}` : "gradient in";
+        if (hiddenInQuiz(`${item.key}:in:${i}`)) text(`${label}: reveal it in the panel`, "pending-text");
+        else tensor(label, t);
+      });
       else text(`receives its gradient by step ${item.step}`, "pending-text");
     }
     for (const s of n.saved) {

@@ -103,6 +103,7 @@ class RenderOptions:
     budget: int = SLIDE_BUDGET
     explain: bool = False  # the chain-rule step per input in the slide view too
     notes: tuple[str, ...] = ()  # more lines for the heading (why this view was drawn)
+    quiz: bool = False  # the step-through page hides the gradients until revealed (page)
 
     @property
     def full(self) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import re
 from dataclasses import replace
 from importlib import resources
@@ -50,8 +51,17 @@ _SLOT = re.compile(r"__(TITLE|CSS|SVG|DATA|JS)__")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
-def render_html(recording: Recording) -> str:
-    """The stepper page for `recording`, as one HTML document."""
+# Quiz mode: a gradient of at most this many elements may be typed in and checked, and is
+# right when every number typed is within these tolerances of it (the page shows four
+# decimals: an answer read off it, or worked out to them, is right).
+QUIZ_VALUES = 16
+QUIZ_RTOL, QUIZ_ATOL = 1e-3, 5e-4
+
+
+def render_html(recording: Recording, *, quiz: bool = False) -> str:
+    """The stepper page for `recording`, as one HTML document. `quiz`: every gradient is
+    hidden until the student reveals it (the picture shows none), and one of at most
+    QUIZ_VALUES elements may be typed in and checked first."""
     css = (_ASSETS / "stepper.css").read_text(encoding="utf-8")
     js = (_ASSETS / "stepper.js").read_text(encoding="utf-8")
     template = (_ASSETS / "stepper.html").read_text(encoding="utf-8")
@@ -60,8 +70,8 @@ def render_html(recording: Recording) -> str:
     parts = {
         "TITLE": html.escape(visible(recording.title or "backward pass")),
         "CSS": css,
-        "SVG": page_svg(recording),
-        "DATA": script_json(page_data(recording)),
+        "SVG": page_svg(recording, quiz=quiz),
+        "DATA": script_json(page_data(recording, quiz=quiz)),
         "JS": js,
     }
     # One pass over the template: text put in (a title, the SVG) is never scanned again.
@@ -85,10 +95,12 @@ def script_json(value: Any) -> str:
     return text
 
 
-def page_svg(recording: Recording) -> str:
+def page_svg(recording: Recording, *, quiz: bool = False) -> str:
     """The slide picture without the leaves' `.grad` (the page fills them in step by step),
-    as an inline <svg> element: no XML prolog, doctype or comments."""
-    svg = picture(without_leaf_grads(recording), "svg", PAGE_VIEW).decode("utf-8")
+    or in a quiz without any gradient, as an inline <svg> element: no XML prolog, doctype
+    or comments."""
+    shown = without_gradients(recording) if quiz else without_leaf_grads(recording)
+    svg = picture(shown, "svg", PAGE_VIEW).decode("utf-8")
     svg = svg[svg.index("<svg") :]
     return re.sub(r"<!--.*?-->\n?", "", svg, flags=re.DOTALL)
 
@@ -108,11 +120,31 @@ def without_leaf_grads(recording: Recording) -> Recording:
     return replace(recording, graphs=[graph_without(g) for g in recording.graphs])
 
 
+def without_gradients(recording: Recording) -> Recording:
+    """A copy whose backward graphs show no gradient (the seeds are given): a quiz's
+    picture."""
+
+    def graph_without(graph: Graph) -> Graph:
+        if graph.kind != "backward":
+            return graph
+        nodes = [
+            replace(n, leaf_grad=None, grads=(None,) * len(n.grads), grad_before=None)
+            for n in graph.nodes
+        ]
+        edges = [replace(e, grad=None) for e in graph.edges]
+        return replace(graph, nodes=nodes, edges=edges)
+
+    return replace(recording, graphs=[graph_without(g) for g in recording.graphs])
+
+
 # -- the page's data: plain text and numbers, formatted here ---------------------------
 
 
-def page_data(recording: Recording) -> dict[str, Any]:
-    """Everything the page shows, as JSON-ready data; tensors as text lines."""
+def page_data(recording: Recording, *, quiz: bool = False) -> dict[str, Any]:
+    """Everything the page shows, as JSON-ready data; tensors as text lines (and, in a
+    quiz, a small gradient's numbers too, to check what the student types)."""
+    if quiz:
+        return _quiz_data(recording)
     return {
         "title": recording.title,
         "passed": recording.passed,
@@ -124,6 +156,33 @@ def page_data(recording: Recording) -> dict[str, Any]:
         "steps": [[gi, node.id] for gi, node in engine_order(recording)],
         "graphs": [_graph_data(g) for g in recording.graphs],
     }
+
+
+def _quiz_data(recording: Recording) -> dict[str, Any]:
+    data = page_data(recording)
+    data["quiz"] = {"rtol": QUIZ_RTOL, "atol": QUIZ_ATOL}
+    for graph, drawn in zip(recording.graphs, data["graphs"], strict=True):
+        if graph.kind != "backward":
+            continue
+        for node, shown in zip(graph.nodes, drawn["nodes"], strict=True):
+            shown["grads"] = [
+                _with_numbers(t, s) for t, s in zip(node.grads, shown["grads"], strict=True)
+            ]
+            shown["leafGrad"] = _with_numbers(node.leaf_grad, shown["leafGrad"])
+        for edge, shown in zip(graph.edges, drawn["edges"], strict=True):
+            shown["grad"] = _with_numbers(edge.grad, shown["grad"])
+    return data
+
+
+def _with_numbers(t: TensorData | None, shown: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A gradient's page data with its numbers, when the student may type it in."""
+    if t is None or shown is None or t.values is None or not 0 < t.numel <= QUIZ_VALUES:
+        return shown
+    if len(t.values) != t.numel:  # a complex tensor's values are its parts
+        return shown
+    if not all(math.isfinite(v) for v in t.values):
+        return shown  # NaN and Inf are not typed in: revealed only
+    return {**shown, "numbers": list(t.values)}
 
 
 def tensor_text(t: TensorData | None) -> dict[str, Any] | None:

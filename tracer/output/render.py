@@ -89,7 +89,8 @@ def _encode(
         "dot": lambda: dot_utf8(recording, options),
         "gv": lambda: dot_utf8(recording, options),
         "json": lambda: recording.to_json().encode("utf-8"),
-        "html": lambda: render_html(recording).encode("utf-8"),  # its own (slide) view
+        # The page draws its own (slide) view; of `options` it takes the quiz alone.
+        "html": lambda: render_html(recording, quiz=bool(options and options.quiz)).encode(),
     }
     return renderers[fmt]() if fmt in renderers else picture(recording, fmt, options, notes)
 
