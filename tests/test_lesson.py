@@ -46,7 +46,7 @@ def test_every_intermediates_gradient_is_checked_once_on_its_node() -> None:
     checks = {c.name: c for c in t.checks}
     assert sorted(checks) == ["a", "h", "w"]  # one check each, though compared twice
     for name, check in checks.items():
-        assert check.ways == (How.EQUALS, How.ALLCLOSE) and check.passed, name
+        assert check.ways == (How.EQUALS, How.ALLCLOSE, How.DIFFERENCE) and check.passed, name
         node = graph.nodes[check.node] if check.node is not None else None
         assert node is not None and node.name is not None and name in node.name.split(", ")
     assert graph.nodes[checks["w"].node].kind == "leaf"  # type: ignore[index]
@@ -215,3 +215,21 @@ def test_the_gallerys_lesson_checks_every_intermediate_and_fits_a_slide() -> Non
     intermediates = [graph.nodes[i] for i in on_nodes if graph.nodes[i].kind == "op"]
     assert len(intermediates) == 9  # the rest are the parameters
     assert len(graph.nodes) <= SLIDE_BUDGET and rows(graph) <= SLIDE_ROWS
+
+
+def test_the_largest_difference_a_lesson_takes_is_a_check_too() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    with tracer.trace() as t:
+        y = x * x
+        z = y - 1.0  # an op of the forward pass: no check
+        w = y - x  # another: both need a gradient
+        (z + w).sum().backward()
+        assert x.grad is not None
+        largest = (4 * x.detach() - 1 - x.grad).abs().max().item()  # a hand derivation
+        manual = 2 * x.detach() + 0.5
+        (manual - x.grad).abs().max()  # a wrong one
+    assert largest == 0.0
+    assert [(c.how, c.passed) for c in t.checks] == [
+        (How.DIFFERENCE, True),
+        (How.DIFFERENCE, False),
+    ]

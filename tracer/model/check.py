@@ -18,6 +18,7 @@ class How(str, Enum):
     EQUALS = "=="  # the code's own elementwise == (x.grad == 4 * x)
     EQUAL = "equal"  # torch.equal
     ISCLOSE = "isclose"  # torch.isclose
+    DIFFERENCE = "difference"  # the code's own a - b of a gradient: (dt - t.grad).abs().max()
     RECOGNISED = "recognised"  # a manual result the user's code showed (tracer.checks.manual)
     FINITE_DIFFERENCES = "finite differences"  # tracer.check(x, fn=...): tracer.checks.numeric
 
@@ -30,7 +31,13 @@ class How(str, Enum):
     @property
     def users_comparison(self) -> bool:
         """The user's own comparison (allclose, ==, torch.equal, isclose)."""
-        return self in (How.ALLCLOSE, How.EQUALS, How.EQUAL, How.ISCLOSE)
+        return self in (How.ALLCLOSE, How.EQUALS, How.EQUAL, How.ISCLOSE, How.DIFFERENCE)
+
+    @property
+    def tolerant(self) -> bool:
+        """A comparison with no verdict of its own in the code, or one for bit-exact
+        equality: judged within the dtype's tolerance (see `exact`)."""
+        return self in (How.EQUALS, How.EQUAL, How.DIFFERENCE)
 
     @property
     def exact(self) -> bool:

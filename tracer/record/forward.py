@@ -56,6 +56,11 @@ COMPARISONS: dict[Callable[..., Any], How] = {
     torch.equal: How.EQUAL,
     torch.isclose: How.ISCLOSE,
     torch.Tensor.isclose: How.ISCLOSE,
+    # A difference of a gradient and a hand-derived result: the largest error, taken as a
+    # lesson takes it. Also an op of the forward pass like any other (it is recorded too).
+    torch.Tensor.__sub__: How.DIFFERENCE,
+    torch.Tensor.sub: How.DIFFERENCE,
+    torch.sub: How.DIFFERENCE,
 }
 # Their results are gradients the engine made, not forward values of the user's ops.
 _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autograd.grad}
@@ -186,7 +191,7 @@ class ForwardRecorder(TorchFunctionMode):
                 how = COMPARISONS.get(func)
                 if how is not None:
                     self.on_comparison(how, args, kwargs, out, sys._getframe(1))
-                elif func not in _BACKWARD_CALLS:
+                if (how is None or how is How.DIFFERENCE) and func not in _BACKWARD_CALLS:
                     self.note_forward(out, args, kwargs)
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
