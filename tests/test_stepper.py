@@ -588,3 +588,19 @@ def test_a_page_without_quiz_is_as_before() -> None:
     recording = exercise_b()
     assert "quiz" not in page_data(recording)
     assert render_html(recording) == render_html(recording, quiz=False)
+
+
+def test_the_page_shows_the_grade_sheet(browser: Browser, tmp_path: Path) -> None:
+    from tracer.view.grades import format_grade_sheet
+
+    (ex,) = [e for e in all_exercises() if e.slug == "backprop-by-hand"]
+    recording = ex.run()
+    opened = Opened(browser, write(recording, tmp_path / "lesson.html"))
+    opened.page.locator("#checks summary").click()
+    rows = opened.page.locator("#grade-sheet tr").all_inner_texts()
+    sheet = format_grade_sheet(recording.graphs[0], recording.checks).splitlines()
+    assert len(rows) == len(sheet) == 14  # the columns, then 13 checks
+    for shown, printed in zip(rows[1:], sheet[1:], strict=True):
+        assert shown.split() == printed.split()  # the same texts as the terminal's
+    assert opened.errors == []
+    opened.close()

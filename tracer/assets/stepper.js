@@ -511,6 +511,21 @@
     if (data.passed === true) { verdict.textContent = "✓ autograd and manual agree"; verdict.className = "agree"; }
     if (data.passed === false) { verdict.textContent = "✗ autograd and manual DISAGREE"; verdict.className = "disagree"; }
     const reports = $("check-reports");
+    if (data.grades) {
+      // The grade sheet: the checks in the engine's order, then where a disagreement starts.
+      const table = el("table", "grades");
+      table.id = "grade-sheet";
+      const head = el("tr");
+      for (const c of data.grades.columns) head.appendChild(el("th", null, c));
+      table.appendChild(head);
+      for (const row of data.grades.rows) {
+        const tr = el("tr", row.passed ? "agree" : "disagree");
+        for (const c of row.cells) tr.appendChild(el("td", null, c));
+        table.appendChild(tr);
+      }
+      reports.appendChild(table);
+      for (const f of data.grades.first) reports.appendChild(el("p", "first-disagreement", f));
+    }
     for (const c of data.checks) {
       reports.appendChild(el("p", null, `${c.passed ? "✓" : "✗"} ${c.headline}`));
       reports.appendChild(el("pre", "tensor plain", c.report));

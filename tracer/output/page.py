@@ -29,6 +29,12 @@ from tracer.model.tensor import TensorData
 from tracer.output.dot import RenderOptions
 from tracer.output.graphviz import picture
 from tracer.view.collapse import EVERY_DEPTH
+from tracer.view.grades import (
+    GRADE_COLUMNS,
+    first_disagreement_text,
+    grade_cells,
+    recording_grades,
+)
 from tracer.view.report import problems
 from tracer.view.steps import engine_order
 from tracer.view.text import (
@@ -153,6 +159,7 @@ def page_data(recording: Recording, *, quiz: bool = False) -> dict[str, Any]:
             for c in recording.checks
         ],
         "problems": problems(recording),
+        "grades": _grades_data(recording),
         "steps": [[gi, node.id] for gi, node in engine_order(recording)],
         "graphs": [_graph_data(g) for g in recording.graphs],
     }
@@ -183,6 +190,19 @@ def _with_numbers(t: TensorData | None, shown: dict[str, Any] | None) -> dict[st
     if not all(math.isfinite(v) for v in t.values):
         return shown  # NaN and Inf are not typed in: revealed only
     return {**shown, "numbers": list(t.values)}
+
+
+def _grades_data(recording: Recording) -> dict[str, Any] | None:
+    """The grade sheet (tracer.view.grades) of a recording with several checks: its
+    columns, a row of texts per check in the engine's order, the first disagreements."""
+    if len(recording.checks) < 2:
+        return None
+    grades, firsts = recording_grades(recording)
+    return {
+        "columns": list(GRADE_COLUMNS),
+        "rows": [{"cells": list(grade_cells(g)), "passed": g.check.passed} for g in grades],
+        "first": [first_disagreement_text(f) for f in firsts],
+    }
 
 
 def tensor_text(t: TensorData | None) -> dict[str, Any] | None:
