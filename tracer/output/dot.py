@@ -37,7 +37,13 @@ from tracer.model.collector import paused_gc
 from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, collapse_manual, levels
-from tracer.view.grades import first_disagreement_text, recording_grades
+from tracer.view.grades import (
+    GRADE_COLUMNS,
+    Grade,
+    first_disagreement_text,
+    grade_cells,
+    recording_grades,
+)
 from tracer.view.report import bad_gradient, bad_value, collapse_note, problems
 from tracer.view.text import (
     check_badge,
@@ -483,11 +489,12 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
     for note in notes:
         rows.append(f'<TR><TD><FONT POINT-SIZE="10" COLOR="#3d4b5c">{text(note)}</FONT></TD></TR>')
     grades, firsts = recording_grades(recording)  # in the engine's order
-    if len(grades) > HEADING_CHECKS:  # each is on its node: the heading counts them
+    if len(grades) > HEADING_CHECKS:  # each is on its node: the heading has the sheet
         fill = AGREE_FILL if all(g.check.passed for g in grades) else DISAGREE_FILL
         brief = checks_brief([g.check for g in grades]) + ", each drawn on its node"
         rows.append(f'<TR><TD BGCOLOR="{fill}">{text(brief)}</TD></TR>')
-        grades = [g for g in grades if not g.check.passed and not g.inherits]
+        rows.append(f"<TR><TD>{_grade_table(grades)}</TD></TR>")
+        grades = []
     for grade in grades:
         check = grade.check
         fill = AGREE_FILL if check.passed else DISAGREE_FILL
@@ -504,6 +511,26 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
     if not rows:
         return ""
     return '<<TABLE BORDER="0" CELLBORDER="0" CELLPADDING="4">' + "".join(rows) + "</TABLE>>"
+
+
+def _grade_table(grades: Sequence[Grade]) -> str:
+    """The grade sheet as a small table (the heading's legend): a row per check."""
+    head = "".join(f'<TD ALIGN="LEFT"><B>{text(c)}</B></TD>' for c in GRADE_COLUMNS)
+    rows = [f"<TR>{head}</TR>"]
+    for grade in grades:
+        fill = AGREE_FILL if grade.check.passed else DISAGREE_FILL
+        rows.append(
+            "<TR>"
+            + "".join(
+                f'<TD ALIGN="LEFT" BGCOLOR="{fill}">{text(c, NAME_LIMIT)}</TD>'
+                for c in grade_cells(grade)
+            )
+            + "</TR>"
+        )
+    return (
+        '<FONT POINT-SIZE="10"><TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" '
+        'CELLPADDING="2">' + "".join(rows) + "</TABLE></FONT>"
+    )
 
 
 def _graph_lines(
