@@ -233,3 +233,18 @@ def test_the_largest_difference_a_lesson_takes_is_a_check_too() -> None:
         (How.DIFFERENCE, True),
         (How.DIFFERENCE, False),
     ]
+
+
+def test_equal_and_isclose_on_an_intermediate_are_one_check() -> None:
+    x = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    with tracer.trace() as t:
+        h = x * 3
+        h.retain_grad()
+        (h * h).sum().backward()
+        manual = 2 * h.detach()
+        assert h.grad is not None
+        assert torch.equal(manual, h.grad)
+        assert bool(torch.isclose(manual, h.grad).all())
+    (check,) = t.checks
+    assert check.name == "h" and check.ways == (How.EQUAL, How.ISCLOSE) and check.passed
+    assert check.node is not None and t.graphs[0].nodes[check.node].name == "h"
