@@ -62,11 +62,18 @@ def assemble(
     records = walk.records
     for node_id, keys in walk.forward_keys.items():
         node = nodes[node_id]
-        node.forward = forward = tuple([data(k) for k in keys])
+        forward: tuple[TensorData | None, ...]
+        if len(keys) == 1:  # nearly every node: one output
+            node.forward = forward = (data(keys[0]),)
+        else:
+            node.forward = forward = tuple([data(k) for k in keys])
         record = records[node_id]
-        # Later passes through the same graph reuse the summaries; the tensors go.
         if record is not None and node.kind == "op" and record.seen_forward:
-            record.summarised({i: value for i, value in enumerate(forward) if value})
+            # Later passes through the same graph reuse the summaries; the tensors go.
+            if len(forward) == 1:
+                record.summarised({0: forward[0]} if forward[0] else {})
+            else:
+                record.summarised({i: value for i, value in enumerate(forward) if value})
     for node_id, keys in arrived.items():  # no TensorData among them: `data` inline
         if len(keys) == 1:  # nearly every node: one output
             key = keys[0]

@@ -136,6 +136,7 @@ class GraphWalk:
         self.constant_edges: list[ConstantEdge] = []
         self.constant_ids: dict[int, int] = {}  # id(tensor) -> node id
         self.leaves: dict[int, torch.Tensor] = {}  # node id -> the leaf tensor
+        self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # see `_shape`
         self._walk([fn for fn, _ in roots])
         self.roots = [self.index[fn] for fn, _ in roots]
         self.root_outputs = [output for _, output in roots]
@@ -194,29 +195,38 @@ class GraphWalk:
             if self._values:
                 self.forward_keys[node_id] = [self.summary.add(variable)]
             name = self._name_of(variable)
-            return Node(node_id, "leaf", op, name, tuple(variable.shape), _dtype(variable))
-        first = None  # output 0's value: its shape and dtype are the node's
-        name = None
+            return Node(node_id, "leaf", op, name, self._shape(variable.shape), _dtype(variable))
+        name = shape = dtype = None  # output 0's shape and dtype are the node's
         if record is not None:
-            if record.seen_forward:
+            value = record.value
+            if value is not None and record.more is None and record.summaries is None:
+                # Output 0 alone, as the op computed it: nearly every op the recorder saw.
+                self.forward_keys[node_id] = [self.summary.add(value, record.version)]
+                shape, dtype = self._shape(value.shape), _dtype(value)
+            elif record.seen_forward:
                 first = self._queue_forward(node_id, record)
+                shape, dtype = _shape_of(first), _dtype_of(first)
             if record.names:
                 name = ", ".join(record.names)
         if self._saved:
             self.saved_keys[node_id] = self._read_saved(fn)
-        node = Node(node_id, "op", op, name, _shape_of(first), _dtype_of(first))
+        node = Node(node_id, "op", op, name, shape, dtype)
         if self._origins is not None:
             unseen = record is None or not (record.seen_forward or record.captured)
             node.made_by = self._origins.made_by(fn, unseen)
         return node
 
+    def _shape(self, size: torch.Size) -> tuple[int, ...]:
+        """`size` as a tuple, one per distinct shape in the graph: a few tuples for
+        thousands of nodes, and fewer objects for Python's cyclic collector to walk."""
+        shape = self._shapes.get(size)  # a torch.Size hashes and compares as its tuple
+        if shape is None:
+            shape = tuple(size)
+            self._shapes[shape] = shape
+        return shape
+
     def _queue_forward(self, node_id: int, record: NodeRecord) -> Any:
         """Queue the forward values the recorder kept on `record`; output 0's entry."""
-        if record.more is None and record.summaries is None:  # output 0 alone: the usual
-            value, version = record.value, record.version
-            assert value is not None  # seen in the forward pass, with no other output
-            self.forward_keys[node_id] = [self.summary.add(value, version)]
-            return (value, version)
         forward = record.outputs()
         keys = [self._forward_key(forward.get(i)) for i in range(max(forward) + 1)]
         self.forward_keys[node_id] = keys
@@ -289,7 +299,7 @@ class GraphWalk:
                         kind="constant",
                         op="",
                         name=self._name_of(tensor),
-                        shape=tuple(tensor.shape),
+                        shape=self._shape(tensor.shape),
                         dtype=_dtype(tensor),
                     )
                 )
