@@ -303,7 +303,8 @@ class Trace:
         # order they are recorded.
         with self._recording:
             number = graph.number = len(self.recording.backward_graphs()) + 1
-            graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
+            if self._origins.any:  # else no node was made by a pass (see BackwardOrigins)
+                graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
             if graph.create_graph:
                 first, end, in_this_thread = made
                 self._origins.add(number, first, end, in_this_thread=in_this_thread)

@@ -87,6 +87,9 @@ def assemble(
             Saved(entry.name, data(entry.key), entry.text, entry.source) for entry in saved
         )
     incoming = walk.incoming
+    # An edge into an output that others feed too carries what its source sent (a hook's,
+    # above), never the sum that arrived. A cheap test first: few nodes have such an input.
+    shared = {dst for (dst, _), count in incoming.items() if count > 1}
     edges = []
     for src, dst, slot, output in walk.edges:
         grad: TensorData | None = None
@@ -95,7 +98,7 @@ def assemble(
             if slot < len(sent_keys):
                 grad = data(sent_keys[slot])
         elif node_grads := nodes[dst].grads:
-            if output < len(node_grads) and incoming[(dst, output)] == 1:
+            if output < len(node_grads) and (dst not in shared or incoming[(dst, output)] == 1):
                 grad = node_grads[output]
         edges.append(Edge(src, dst, slot, output, grad))
     edges.extend(Edge(e.src, e.constant, e.position) for e in walk.constant_edges)

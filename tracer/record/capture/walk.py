@@ -155,9 +155,7 @@ class GraphWalk:
                 index[fn] = len(fns)
                 fns.append(fn)
         with_constants: list[int] = []  # nodes whose op took inputs needing no grad
-        src = 0
-        while src < len(fns):
-            fn = fns[src]
+        for src, fn in enumerate(fns):  # `fns` grows as nodes are found: it is the queue
             assert fn is not None  # constants (None) are added after the walk
             next_functions = fn.next_functions
             # A leaf's AccumulateGrad has no children to free (see tracer.record.node_record):
@@ -177,7 +175,6 @@ class GraphWalk:
                     dst = index[child] = len(fns)
                     fns.append(child)
                 edges.append((src, dst, slot, output_nr))
-            src += 1
         self.edges = edges
         self.incoming = Counter([(dst, output) for _, dst, _, output in edges])
         for node_id in with_constants:
