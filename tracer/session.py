@@ -237,6 +237,10 @@ class Trace:
                     self._finish(capture, source, params, result, made)
                 except Exception as e:
                     self.warn(f"a backward pass is not recorded ({type(e).__name__}: {e})")
+                # What the capture keeps besides the recording (its edges, the summaries by
+                # key) goes now, before the pause ends: else the collection that ends it
+                # walks all of it once more.
+                del capture
                 return result
         finally:
             busy.active = False
