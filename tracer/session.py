@@ -268,6 +268,10 @@ class Trace:
                     self._finish(capture, source, params, result, made)
                 except Exception as e:
                     self.warn(f"a backward pass is not recorded ({type(e).__name__}: {e})")
+                # What the capture keeps besides the recording (its edges, the summaries by
+                # key) goes now, before the pause ends: else the collection that ends it
+                # walks all of it once more.
+                del capture
                 return result
         finally:
             busy.active = False
@@ -334,7 +338,8 @@ class Trace:
         # order they are recorded.
         with self._recording:
             number = graph.number = len(self.recording.backward_graphs()) + 1
-            graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
+            if self._origins.any:  # else no node was made by a pass (see BackwardOrigins)
+                graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
             if graph.create_graph:
                 first, end, in_this_thread = made
                 self._origins.add(number, first, end, in_this_thread=in_this_thread)

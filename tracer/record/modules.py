@@ -282,20 +282,26 @@ class ModuleTracker:
             return []
         self._starts.extend(c.start for c in self._calls[len(self._starts) :])  # calls since
         found: dict[int, Call] = {}
+        innermost = self._innermost
         for node_id, fn in enumerate(fns):
-            if nodes[node_id].kind != "op":
-                continue
             record = records[node_id]
-            call = None if record is None else record.module
+            if record is None:  # a leaf, a constant, or an op with no input needing grad
+                if fn is None or nodes[node_id].kind != "op":
+                    continue
+                call = None
+            else:
+                call = record.module
             if call is None and not (record is not None and record.seen_forward):
                 try:
-                    call = self._innermost(int(fn._sequence_nr()))
+                    call = innermost(fn._sequence_nr())
                 except Exception:  # a node torch will not number: left outside any module
                     call = None
             if call is not None:
                 found[node_id] = call
+        # The leaves and constants below go to calls found already: these are all of them.
+        distinct = set(found.values())
         first_call: dict[int, Call] = {}  # module id -> its first call in this graph
-        for call in sorted(set(found.values()), key=lambda c: c.order):
+        for call in sorted(distinct, key=lambda c: c.order):
             first_call.setdefault(call.module, call)
         for node_id, t in tensors.items():
             owner = self._owner(t)
@@ -307,20 +313,20 @@ class ModuleTracker:
                 found[node_id] = found[users[node_id]]
         if not found:
             return []
-        every: dict[int, Call] = {}  # id(Call) -> Call, with the ancestors
-        for call in found.values():
+        every: set[Call] = set()  # the calls found, with their ancestors
+        for call in distinct:
             c: Call | None = call
-            while c is not None and id(c) not in every:
-                every[id(c)] = c
+            while c is not None and c not in every:
+                every.add(c)
                 c = c.parent
-        ordered = sorted(every.values(), key=lambda c: c.order)
-        index = {id(c): i for i, c in enumerate(ordered)}
+        ordered = sorted(every, key=lambda c: c.order)
+        index = {c: i for i, c in enumerate(ordered)}  # a Call hashes by identity
         count: dict[int, int] = {}
         calls = []
         for i, c in enumerate(ordered):
             count[c.module] = count.get(c.module, 0) + 1
-            parent = None if c.parent is None else index.get(id(c.parent))
+            parent = None if c.parent is None else index.get(c.parent)
             calls.append(ModuleCall(i, c.name, c.cls, parent, count[c.module], c.params))
         for node_id, call in found.items():
-            nodes[node_id].module = index[id(call)]
+            nodes[node_id].module = index[call]
         return calls

@@ -34,22 +34,22 @@ def assemble(
     summary = walk.summary
     add = summary.add
     nodes = walk.nodes
-    arrived: dict[int, list[Hashable | None]] = {}
-    for step, (node_id, grads) in enumerate(flow.arrivals if flow else (), start=1):
+    arrivals = flow.arrivals if flow is not None else ()
+    for step, (node_id, _) in enumerate(arrivals, start=1):
         nodes[node_id].step = step
-        if grads is not None:
-            arrived[node_id] = grads
+    arrived = {node_id: keys for node_id, keys in arrivals if keys is not None}
     leaf_grads: dict[int, Hashable] = {}
     for node_id, leaf in walk.leaves.items():
-        if leaf.grad is not None:
-            leaf_grads[node_id] = add(leaf.grad)
+        leaf_grad = leaf.grad
+        if leaf_grad is not None:
+            leaf_grads[node_id] = key = add(leaf_grad)
             if nodes[node_id].step is not None and node_id not in arrived:
-                arrived[node_id] = [leaf_grads[node_id]]  # .grad was None: it is the arrival
+                arrived[node_id] = [key]  # .grad was None: it is the arrival
     for fn, returned in (results or {}).items():
         found = walk.index.get(fn)
         if found is not None and found not in arrived and returned is not None:
             arrived[found] = [add(returned)]
-    sent = flow.sent if flow else {}
+    sent = flow.sent if flow is not None else {}
     seed_keys = [None if s is None else add(s) for s in seeds]
     summary.run()
     summarised = summary.results
@@ -59,28 +59,46 @@ def assemble(
             return key
         return summarised[key]
 
+    records = walk.records
     for node_id, keys in walk.forward_keys.items():
-        nodes[node_id].forward = tuple([data(k) for k in keys])
-    for node_id, keys in arrived.items():  # keys or None: `data` inline, once per node
-        nodes[node_id].grads = tuple([None if k is None else summarised[k] for k in keys])
+        node = nodes[node_id]
+        forward: tuple[TensorData | None, ...]
+        if len(keys) == 1:  # nearly every node: one output
+            node.forward = forward = (data(keys[0]),)
+        else:
+            node.forward = forward = tuple([data(k) for k in keys])
+        record = records[node_id]
+        if record is not None and node.kind == "op" and record.seen_forward:
+            # Later passes through the same graph reuse the summaries; the tensors go.
+            if len(forward) == 1:
+                record.summarised({0: forward[0]} if forward[0] else {})
+            else:
+                record.summarised({i: value for i, value in enumerate(forward) if value})
+    for node_id, keys in arrived.items():  # no TensorData among them: `data` inline
+        if len(keys) == 1:  # nearly every node: one output
+            key = keys[0]
+            nodes[node_id].grads = (None if key is None else summarised[key],)
+        else:
+            nodes[node_id].grads = tuple([None if k is None else summarised[k] for k in keys])
     for node_id, key in leaf_grads.items():
-        nodes[node_id].leaf_grad = data(key)
+        nodes[node_id].leaf_grad = summarised[key]
     for node_id, saved in walk.saved_keys.items():
         nodes[node_id].saved = tuple(
             Saved(entry.name, data(entry.key), entry.text, entry.source) for entry in saved
         )
-    for node_id, record in enumerate(walk.records):
-        # Later passes through the same graph reuse the summaries; the tensors go.
-        if record is not None and record.seen_forward and nodes[node_id].kind == "op":
-            record.summarised({i: value for i, value in enumerate(nodes[node_id].forward) if value})
     incoming = walk.incoming
+    # An edge into an output that others feed too carries what its source sent (a hook's,
+    # above), never the sum that arrived. A cheap test first: few nodes have such an input.
+    shared = {dst for (dst, _), count in incoming.items() if count > 1}
     edges = []
     for src, dst, slot, output in walk.edges:
         grad: TensorData | None = None
-        if src in sent:
-            grad = data(sent[src][slot]) if slot < len(sent[src]) else None
+        sent_keys = sent.get(src)
+        if sent_keys is not None:
+            if slot < len(sent_keys):
+                grad = data(sent_keys[slot])
         elif node_grads := nodes[dst].grads:
-            if incoming[(dst, output)] == 1 and output < len(node_grads):
+            if output < len(node_grads) and (dst not in shared or incoming[(dst, output)] == 1):
                 grad = node_grads[output]
         edges.append(Edge(src, dst, slot, output, grad))
     edges.extend(Edge(e.src, e.constant, e.position) for e in walk.constant_edges)

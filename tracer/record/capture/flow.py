@@ -40,14 +40,25 @@ class GradientFlow:
         self._read_grads_before()
         incoming = walk.incoming.copy()
         incoming.update(zip(walk.roots, walk.root_outputs, strict=True))  # the seeds
-        senders = {e.src for e in walk.edges if every_edge or incoming[(e.dst, e.dst_output)] > 1}
+        if every_edge:
+            senders = {src for src, _, _, _ in walk.edges}
+        else:
+            shared = {key for key, count in incoming.items() if count > 1}
+            into = {dst for dst, _ in shared}  # a cheap test first: few nodes are among them
+            edges = walk.edges
+            senders = {src for src, dst, _, out in edges if dst in into and (dst, out) in shared}
+        hooks, leaves = self._hooks, walk.leaves
+        on_arrive, on_leaf_arrive, on_send = self._on_arrive, self._on_leaf_arrive, self._on_send
         for node_id, fn in enumerate(walk.fns):
             if fn is None:
                 continue
-            leaf = walk.leaves.get(node_id)
-            self._hooks.append(fn.register_prehook(self._on_arrive(node_id, leaf)))
-            if node_id in senders and leaf is None:
-                self._hooks.append(fn.register_hook(self._on_send(node_id)))
+            leaf = leaves.get(node_id)
+            if leaf is not None:
+                hooks.append(fn.register_prehook(on_leaf_arrive(node_id, leaf)))
+                continue
+            hooks.append(fn.register_prehook(on_arrive(node_id)))
+            if node_id in senders:
+                hooks.append(fn.register_hook(on_send(node_id)))
 
     def _read_grads_before(self) -> None:
         """Each leaf's `.grad` before the pass adds to it (a summary, taken now: the engine
@@ -64,15 +75,22 @@ class GradientFlow:
             for node_id, key in keys.items():
                 walk.nodes[node_id].grad_before = before.results[key]
 
-    def _on_arrive(self, node_id: int, leaf: torch.Tensor | None) -> Callable[..., None]:
+    def _on_arrive(self, node_id: int) -> Callable[..., None]:
         arrivals = self.arrivals
         now = self.walk.summary.add_now
-        if leaf is None:
 
-            def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+        def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
+            if len(grad_outputs) == 1:  # nearly every node: no list comprehension to run
+                g = grad_outputs[0]
+                arrivals.append((node_id, [None if g is None else now(g)]))
+            else:
                 arrivals.append((node_id, [None if g is None else now(g) for g in grad_outputs]))
 
-            return prehook
+        return prehook
+
+    def _on_leaf_arrive(self, node_id: int, leaf: torch.Tensor) -> Callable[..., None]:
+        arrivals = self.arrivals
+        now = self.walk.summary.add_now
 
         def leaf_prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
             # With no .grad yet, AccumulateGrad adopts the gradient itself, unless someone

@@ -33,13 +33,10 @@ ValueKey = Hashable | TensorData | None
 _UINT64 = 2**64
 
 
-class WalkedEdge(NamedTuple):
-    """An input slot of node `src`: the output `dst_output` of node `dst` feeds slot `slot`."""
-
-    src: int
-    dst: int
-    slot: int
-    dst_output: int
+# An input slot of node `src`: the output `dst_output` of node `dst` feeds slot `slot`, as
+# (src, dst, slot, dst_output). A plain tuple, not a NamedTuple: the walk makes one per edge
+# of every pass, and a NamedTuple costs seven times as much to make.
+WalkedEdge = tuple[int, int, int, int]
 
 
 class ConstantEdge(NamedTuple):
@@ -82,6 +79,11 @@ class BackwardOrigins:
         else:
             self._elsewhere = number
 
+    @property
+    def any(self) -> bool:
+        """Whether a create_graph=True pass was recorded (else no node was made by one)."""
+        return bool(self._intervals) or self._elsewhere is not None
+
     def made_by(self, fn: GradFn, unseen: bool) -> int | None:
         """The pass that made op node `fn`; `unseen`: nothing in the forward pass saw it."""
         if self._intervals:
@@ -121,7 +123,8 @@ class GraphWalk:
         self._name_of = name_of
         self._values = values
         self._saved = saved
-        self._origins = origins
+        # Asked for each op node only once some pass built a graph (most traces: never).
+        self._origins = origins if origins is not None and origins.any else None
         self.index: dict[GradFn, int] = {}
         self.fns: list[GradFn | None] = []  # by node id; None for a constant
         self.records: list[NodeRecord | None] = []
@@ -133,48 +136,51 @@ class GraphWalk:
         self.constant_edges: list[ConstantEdge] = []
         self.constant_ids: dict[int, int] = {}  # id(tensor) -> node id
         self.leaves: dict[int, torch.Tensor] = {}  # node id -> the leaf tensor
+        self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # see `_shape`
         self._walk([fn for fn, _ in roots])
         self.roots = [self.index[fn] for fn, _ in roots]
         self.root_outputs = [output for _, output in roots]
 
     def _walk(self, roots: list[GradFn]) -> None:
-        """Number every node breadth-first from `roots` (see the module docstring)."""
+        """Number every node breadth-first from `roots` (see the module docstring).
+
+        It runs once per node of every pass, so it is one loop with what it calls bound to
+        local names, and it makes nothing per node but the node's record, its `Node` and a
+        tuple per edge.
+        """
         index, fns, records, nodes, edges = self.index, self.fns, self.records, self.nodes, []
+        node = self._node
         for fn in roots:
             if fn not in index:
-                self._number(fn)
-        src = len(nodes)
-        while src < len(fns):
-            fn = fns[src]
+                index[fn] = len(fns)
+                fns.append(fn)
+        with_constants: list[int] = []  # nodes whose op took inputs needing no grad
+        for src, fn in enumerate(fns):  # `fns` grows as nodes are found: it is the queue
             assert fn is not None  # constants (None) are added after the walk
             next_functions = fn.next_functions
             # A leaf's AccumulateGrad has no children to free (see tracer.record.node_record):
             # it needs no record.
             record = record_of(fn, next_functions) if next_functions else None
             records.append(record)
-            nodes.append(self._node(src, fn, record))
+            nodes.append(node(src, fn, record))
             if record is not None:
                 record.captured += 1
+                if record.constants:
+                    with_constants.append(src)
             for slot, (child, output_nr) in enumerate(next_functions):
                 if child is None:
                     continue  # an input that needs no gradient: drawn from the constants
                 dst = index.get(child)
                 if dst is None:
-                    dst = self._number(child)
-                edges.append(WalkedEdge(src, dst, slot, output_nr))
-            src += 1
+                    dst = index[child] = len(fns)
+                    fns.append(child)
+                edges.append((src, dst, slot, output_nr))
         self.edges = edges
-        self.incoming = Counter((e.dst, e.dst_output) for e in edges)
-        for node_id, fn in enumerate(fns):
-            record = records[node_id]
-            if fn is not None and record is not None and record.constants:
-                self._attach_constants(self._constant_user(fn), record.constants)
-
-    def _number(self, fn: GradFn) -> int:
-        """Give a newly found node the next id (its position in `fns`)."""
-        node_id = self.index[fn] = len(self.fns)
-        self.fns.append(fn)
-        return node_id
+        self.incoming = Counter([(dst, output) for _, dst, _, output in edges])
+        for node_id in with_constants:
+            fn, record = fns[node_id], records[node_id]
+            assert record is not None and record.constants
+            self._attach_constants(self._constant_user(fn), record.constants)
 
     def _node(self, node_id: int, fn: GradFn, record: NodeRecord | None) -> Node:
         """The plain-data node for `fn`, with what is known of it; its forward values (and
@@ -185,35 +191,43 @@ class GraphWalk:
             self.leaves[node_id] = variable
             if self._values:
                 self.forward_keys[node_id] = [self.summary.add(variable)]
-            return Node(
-                id=node_id,
-                kind="leaf",
-                op=op,
-                name=self._name_of(variable),
-                shape=tuple(variable.shape),
-                dtype=_dtype(variable),
-            )
-        forward = record.outputs() if record is not None else None
-        first = None
-        if forward:
-            keys = [self._forward_key(forward.get(i)) for i in range(max(forward) + 1)]
-            self.forward_keys[node_id] = keys
-            first = forward.get(0)
+            name = self._name_of(variable)
+            return Node(node_id, "leaf", op, name, self._shape(variable.shape), _dtype(variable))
+        name = shape = dtype = None  # output 0's shape and dtype are the node's
+        if record is not None:
+            value = record.value
+            if value is not None and record.more is None and record.summaries is None:
+                # Output 0 alone, as the op computed it: nearly every op the recorder saw.
+                self.forward_keys[node_id] = [self.summary.add(value, record.version)]
+                shape, dtype = self._shape(value.shape), _dtype(value)
+            elif record.seen_forward:
+                first = self._queue_forward(node_id, record)
+                shape, dtype = _shape_of(first), _dtype_of(first)
+            if record.names:
+                name = ", ".join(record.names)
         if self._saved:
             self.saved_keys[node_id] = self._read_saved(fn)
-        made_by = None
+        node = Node(node_id, "op", op, name, shape, dtype)
         if self._origins is not None:
             unseen = record is None or not (record.seen_forward or record.captured)
-            made_by = self._origins.made_by(fn, unseen)
-        return Node(
-            id=node_id,
-            kind="op",
-            op=op,
-            name=", ".join(record.names) if record is not None and record.names else None,
-            shape=_shape_of(first),
-            dtype=_dtype_of(first),
-            made_by=made_by,
-        )
+            node.made_by = self._origins.made_by(fn, unseen)
+        return node
+
+    def _shape(self, size: torch.Size) -> tuple[int, ...]:
+        """`size` as a tuple, one per distinct shape in the graph: a few tuples for
+        thousands of nodes, and fewer objects for Python's cyclic collector to walk."""
+        shape = self._shapes.get(size)  # a torch.Size hashes and compares as its tuple
+        if shape is None:
+            shape = tuple(size)
+            self._shapes[shape] = shape
+        return shape
+
+    def _queue_forward(self, node_id: int, record: NodeRecord) -> Any:
+        """Queue the forward values the recorder kept on `record`; output 0's entry."""
+        forward = record.outputs()
+        keys = [self._forward_key(forward.get(i)) for i in range(max(forward) + 1)]
+        self.forward_keys[node_id] = keys
+        return forward.get(0)
 
     def _forward_key(self, entry: Any) -> ValueKey:
         if entry is None:
@@ -282,7 +296,7 @@ class GraphWalk:
                         kind="constant",
                         op="",
                         name=self._name_of(tensor),
-                        shape=tuple(tensor.shape),
+                        shape=self._shape(tensor.shape),
                         dtype=_dtype(tensor),
                     )
                 )
@@ -296,7 +310,8 @@ class GraphWalk:
                 continue
             fn = root_node(t)[0]
             if fn not in self.index:
-                node_id = self._number(fn)
+                node_id = self.index[fn] = len(self.fns)
+                self.fns.append(fn)
                 self.records.append(None)
                 self.nodes.append(self._node(node_id, fn, None))
 
@@ -321,8 +336,8 @@ class GraphWalk:
     def first_users(self) -> dict[int, int]:
         """For each node, the first node (breadth-first from the roots) that takes it."""
         users: dict[int, int] = {}
-        for edge in self.edges:
-            users.setdefault(edge.dst, edge.src)
+        for src, dst, _, _ in self.edges:
+            users.setdefault(dst, src)
         for constant_edge in self.constant_edges:
             users.setdefault(constant_edge.constant, constant_edge.src)
         return users
@@ -338,8 +353,15 @@ class GraphWalk:
             fns.pop()
 
 
+_DTYPE_NAMES: dict[torch.dtype, str] = {}  # "float32", made once per dtype
+
+
 def _dtype(t: torch.Tensor) -> str:
-    return str(t.dtype).removeprefix("torch.")
+    dtype = t.dtype
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype).removeprefix("torch.")
+    return name
 
 
 def _shape_of(entry: Any) -> tuple[int, ...] | None:
