@@ -62,8 +62,8 @@ def _unreadable(t: torch.Tensor) -> str | None:
         return "nested tensor"
     if t.is_quantized:
         return "quantized tensor"
-    functorch = torch._C._functorch
-    if functorch.is_functorch_wrapped_tensor(t) or functorch.is_batchedtensor(t):
+    # (A tensor batched by vmap is one of torch.func's wrapped tensors too.)
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
         return "batched or transformed by torch.func (vmap, grad)"
     if type(t) not in _PLAIN_TYPES:
         return f"tensor subclass {type(t).__name__}"
@@ -162,30 +162,85 @@ class QuickSummary:
         (see `kept_alias`) to be summarised with its pass. Never raises for a tensor it
         cannot read: the summary says why."""
         numel = t.numel()
-        if numel <= self.max_values and type(t) in _PLAIN_TYPES and not _is_functorch(t):
+        plain = type(t) in _PLAIN_TYPES
+        # (A small meta, sparse or torch.func tensor is kept too: it holds little memory,
+        # and `Summariser.run` notes it. This runs once per op and per node.)
+        if numel <= self.max_values and plain:
             return None
+        if (
+            plain
+            and t.is_cpu
+            and t.dtype in _REAL
+            and t.layout == torch.strided
+            and not t.is_neg()
+            and not t.is_nested
+            and not t._is_zerotensor()
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
+            and not torch._C._len_torch_dispatch_stack()
+        ):
+            return self._plain(t, numel)  # nearly every large tensor: the short way
         note = _unreadable(t)
         if note is not None:
             return _empty(t, f"not summarised: {note}")
         if t._is_zerotensor():  # autograd's unallocated zeros: nothing to reduce
             return TensorData(tuple(t.shape), _dtype_name(t), None, 0.0, 0.0, 0.0)
-        # The common case of `_span` inline: this runs once per node of a pass.
-        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+        span = _span(t)
         known = self.known(span, t)
         if known is not None:
             return known
         data = _reduced(t)
-        version = _safe_version(t)
-        storage = _storage_ref(t)
-        if version is not None and storage is not None:  # (an inference tensor has no version)
-            recent = self._recent
-            recent[span] = (data, storage, version)
-            if len(recent) > _RECENT:
-                try:
-                    del recent[next(iter(recent))]
-                except (KeyError, RuntimeError):  # another thread's op changed it just now
-                    pass
+        self._remember(span, data, t, _storage(t))
         return data
+
+    def _plain(self, t: torch.Tensor, numel: int) -> TensorData:
+        """`summarise` for a plain real CPU tensor, with `_span`, `known` and `_reduced`
+        inline: this runs once per op and per node of a pass."""
+        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+        storage = t.untyped_storage()
+        recent = self._recent.get(span)
+        if recent is not None and recent[2] == _safe_version(t) and recent[1]() is storage:
+            return _with_shape(recent[0], t)
+        d = t.detach()  # a detached alias: the reductions build no graph
+        try:
+            if _function_modes() and torch._C._is_torch_function_enabled():
+                with torch._C.DisableTorchFunction():  # ours, or the user's: not our calls
+                    low, high = torch.aminmax(d)
+                    norm = torch.linalg.vector_norm(d).item()
+            else:
+                low, high = torch.aminmax(d)
+                norm = torch.linalg.vector_norm(d).item()
+            if math.isfinite(norm):
+                data = TensorData(
+                    tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item()
+                )
+            else:  # NaN or Inf somewhere (or a norm that overflowed): counted now
+                data = _reduced(t)
+        except Exception:
+            data = _reduced(t)  # says what it can
+        self._remember(span, data, t, storage)
+        return data
+
+    def _remember(
+        self, span: Hashable, data: TensorData, t: torch.Tensor, storage: Any | None
+    ) -> None:
+        version = _safe_version(t)
+        if version is None or storage is None:  # (an inference tensor has no version)
+            return
+        try:
+            # A weak reference to the storage: torch keeps a storage's Python object
+            # exactly as long as the storage, so it keeps no memory alive and dies with
+            # it. Where that would not hold, it only dies early: a second reduction,
+            # never a wrong summary.
+            ref = weakref.ref(storage)
+        except TypeError:
+            return
+        recent = self._recent
+        recent[span] = (data, ref, version)
+        if len(recent) > _RECENT:
+            try:
+                del recent[next(iter(recent))]
+            except (KeyError, RuntimeError):  # another thread's op changed it just now
+                pass
 
     def known(self, span: Hashable, t: torch.Tensor) -> TensorData | None:
         """The summary of a tensor over memory `span` (see `_span`) of `t`'s storage, if
@@ -346,16 +401,15 @@ class Summariser:
         plain (see `QuickSummary`), and then kept as `kept_alias` says. Never raises: it
         runs inside the user's backward."""
         try:
-            # Ours, or the user's: they should not see these calls (one context for all).
-            if _function_modes() and torch._C._is_torch_function_enabled():
+            # Hidden from every mode, ours or the user's (one context for all the calls).
+            if torch._C._len_torch_dispatch_stack():
+                with quiet_torch():
+                    data, t = self._now(t)
+            elif _function_modes() and torch._C._is_torch_function_enabled():
                 with torch._C.DisableTorchFunction():
-                    data = self.quick.summarise(t)
-                    if data is None:
-                        t = kept_alias(t, self.max_values)
+                    data, t = self._now(t)
             else:
-                data = self.quick.summarise(t)
-                if data is None:
-                    t = kept_alias(t, self.max_values)
+                data, t = self._now(t)
         except Exception:  # an odd tensor: `run` says what it can of it
             data = None
         if data is None:
@@ -363,6 +417,11 @@ class Summariser:
         key = ("now", len(self._results))
         self._results[key] = data
         return key
+
+    def _now(self, t: torch.Tensor) -> tuple[TensorData | None, torch.Tensor]:
+        """`t`'s summary taken now, or None and what to keep of it (see `kept_alias`)."""
+        data = self.quick.summarise(t)
+        return data, (_alias(t, self.max_values) if data is None else t)
 
     @property
     def results(self) -> Mapping[Hashable, TensorData]:
@@ -510,10 +569,6 @@ def _span(t: torch.Tensor) -> Hashable:
     return (ptr, t.numel(), dtype)
 
 
-def _is_functorch(t: torch.Tensor) -> bool:
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
 def _function_modes() -> int:
     return torch._C._len_torch_function_stack()
 
@@ -522,17 +577,6 @@ def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
     try:
         return t.untyped_storage()
     except Exception:
-        return None
-
-
-def _storage_ref(t: torch.Tensor) -> weakref.ref | None:
-    """A weak reference to `t`'s storage: alive exactly as long as the storage (torch keeps
-    a storage's Python object with it), so it keeps no memory alive. Where that would not
-    hold, the reference only dies early: a second reduction, never a wrong summary."""
-    storage = _storage(t)
-    try:
-        return None if storage is None else weakref.ref(storage)
-    except TypeError:
         return None
 
 

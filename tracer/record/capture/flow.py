@@ -91,18 +91,16 @@ class GradientFlow:
 
         return root_prehook
 
-    def _ours(self) -> bool:
-        """Whether the hook firing now was fired by this pass (see the class docstring)."""
-        return self._task is not None and _task_id() == self._task
+    # Each hook asks whether it was fired by this pass (see the class docstring):
+    # `_task_id() == self._task`, inline (once per node), false until a root ran (None).
 
     def _on_arrive(self, node_id: int, leaf: torch.Tensor | None) -> Callable[..., None]:
         arrivals = self.arrivals
         now = self.walk.summary.add_now
-        ours = self._ours
         if leaf is None:
 
             def prehook(grad_outputs: tuple[torch.Tensor | None, ...]) -> None:
-                if ours():
+                if _task_id() == self._task:
                     arrivals.append(
                         (node_id, [None if g is None else now(g) for g in grad_outputs])
                     )
@@ -113,7 +111,7 @@ class GradientFlow:
             # With no .grad yet, AccumulateGrad adopts the gradient itself, unless someone
             # else holds it: keep nothing then (and read .grad after the pass), so that
             # tracing never changes what .grad is.
-            if not ours():
+            if _task_id() != self._task:
                 return
             if leaf.grad is None:
                 arrivals.append((node_id, None))
@@ -125,10 +123,9 @@ class GradientFlow:
     def _on_send(self, node_id: int) -> Callable[..., None]:
         sent = self.sent
         now = self.walk.summary.add_now
-        ours = self._ours
 
         def hook(grad_inputs: tuple[torch.Tensor | None, ...], _grad_outputs: Any) -> None:
-            if ours():
+            if _task_id() == self._task:
                 sent[node_id] = [None if g is None else now(g) for g in grad_inputs]
 
         return hook
