@@ -6,7 +6,7 @@ inside a trace (with `values=True`, the default).
   (`QuickSummary`), so that no tensor lives longer than it does untraced; the node is
   stamped with the module call open when the op ran (tracer.record.modules).
 - Inputs needing no grad that the op took are noted: they are drawn as constants (a large
-  one summarised at once, held weakly: the op may not have saved it).
+  one summarised at once and then held only weakly: the op may not have saved it).
 - The user's own comparisons of a gradient (allclose, ==, equal, isclose) are handed to
   `on_comparison`, which decides whether they are checks (tracer.checks.comparisons).
 - It steps aside (leaves the mode stack) for a module call that can record nothing: one
