@@ -10,6 +10,7 @@ record, at every node it names, the gradient that `torch.autograd.grad` gives th
 from __future__ import annotations
 
 import contextlib
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -246,13 +247,19 @@ def test_every_named_nodes_gradient_is_what_autograd_grad_gives(program: dict[st
 
 def _statistics_match(data: Any, t: torch.Tensor) -> bool:
     """A summary's statistics are those of `t`: min and max exactly, the norm up to the
-    order of summation (a view is reduced in its own order)."""
-    norm = torch.linalg.vector_norm(t).item()
+    order of summation (a view is reduced in its own order), over the finite values, with
+    the NaN and Inf counted (the recording's convention: see tracer.model.tensor)."""
+    finite = t[torch.isfinite(t)]
+    if data is None or data.shape != tuple(t.shape):
+        return False
+    if (data.nan, data.inf) != (int(torch.isnan(t).sum()), int(torch.isinf(t).sum())):
+        return False
+    if not finite.numel():
+        return math.isnan(data.min) and math.isnan(data.max)
+    norm = torch.linalg.vector_norm(finite).item()
     return (
-        data is not None
-        and data.shape == tuple(t.shape)
-        and data.min == t.min().item()
-        and data.max == t.max().item()
+        data.min == finite.min().item()
+        and data.max == finite.max().item()
         and abs(data.norm - norm) <= 1e-12 * max(norm, 1.0)
     )
 

@@ -95,7 +95,7 @@ def _leaves_of(tensor: torch.Tensor) -> tuple[list[torch.Tensor], bool] | None:
         next_functions = fn.next_functions
         record = record_of(fn, next_functions)  # a touched node needs its record
         if record.constants:
-            constants.extend(c.tensor for c in record.constants)
+            constants.extend(t for c in record.constants if (t := c.tensor) is not None)
         if type(fn).__name__ == "AccumulateGrad":
             leaves.append(fn.variable)  # type: ignore[attr-defined]  # AccumulateGrad's own
         for child, _ in next_functions:

@@ -13,6 +13,8 @@ class TensorData:
 
     `values` is the flattened tensor (row-major) when it has at most the capture's
     `max_values` elements, else None. The statistics ignore NaN and Inf, which are counted.
+    A complex tensor's values are its real and imaginary parts in turn; its norm is the
+    complex norm, its min and max are over both parts (complex numbers have no order).
     `note` says why a tensor was not summarised (a sparse or meta tensor, one overwritten
     in place after it was recorded): then only its shape and dtype are known.
     """

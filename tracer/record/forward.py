@@ -3,9 +3,10 @@ inside a trace (with `values=True`, the default).
 
 - Each op's output value is kept on the op's own `grad_fn` (see tracer.record.node_record):
   a small one as a detached alias with its `_version`, a large one summarised at once
-  while it is still in the cache (`QuickSummary`); the node is stamped with the module
-  call open when the op ran (tracer.record.modules).
-- Inputs needing no grad that the op took are noted: they are drawn as constants.
+  (`QuickSummary`), so that no tensor lives longer than it does untraced; the node is
+  stamped with the module call open when the op ran (tracer.record.modules).
+- Inputs needing no grad that the op took are noted: they are drawn as constants (a large
+  one summarised at once and then held only weakly: the op may not have saved it).
 - The user's own comparisons of a gradient (allclose, ==, equal, isclose) are handed to
   `on_comparison`, which decides whether they are checks (tracer.checks.comparisons).
 - It steps aside (leaves the mode stack) for a module call that can record nothing: one
@@ -42,8 +43,7 @@ from torch.overrides import (
 from tracer.model.check import How
 from tracer.record.modules import ModuleTracker
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
-from tracer.record.quiet import quiet_torch
-from tracer.record.summary import QuickSummary
+from tracer.record.summary import QuickSummary, compact_copy, kept_alias
 
 # The user's comparisons that may check a gradient (`torch.allclose(x.grad, m)`,
 # `x.grad == 4 * x`), and what each is as a check.
@@ -213,9 +213,10 @@ class ForwardRecorder(TorchFunctionMode):
             if fn is None:
                 continue
             record = record_of(fn)
-            summary = self.quick.summarise(o)  # a large value: at once, while in the cache
+            summary = self.quick.summarise(o)  # a large value: at once, so it is not kept
             if summary is None:
-                record.keep(o.output_nr, _detached(o), o._version)
+                kept = kept_alias(o, self.quick.max_values)
+                record.keep(o.output_nr, kept, kept._version)
             else:
                 record.keep_summary(o.output_nr, summary)
             self.modules.stamp(record)
@@ -223,21 +224,25 @@ class ForwardRecorder(TorchFunctionMode):
         if first is None or first.constants is not None:
             return
         constants = [
-            ConstantInput(i, t, t._version)
+            self._constant(i, t)
             for i, t in enumerate(tensor_arguments(args, kwargs))
             if not t.requires_grad
         ]
         if constants:
             first.constants = constants
 
-
-def _detached(t: torch.Tensor) -> torch.Tensor:
-    """`t.detach()`, a call of tracer's own: hidden from the user's dispatch modes (and
-    `make_fx`) when one is active, as every torch call of tracer's is."""
-    if not torch._C._len_torch_dispatch_stack():
-        return t.detach()
-    with quiet_torch():
-        return t.detach()
+    def _constant(self, position: int, t: torch.Tensor) -> ConstantInput:
+        """An input needing no grad, with its value: a large one summarised now (the op
+        may not have saved it: it must die when the program lets go of it); a small one
+        kept, so that it is drawn with its name even when the program has let go of it
+        (a copy of its numbers when it is a view into larger memory)."""
+        summary = self.quick.summarise(t)
+        if summary is not None:
+            return ConstantInput(position, t, summary, 0)
+        kept = compact_copy(t, self.quick.max_values)
+        if kept is None:
+            return ConstantInput(position, t, t, t._version)
+        return ConstantInput(position, t, kept, kept._version)
 
 
 def drop_closed_recorders() -> None:

@@ -30,7 +30,7 @@ import itertools
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -269,12 +269,13 @@ class ModuleTracker:
         fns: Sequence[GradFn],
         records: Sequence[NodeRecord | None],
         nodes: list[Node],
-        tensors: dict[int, torch.Tensor],
+        tensors: Mapping[int, torch.Tensor | None],
         users: dict[int, int],
     ) -> list[ModuleCall]:
         """Set `Node.module` on the nodes of a captured graph; return its module calls.
 
-        `tensors` are the leaf and constant tensors by node id, `users[node]` the first
+        `tensors` are the leaf and constant tensors by node id (None: a constant the
+        program let go of, owned by no module), `users[node]` the first
         node (breadth-first from the roots) that takes a leaf or constant as input. Tensors
         the user's code named (the data `X`, the targets) stay outside every module.
         """
@@ -304,7 +305,7 @@ class ModuleTracker:
         for call in sorted(distinct, key=lambda c: c.order):
             first_call.setdefault(call.module, call)
         for node_id, t in tensors.items():
-            owner = self._owner(t)
+            owner = None if t is None else self._owner(t)
             if owner is not None and owner in first_call:
                 found[node_id] = first_call[owner]
             elif (owner is not None or nodes[node_id].name is None) and users.get(

@@ -18,7 +18,8 @@ outermost `__del__` drains in a loop: the destruction becomes iterative again.
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple
+import weakref
+from typing import Any
 
 import torch
 
@@ -45,12 +46,38 @@ def _drain(children: Any) -> None:
         _local.draining = False
 
 
-class ConstantInput(NamedTuple):
-    """An input needing no grad that an op was called with (drawn as a constant)."""
+class ConstantInput:
+    """An input needing no grad that an op was called with (drawn as a constant).
 
-    position: int  # among the op's tensor arguments
-    tensor: torch.Tensor
-    version: int  # its `_version` then: a later in-place change is told apart
+    The tensor is held weakly (who it is: its name, the module owning it); its value as
+    the op took it is `value`: a large one summarised at once (a `TensorData`), so that
+    it dies when the program lets go of it as it does untraced (the op may not have saved
+    it); a small one the tensor itself (or a copy of its numbers, when it views larger
+    memory: tracer.record.summary.compact_copy), with its `_version`, so that a later
+    in-place change is told apart.
+    """
+
+    __slots__ = ("_ref", "position", "value", "version")
+
+    def __init__(self, position: int, tensor: torch.Tensor, value: Any, version: int) -> None:
+        self.position = position  # among the op's tensor arguments
+        self.value = value  # a TensorData, or a small tensor summarised with the pass
+        self.version = version
+        try:
+            self._ref: weakref.ref | None = weakref.ref(tensor)
+        except TypeError:  # a subclass without weak references: nameless, never kept
+            self._ref = None
+
+    @property
+    def tensor(self) -> torch.Tensor | None:
+        """The user's tensor, while the program holds it."""
+        return None if self._ref is None else self._ref()
+
+    @property
+    def key(self) -> int:
+        """The same for every input of the same tensor, while this input is held (Python
+        has one plain weak reference per object)."""
+        return id(self._ref) if self._ref is not None else id(self)
 
 
 class NodeRecord:

@@ -1,20 +1,24 @@
 """Summary: tensors reduced to plain numbers (`TensorData`), many at once, never raising.
 
-Capture hands over every tensor a pass touched (forward values, gradients, saved tensors)
-only after the pass, so the work here never runs inside autograd's engine. Each tensor
-object is summarised once, however often it was handed over (a gradient that is both a
-node's arrival and an edge's label).
+No tensor outlives its untraced lifetime: a large one (more than `max_values` numbers) is
+summarised as it is made (`QuickSummary`: an op's output, a gradient inside the engine, a
+constant, a saved tensor), of every dtype on every device, and a tensor that cannot be
+read is noted at once; what is kept until the pass is summarised in a batch (`Summariser`)
+is small: a small tensor's alias, or a copy of its numbers when it views larger memory.
 
 Small tensors keep their values (one copy out, statistics in Python). Large ones get
-norm, min and max from two reductions on the tensor itself (no copy, no mask); only
-when a result is not finite does the slow path count NaN and Inf. A tensor that cannot
-be read (sparse, meta, nested, batched under vmap, quantized, a functorch wrapper) keeps
-its shape and dtype and a `note` saying why it was not summarised.
+norm, min and max from a few reductions on the tensor itself (no copy, no mask); only
+when a result is not finite does the slow path count NaN and Inf, on a copy. A complex
+tensor is summarised as its real and imaginary parts: the norm is the complex norm, min
+and max are over both parts, its values are the parts in turn. A tensor that cannot be
+read (sparse, meta, nested, batched under vmap, quantized, a functorch wrapper, a
+subclass) keeps its shape and dtype and a `note` saying why it was not summarised.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
@@ -26,8 +30,8 @@ from tracer.record.quiet import quiet_torch
 
 _NAN = math.nan
 
-# How many tensors summarised at once stay referenced, so that a view of one of them
-# arriving soon after is recognised (see `QuickSummary`).
+# How many tensors summarised at once are remembered (weakly), so that a view of one of
+# them arriving soon after is recognised (see `QuickSummary`).
 _RECENT = 8
 
 
@@ -58,8 +62,8 @@ def _unreadable(t: torch.Tensor) -> str | None:
         return "nested tensor"
     if t.is_quantized:
         return "quantized tensor"
-    functorch = torch._C._functorch
-    if functorch.is_functorch_wrapped_tensor(t) or functorch.is_batchedtensor(t):
+    # (A tensor batched by vmap is one of torch.func's wrapped tensors too.)
+    if torch._C._functorch.is_functorch_wrapped_tensor(t):
         return "batched or transformed by torch.func (vmap, grad)"
     if type(t) not in _PLAIN_TYPES:
         return f"tensor subclass {type(t).__name__}"
@@ -126,82 +130,233 @@ def _slow_statistics(t: torch.Tensor, d: torch.Tensor) -> TensorData:
 
 
 class QuickSummary:
-    """Norm, min and max of a large plain CPU tensor, computed at once: inside autograd's
-    engine (a hook), while a gradient's numbers are still in the cache, and in the forward
-    recorder, for an op's output. The tensor is not kept, so that memory is freed as it
-    would be untraced (keeping every gradient of a pass costs more than the reductions:
-    fresh memory for every later one).
+    """Summaries taken as tensors are made, so that tracer keeps no large tensor alive: an
+    op's output in the forward recorder, a gradient inside autograd's engine (a hook), a
+    tensor a node saved for backward. Untraced, each of these dies when the program or
+    the engine lets go of it; traced it must too, so only its numbers are kept.
+
+    `summarise` takes norm, min and max of a large tensor of any dtype on any device at
+    once (a few reductions on the tensor itself, no copy; NaN and Inf counted on a copy
+    only when there are some), says at once why a tensor that cannot be read was not
+    summarised, and leaves only small plain tensors to be kept (their values are read in
+    one batch with the pass: `kept_alias`). On a GPU the numbers reach the host in one
+    transfer per tensor, which waits for the GPU: the price of keeping no activation.
 
     A tensor is often a view of one just before it (a view, transpose or reshape node
     passes its gradient on as a view; a view op's output), with the same numbers: the
-    last few tensors summarised (`_RECENT`) are kept, so that their memory cannot be
-    reused by another tensor, and a tensor over the same memory gets their statistics
-    without a second reduction, unless the memory was written in place since (views share
-    one version counter: an in-place op on any of them, or autograd accumulating a
-    gradient in place, moves it on).
+    statistics of the last few tensors summarised (`_RECENT`) are remembered with a weak
+    reference to their storage, and a tensor over the same memory of the same storage
+    gets them without a second reduction, unless the memory was written in place since
+    (views share one version counter: an in-place op on any of them, or autograd
+    accumulating a gradient in place, moves it on). The weak reference keeps nothing
+    alive, and tells when the storage died (its memory may then hold another tensor).
     """
 
     def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
         self.max_values = max_values
-        # memory -> (its summary, a detached alias keeping it, its version then)
-        self._recent: dict[Hashable, tuple[TensorData, torch.Tensor, int | None]] = {}
+        # memory -> (its summary, a weak reference to its storage, its version then)
+        self._recent: dict[Hashable, tuple[TensorData, weakref.ref, int]] = {}
 
     def summarise(self, t: torch.Tensor) -> TensorData | None:
-        """`t`'s summary, or None when it must be summarised the careful way (small, not a
-        plain CPU float tensor, under a dispatch mode of the user's, which would see our
-        ops, or holding NaN or Inf, which are counted)."""
+        """`t`'s summary, taken now; None for a small plain tensor, which the caller keeps
+        (see `kept_alias`) to be summarised with its pass. Never raises for a tensor it
+        cannot read: the summary says why."""
         numel = t.numel()
-        if not (
-            numel > self.max_values
-            and type(t) in _PLAIN_TYPES
-            and t.dtype in _REAL
+        plain = type(t) in _PLAIN_TYPES
+        # (A small meta, sparse or torch.func tensor is kept too: it holds little memory,
+        # and `Summariser.run` notes it. This runs once per op and per node.)
+        if numel <= self.max_values and plain:
+            return None
+        if (
+            plain
             and t.is_cpu
+            and t.dtype in _REAL
             and t.layout == torch.strided
             and not t.is_neg()
+            and not t.is_nested
             and not t._is_zerotensor()
-            and not _is_functorch(t)
+            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
             and not torch._C._len_torch_dispatch_stack()
         ):
-            return None
-        # The common case of `_span` inline: this runs once per node of a pass.
-        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+            return self._plain(t, numel)  # nearly every large tensor: the short way
+        note = _unreadable(t)
+        if note is not None:
+            return _empty(t, f"not summarised: {note}")
+        if t._is_zerotensor():  # autograd's unallocated zeros: nothing to reduce
+            return TensorData(tuple(t.shape), _dtype_name(t), None, 0.0, 0.0, 0.0)
+        span = _span(t)
         known = self.known(span, t)
         if known is not None:
             return known
+        data = _reduced(t)
+        self._remember(span, data, t, _storage(t))
+        return data
+
+    def _plain(self, t: torch.Tensor, numel: int) -> TensorData:
+        """`summarise` for a plain real CPU tensor, with `_span`, `known` and `_reduced`
+        inline: this runs once per op and per node of a pass."""
+        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+        storage = t.untyped_storage()
+        recent = self._recent.get(span)
+        if recent is not None and recent[2] == _safe_version(t) and recent[1]() is storage:
+            return _with_shape(recent[0], t)
+        d = t.detach()  # a detached alias: the reductions build no graph
         try:
-            # A detached alias: no graph of our own, and kept in `_recent` it neither keeps
-            # the user's graph alive nor counts as a second owner of the tensor (AccumulateGrad
-            # adopts a gradient as `.grad` only when it has no other owner).
-            d = t.detach()
-            if _function_modes():  # ours, or the user's: they should not see these
-                with torch._C.DisableTorchFunction():
+            if _function_modes() and torch._C._is_torch_function_enabled():
+                with torch._C.DisableTorchFunction():  # ours, or the user's: not our calls
                     low, high = torch.aminmax(d)
                     norm = torch.linalg.vector_norm(d).item()
             else:
                 low, high = torch.aminmax(d)
                 norm = torch.linalg.vector_norm(d).item()
+            if math.isfinite(norm):
+                data = TensorData(
+                    tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item()
+                )
+            else:  # NaN or Inf somewhere (or a norm that overflowed): counted now
+                data = _reduced(t)
         except Exception:
-            return None  # summarised later, the careful way
-        if not math.isfinite(norm):  # a NaN or Inf somewhere: counted later
-            return None
-        data = TensorData(tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item())
-        version = _safe_version(d)
-        if version is not None:  # (an inference tensor has none)
-            recent_tensors = self._recent
-            recent_tensors[span] = (data, d, version)
-            if len(recent_tensors) > _RECENT:
-                del recent_tensors[next(iter(recent_tensors))]
+            data = _reduced(t)  # says what it can
+        self._remember(span, data, t, storage)
         return data
 
+    def _remember(
+        self, span: Hashable, data: TensorData, t: torch.Tensor, storage: Any | None
+    ) -> None:
+        version = _safe_version(t)
+        if version is None or storage is None:  # (an inference tensor has no version)
+            return
+        try:
+            # A weak reference to the storage: torch keeps a storage's Python object
+            # exactly as long as the storage, so it keeps no memory alive and dies with
+            # it. Where that would not hold, it only dies early: a second reduction,
+            # never a wrong summary.
+            ref = weakref.ref(storage)
+        except TypeError:
+            return
+        recent = self._recent
+        recent[span] = (data, ref, version)
+        if len(recent) > _RECENT:
+            try:
+                del recent[next(iter(recent))]
+            except (KeyError, RuntimeError):  # another thread's op changed it just now
+                pass
+
     def known(self, span: Hashable, t: torch.Tensor) -> TensorData | None:
-        """The summary of a tensor over memory `span` (see `_span`), if one was just taken."""
+        """The summary of a tensor over memory `span` (see `_span`) of `t`'s storage, if
+        one was just taken and the memory has not been written since."""
         recent = self._recent.get(span)
-        if recent is None or recent[2] != _safe_version(t):
+        if recent is None:
             return None
-        return _with_shape(recent[0], t)
+        data, storage, version = recent
+        if version != _safe_version(t) or storage() is not _storage(t):
+            return None  # written in place since, or other memory at the same address
+        return _with_shape(data, t)
 
     def clear(self) -> None:
         self._recent.clear()
+
+
+def _reduced(t: torch.Tensor) -> TensorData:
+    """`t`'s statistics, reduced now, hidden from every mode (ours, or the user's: they
+    should see only the user's calls). Never raises: a tensor no reduction can read gets
+    a note."""
+    try:
+        if torch._C._len_torch_dispatch_stack():
+            with quiet_torch():
+                return _statistics(t)
+        if _function_modes() and torch._C._is_torch_function_enabled():
+            with torch._C.DisableTorchFunction():
+                return _statistics(t)
+        return _statistics(t)
+    except Exception as e:
+        return _empty(t, f"not summarised: {type(e).__name__}")
+
+
+def _statistics(t: torch.Tensor) -> TensorData:
+    """Norm, min and max of a large readable tensor from reductions on the tensor itself,
+    never a copy of it (a copy would double the memory a large tensor takes, for a moment):
+    a conjugate or negative bit is read, not resolved. A complex tensor is summarised as
+    its real and imaginary parts (`torch.view_as_real`): the norm is the complex norm, min
+    and max are over both parts. NaN, Inf, and dtypes the reductions do not take (integers,
+    bool, and any the fast reductions refuse) go the slow way, on a float64 copy."""
+    d = t.detach()  # a detached alias: the reductions build no graph
+    negative = d.is_neg()
+    if negative:
+        d = torch._neg_view(d)  # the stored numbers; negated below
+    conjugate = d.is_conj()
+    if conjugate:
+        d = d.conj()  # the stored numbers; their imaginary parts negated below
+    if d.is_complex():
+        d = torch.view_as_real(d)
+    elif not d.is_floating_point():
+        return _slow_statistics(t, _readable(t))
+    try:
+        reductions = [torch.linalg.vector_norm(d)]
+        if conjugate:
+            reductions.extend(torch.aminmax(d[..., 0]))
+            reductions.extend(torch.aminmax(d[..., 1]))
+        else:
+            reductions.extend(torch.aminmax(d))
+        numbers = (
+            [r.item() for r in reductions]
+            if d.is_cpu
+            else torch.stack(reductions).tolist()  # one transfer from the device
+        )
+    except Exception:  # a dtype the fast reductions refuse (a float8)
+        return _slow_statistics(t, _readable(t))
+    norm, low, high = numbers[:3]
+    if conjugate:  # the values are the real parts and the negated imaginary parts
+        low, high = min(low, -numbers[4]), max(high, -numbers[3])
+    if negative:
+        low, high = -high, -low
+    if not math.isfinite(norm):  # NaN or Inf somewhere (or a norm that overflowed)
+        return _slow_statistics(t, _readable(t))
+    return TensorData(tuple(t.shape), _dtype_name(t), None, norm, low, high)
+
+
+def kept_alias(t: torch.Tensor, max_values: int) -> torch.Tensor:
+    """What tracer keeps of a small plain tensor until its pass is summarised: a detached
+    alias (it shares `t`'s version counter, so a later in-place change is seen), or the
+    copy `compact_copy` makes. An alias, not `t` itself: holding `t` would count as a
+    second owner of a gradient (AccumulateGrad adopts one as `.grad` only when it has no
+    other owner). Hidden from every mode (ours, or the user's)."""
+    if torch._C._len_torch_dispatch_stack():
+        with quiet_torch():
+            return _alias(t, max_values)
+    if _function_modes() and torch._C._is_torch_function_enabled():
+        with torch._C.DisableTorchFunction():
+            return _alias(t, max_values)
+    return _alias(t, max_values)  # (once per op: no context entered that is not needed)
+
+
+def _alias(t: torch.Tensor, max_values: int) -> torch.Tensor:
+    copy = _compact(t, max_values)
+    return t.detach() if copy is None else copy
+
+
+def compact_copy(t: torch.Tensor, max_values: int) -> torch.Tensor | None:
+    """A copy of small `t`'s numbers when it is a view into more memory than a small
+    tensor takes (a row of a large matrix, a gradient's slice of a concatenation's):
+    keeping `t`, or an alias of it, would keep all of that memory alive. None when `t`
+    holds no more than its own numbers. Hidden from every mode."""
+    if torch._C._len_torch_dispatch_stack():
+        with quiet_torch():
+            return _compact(t, max_values)
+    if _function_modes() and torch._C._is_torch_function_enabled():
+        with torch._C.DisableTorchFunction():
+            return _compact(t, max_values)
+    return _compact(t, max_values)
+
+
+def _compact(t: torch.Tensor, max_values: int) -> torch.Tensor | None:
+    if not t._is_view() or t.layout != torch.strided or t.is_meta:
+        return None
+    try:
+        larger = t.untyped_storage().nbytes() > max(max_values, 1) * t.element_size()
+    except Exception:  # a view with no storage to read: nothing to free
+        return None
+    return t.detach().clone() if larger else None
 
 
 def _with_shape(data: TensorData, t: torch.Tensor) -> TensorData:
@@ -241,11 +396,20 @@ class Summariser:
         return key
 
     def add_now(self, t: torch.Tensor) -> Hashable:
-        """Like `add`, called from inside autograd's engine (a hook): a large tensor is
-        summarised at once and not kept (see `QuickSummary`); anything else is kept for
-        `run`. Never raises: it runs inside the user's backward."""
+        """Like `add`, for a tensor tracer must not keep alive (a gradient, inside autograd's
+        engine; a tensor a node saved for backward): summarised at once unless small and
+        plain (see `QuickSummary`), and then kept as `kept_alias` says. Never raises: it
+        runs inside the user's backward."""
         try:
-            data = self.quick.summarise(t)
+            # Hidden from every mode, ours or the user's (one context for all the calls).
+            if torch._C._len_torch_dispatch_stack():
+                with quiet_torch():
+                    data, t = self._now(t)
+            elif _function_modes() and torch._C._is_torch_function_enabled():
+                with torch._C.DisableTorchFunction():
+                    data, t = self._now(t)
+            else:
+                data, t = self._now(t)
         except Exception:  # an odd tensor: `run` says what it can of it
             data = None
         if data is None:
@@ -253,6 +417,11 @@ class Summariser:
         key = ("now", len(self._results))
         self._results[key] = data
         return key
+
+    def _now(self, t: torch.Tensor) -> tuple[TensorData | None, torch.Tensor]:
+        """`t`'s summary taken now, or None and what to keep of it (see `kept_alias`)."""
+        data = self.quick.summarise(t)
+        return data, (_alias(t, self.max_values) if data is None else t)
 
     @property
     def results(self) -> Mapping[Hashable, TensorData]:
@@ -400,12 +569,15 @@ def _span(t: torch.Tensor) -> Hashable:
     return (ptr, t.numel(), dtype)
 
 
-def _is_functorch(t: torch.Tensor) -> bool:
-    return torch._C._functorch.is_functorch_wrapped_tensor(t)
-
-
 def _function_modes() -> int:
     return torch._C._len_torch_function_stack()
+
+
+def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
+    try:
+        return t.untyped_storage()
+    except Exception:
+        return None
 
 
 def _safe_version(t: torch.Tensor) -> int | None:

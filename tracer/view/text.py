@@ -100,6 +100,11 @@ def format_tensor(t: TensorData, per_line: int = 5) -> list[str]:
     if t.numel == 0:
         return [f"[] (shape {shape_text(t.shape)})"]
     numbers = tensor_numbers(t)
+    if is_complex(t):  # the values are real and imaginary parts in turn: one number each
+        numbers = [
+            f"{re}{'' if im.startswith('-') else '+'}{im}j"
+            for re, im in zip(numbers[::2], numbers[1::2], strict=True)
+        ]
     if len(t.shape) == 0:
         return numbers
     if len(t.shape) == 1:
@@ -126,6 +131,10 @@ def dims_text(shape: tuple[int, ...]) -> str:
     return "×".join(map(str, shape)) or "scalar"
 
 
+def is_complex(t: TensorData) -> bool:
+    return t.dtype.startswith("complex")
+
+
 def summary_line(t: TensorData) -> str:
     shape = dims_text(t.shape)
     if t.note:
@@ -134,6 +143,8 @@ def summary_line(t: TensorData) -> str:
     if t.dtype in _INTEGRAL and math.isfinite(t.min) and math.isfinite(t.max):
         lo, hi = str(int(t.min)), str(int(t.max))
     text = f"{shape} {t.dtype}: ‖·‖ {norm}, min {lo}, max {hi}"
+    if is_complex(t):  # the norm is the complex one; no order among complex numbers
+        text += " (of the real and imaginary parts)"
     if t.nan or t.inf:
         text += f", {t.nan} NaN, {t.inf} Inf"
     return text

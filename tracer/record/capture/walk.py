@@ -134,7 +134,7 @@ class GraphWalk:
         self.edges: list[WalkedEdge] = []
         self.incoming: Counter[tuple[int, int]] = Counter()  # (dst, dst_output) -> edges
         self.constant_edges: list[ConstantEdge] = []
-        self.constant_ids: dict[int, int] = {}  # id(tensor) -> node id
+        self.constant_ids: dict[int, int] = {}  # ConstantInput.key -> node id
         self.leaves: dict[int, torch.Tensor] = {}  # node id -> the leaf tensor
         self._shapes: dict[tuple[int, ...], tuple[int, ...]] = {}  # see `_shape`
         self._walk([fn for fn, _ in roots])
@@ -213,7 +213,7 @@ class GraphWalk:
             node.made_by = self._origins.made_by(fn, unseen)
         return node
 
-    def _shape(self, size: torch.Size) -> tuple[int, ...]:
+    def _shape(self, size: torch.Size | tuple[int, ...]) -> tuple[int, ...]:
         """`size` as a tuple, one per distinct shape in the graph: a few tuples for
         thousands of nodes, and fewer objects for Python's cyclic collector to walk."""
         shape = self._shapes.get(size)  # a torch.Size hashes and compares as its tuple
@@ -250,7 +250,8 @@ class GraphWalk:
                 source = self._name_of(value)
                 if source is None and value.grad_fn is fn:
                     source = "output"
-                saved.append(SavedEntry(name, self.summary.add(value), None, source))
+                # Summarised now: backward frees what a node saved, and so must tracer.
+                saved.append(SavedEntry(name, self.summary.add_now(value), None, source))
             elif value is not None:
                 saved.append(SavedEntry(name, None, _short(value), None))
         return saved
@@ -284,10 +285,12 @@ class GraphWalk:
         src = self.index.get(fn)
         if src is None:
             return
-        for position, tensor, version in constants:
-            if id(tensor) not in self.constant_ids:
-                node_id = len(self.nodes)
-                self.constant_ids[id(tensor)] = node_id
+        for constant in constants:
+            node_id = self.constant_ids.get(constant.key)
+            if node_id is None:
+                node_id = self.constant_ids[constant.key] = len(self.nodes)
+                tensor, value = constant.tensor, constant.value  # (None once freed)
+                summarised = isinstance(value, TensorData)
                 self.fns.append(None)
                 self.records.append(None)
                 self.nodes.append(
@@ -295,13 +298,15 @@ class GraphWalk:
                         id=node_id,
                         kind="constant",
                         op="",
-                        name=self._name_of(tensor),
-                        shape=self._shape(tensor.shape),
-                        dtype=_dtype(tensor),
+                        name=None if tensor is None else self._name_of(tensor),
+                        shape=self._shape(value.shape),
+                        dtype=value.dtype if summarised else _dtype(value),
                     )
                 )
-                self.forward_keys[node_id] = [self.summary.add(tensor, version)]
-            self.constant_edges.append(ConstantEdge(src, self.constant_ids[id(tensor)], position))
+                self.forward_keys[node_id] = [
+                    value if summarised else self.summary.add(value, constant.version)
+                ]
+            self.constant_edges.append(ConstantEdge(src, node_id, constant.position))
 
     def add_unreached(self, tensors: Sequence[torch.Tensor | GradientEdge]) -> None:
         """Add leaves the caller asked gradients for but that are not in the graph."""
@@ -323,12 +328,13 @@ class GraphWalk:
             if node_id in self.leaves and fn not in asked:
                 self.nodes[node_id].outside_pass = True
 
-    def tensors_by_node(self) -> dict[int, torch.Tensor]:
-        """The leaf and constant tensors, by node id."""
-        tensors: dict[int, torch.Tensor] = dict(self.leaves)
+    def tensors_by_node(self) -> dict[int, torch.Tensor | None]:
+        """The leaf and constant tensors, by node id (None: a constant the program has let
+        go of)."""
+        tensors: dict[int, torch.Tensor | None] = dict(self.leaves)
         for record in self.records:
             for constant in (record.constants or ()) if record is not None else ():
-                node_id = self.constant_ids.get(id(constant.tensor))
+                node_id = self.constant_ids.get(constant.key)
                 if node_id is not None:
                     tensors[node_id] = constant.tensor
         return tensors
