@@ -145,16 +145,15 @@ class QuickSummary:
     A tensor is often a view of one just before it (a view, transpose or reshape node
     passes its gradient on as a view; a view op's output), with the same numbers: the
     statistics of the last few tensors summarised (`_RECENT`) are remembered with a weak
-    reference to their storage, and a tensor over the same memory of the same storage
-    gets them without a second reduction, unless the memory was written in place since
-    (views share one version counter: an in-place op on any of them, or autograd
-    accumulating a gradient in place, moves it on). The weak reference keeps nothing
-    alive, and tells when the storage died (its memory may then hold another tensor).
+    reference to the tensor, and a tensor over the same memory while it lives gets them
+    without a second reduction, unless the memory was written in place since (views share
+    one version counter: an in-place op on any of them, or autograd accumulating a
+    gradient in place, moves it on). The weak reference keeps nothing alive.
     """
 
     def __init__(self, max_values: int = DEFAULT_MAX_VALUES) -> None:
         self.max_values = max_values
-        # memory -> (its summary, a weak reference to its storage, its version then)
+        # memory -> (its summary, a weak reference to the tensor, its version then)
         self._recent: dict[Hashable, tuple[TensorData, weakref.ref, int]] = {}
 
     def summarise(self, t: torch.Tensor) -> TensorData | None:
@@ -189,16 +188,15 @@ class QuickSummary:
         if known is not None:
             return known
         data = _reduced(t)
-        self._remember(span, data, t, _storage(t))
+        self._remember(span, data, t)
         return data
 
     def _plain(self, t: torch.Tensor, numel: int) -> TensorData:
         """`summarise` for a plain real CPU tensor, with `_span`, `known` and `_reduced`
         inline: this runs once per op and per node of a pass."""
         span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
-        storage = t.untyped_storage()
         recent = self._recent.get(span)
-        if recent is not None and recent[2] == _safe_version(t) and recent[1]() is storage:
+        if recent is not None and recent[2] == _safe_version(t) and recent[1]() is not None:
             return _with_shape(recent[0], t)
         d = t.detach()  # a detached alias: the reductions build no graph
         try:
@@ -217,21 +215,22 @@ class QuickSummary:
                 data = _reduced(t)
         except Exception:
             data = _reduced(t)  # says what it can
-        self._remember(span, data, t, storage)
+        self._remember(span, data, t)
         return data
 
-    def _remember(
-        self, span: Hashable, data: TensorData, t: torch.Tensor, storage: Any | None
-    ) -> None:
+    def _remember(self, span: Hashable, data: TensorData, t: torch.Tensor) -> None:
         version = _safe_version(t)
-        if version is None or storage is None:  # (an inference tensor has no version)
+        if version is None:  # (an inference tensor has no version)
             return
         try:
-            # A weak reference to the storage: torch keeps a storage's Python object
-            # exactly as long as the storage, so it keeps no memory alive and dies with
-            # it. Where that would not hold, it only dies early: a second reduction,
-            # never a wrong summary.
-            ref = weakref.ref(storage)
+            # A weak reference to the tensor: while it lives, its memory holds its numbers
+            # (so a tensor over the same memory is a view of it, not a stranger at a reused
+            # address); it keeps nothing alive. Not the storage's: a storage's Python
+            # object, once made, counts as one more owner of it for as long as it lives,
+            # and the engine adds a gradient into another in place only when it has no
+            # other owner (tracing would change the sign of a zero sum). It may die before
+            # its memory does: then a second reduction, never a wrong summary.
+            ref = weakref.ref(t)
         except TypeError:
             return
         recent = self._recent
@@ -248,8 +247,8 @@ class QuickSummary:
         recent = self._recent.get(span)
         if recent is None:
             return None
-        data, storage, version = recent
-        if version != _safe_version(t) or storage() is not _storage(t):
+        data, first, version = recent
+        if version != _safe_version(t) or first() is None:
             return None  # written in place since, or other memory at the same address
         return _with_shape(data, t)
 
@@ -398,8 +397,8 @@ class Summariser:
     def add_now(self, t: torch.Tensor) -> Hashable:
         """Like `add`, for a tensor tracer must not keep alive (a gradient, inside autograd's
         engine; a tensor a node saved for backward): summarised at once unless small and
-        plain (see `QuickSummary`), and then kept as `kept_alias` says. Never raises: it
-        runs inside the user's backward."""
+        plain (see `QuickSummary`), and then a copy is kept (see `_now`). Never raises:
+        it runs inside the user's backward."""
         try:
             # Hidden from every mode, ours or the user's (one context for all the calls).
             if torch._C._len_torch_dispatch_stack():
@@ -419,9 +418,19 @@ class Summariser:
         return key
 
     def _now(self, t: torch.Tensor) -> tuple[TensorData | None, torch.Tensor]:
-        """`t`'s summary taken now, or None and what to keep of it (see `kept_alias`)."""
+        """`t`'s summary taken now, or None and a copy of it to keep for `run`.
+
+        A copy, not an alias: the engine adds a second gradient into the first in place
+        only when nothing else shares the first one's memory, and out of place otherwise,
+        which can differ in the last bit (the sign of a zero sum: -0.0 + 0.0 is 0.0 in
+        place, while a zero tensor added out of place leaves -0.0). A ZeroTensor has no
+        memory to share and is never added into in place: it is kept as it is."""
         data = self.quick.summarise(t)
-        return data, (_alias(t, self.max_values) if data is None else t)
+        if data is not None:
+            return data, t
+        if t._is_zerotensor() or t.layout != torch.strided or t.is_meta:
+            return None, t.detach()
+        return None, t.detach().clone()
 
     @property
     def results(self) -> Mapping[Hashable, TensorData]:
@@ -571,13 +580,6 @@ def _span(t: torch.Tensor) -> Hashable:
 
 def _function_modes() -> int:
     return torch._C._len_torch_function_stack()
-
-
-def _storage(t: torch.Tensor) -> torch.UntypedStorage | None:
-    try:
-        return t.untyped_storage()
-    except Exception:
-        return None
 
 
 def _safe_version(t: torch.Tensor) -> int | None:
