@@ -732,3 +732,16 @@ def test_the_users_dispatch_mode_sees_no_call_of_tracers() -> None:
 
     assert program(True) == program(False)
     assert_nothing_left()
+
+
+def test_a_complex_zero_tensor_is_summarised_without_a_warning() -> None:
+    from tracer.record.summary import Summariser
+
+    zeros = torch._efficientzerotensor((3,), dtype=torch.complex64)
+    summary = Summariser()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Casting complex values to real discards ..."
+        key = summary.add(zeros)
+        summary.run()
+    data = summary.results[key]
+    assert (data.norm, data.min, data.max) == (0.0, 0.0, 0.0) and data.note is None

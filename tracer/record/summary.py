@@ -87,8 +87,8 @@ def _readable(t: torch.Tensor) -> torch.Tensor:
     if t.dtype in _REAL and not t.is_neg() and not t._is_zerotensor():
         return t  # the common case (we run under no_grad: no detach needed)
     d = t.detach()
-    if d._is_zerotensor():
-        return torch.zeros(d.shape, dtype=d.dtype, device=d.device)
+    if d._is_zerotensor():  # then as any tensor of zeros (a complex one: its parts)
+        d = torch.zeros(d.shape, dtype=d.dtype, device=d.device)
     if d.is_conj():
         d = d.resolve_conj()
     if d.is_neg():
