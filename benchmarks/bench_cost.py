@@ -10,8 +10,9 @@ first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The
 - transformer: a 24-layer nn.TransformerEncoder (d_model 64, 4 heads, ff 128, batch 4×32,
   ~1,800 backward nodes), one training step's forward + backward (gradients reset first),
   traced / plain: with forward values (the default) and with `values=False` (structure
-  and gradients only); and, for reference, the floors of any Python recorder: the graph
-  walked and a pre-hook on every node, doing nothing or reducing each arriving gradient.
+  and gradients only); the floors of any Python recorder: the graph walked and a pre-hook
+  on every node, doing nothing or reducing each arriving gradient; tracer against the
+  second floor (the targets); and the forward pass alone, traced with values / untraced.
 - dot: DOT text of that graph, ours / torchviz's `make_dot(...).source`, in the slide view
   (vs plain make_dot) and the full view (vs make_dot(show_attrs=True, show_saved=True)).
 - startup: `trace exercise-a --out a.svg`, `trace --help`, `trace list` / `python -c
@@ -130,9 +131,23 @@ def bench_transformer() -> None:
 
         return run
 
+    # The forward pass alone (the loss made, no backward), untraced and with values: what
+    # the forward recorder costs.
+    def forward(traced: bool) -> Callable[[], None]:
+        def run() -> None:
+            if traced:
+                with tracer.trace():
+                    model(X).square().mean()
+            else:
+                model(X).square().mean()
+
+        return run
+
     t = interleaved(
         {
             "plain": plain,
+            "forward": forward(False),
+            "forward traced": forward(True),
             "values": traced(True),
             "structure": traced(False),
             "hooks": floor(reduce=False),
@@ -143,11 +158,16 @@ def bench_transformer() -> None:
         model(X).square().mean().backward()
     nodes = len(tr.graphs[0].nodes)
     print(f"transformer: 24 layers, {nodes} backward nodes, plain {t['plain'] * 1e3:.0f} ms")
-    row("traced / plain, with forward values (the default)", t["values"] / t["plain"], "≤ 2")
-    row("traced / plain, values=False (structure, gradients)", t["structure"] / t["plain"], "≤ 1.3")
+    row("traced / plain, with forward values (the default)", t["values"] / t["plain"], "-")
+    row("traced / plain, values=False (structure, gradients)", t["structure"] / t["plain"], "-")
     print("  floors, without tracer: a walk and a pre-hook on every node, which")
     row("  does nothing / plain", t["hooks"] / t["plain"], "-")
     row("  reduces each arriving gradient / plain", t["reductions"] / t["plain"], "-")
+    # The targets are set against the floor any Python recorder of exact gradient
+    # statistics pays (the second floor), measured in this same run.
+    row("traced / the floor, with forward values", t["values"] / t["reductions"], "≤ 1.3")
+    row("traced / the floor, values=False", t["structure"] / t["reductions"], "≤ 1.1")
+    row("its forward alone, with values / untraced", t["forward traced"] / t["forward"], "≤ 1.3")
 
 
 def bench_dot() -> None:
@@ -227,7 +247,7 @@ def bench_chain() -> None:
             tr.render(Path(tmp) / f"chain.{suffix}")
             seconds[suffix] = time.perf_counter() - start
     print(f"chain: {CHAIN:,} ops ({len(tr.graphs[0].nodes):,} nodes), plain {t['plain']:.2f} s")
-    row("traced / plain", t["traced"] / t["plain"], "≤ 5")
+    row("traced / plain", t["traced"] / t["plain"], "≤ 4")
     row("writing .dot", seconds["dot"], "≤ 5 s", " s")
     row("writing .json", seconds["json"], "≤ 5 s", " s")
 
