@@ -745,3 +745,20 @@ def test_a_complex_zero_tensor_is_summarised_without_a_warning() -> None:
         summary.run()
     data = summary.results[key]
     assert (data.norm, data.min, data.max) == (0.0, 0.0, 0.0) and data.note is None
+
+
+def test_a_zero_gradient_stays_a_zero_tensor_with_torchs_error() -> None:
+    def program(traced: bool) -> Any:
+        x = torch.tensor([1.0, -2.0, 0.0], requires_grad=True)
+        with maybe_traced(traced):
+            (g,) = torch.autograd.grad(torch.sgn(x * 1).sum(), x)
+            zero = g._is_zerotensor()
+            try:
+                g.add_(1)
+            except RuntimeError as e:
+                return zero, str(e)
+        return zero, None
+
+    how, (zero, error) = same_for_the_user(program)
+    assert how == "returned" and zero and error is not None
+    assert "ZeroTensors are immutable" in error
