@@ -1,7 +1,7 @@
 // The stepper page: steps through a backward pass recorded by tracer.
 //
 // Plain data in, nothing computed: the JSON (#tracer-data) holds every text the page shows,
-// formatted in Python by tracer.report; the SVG is Graphviz's picture of the recording, whose
+// formatted in Python by tracer.view.text; the SVG is Graphviz's picture of the recording, whose
 // nodes carry <title>g0n3</title> (graph 0, node 3) and edges <title>g0n1->g0n2</title>
 // (seed edges start at g0seed{root}). This script shows, hides and highlights. Every text
 // from the data is put in with textContent, never as markup.
