@@ -281,3 +281,31 @@ def test_integer_and_bool_tensors_read_as_torch_prints_them() -> None:
     dot = render_dot(t.recording)
     assert "[0, 2]" in dot and "[True, False, True]" in dot
     assert "[0.0000, 2.0000]" not in dot
+
+
+def test_an_edge_whose_gradient_was_summed_or_gathered_says_how() -> None:
+    from tracer.view.text import edge_note
+
+    torch.manual_seed(0)
+    X = torch.randn(4, 3)
+    b = torch.randn(3, requires_grad=True)
+    c = torch.randn(4, 1, requires_grad=True)
+    table = torch.nn.Embedding(10, 2)
+    with tracer.trace() as t:
+        h = X + b  # b broadcast over the rows
+        k = h * c  # c broadcast over the columns
+        e = table(torch.tensor([[1, 2, 2, 5]]))
+        (k.sum() + e.sum()).backward()
+    graph = t.graphs[0]
+    notes = {
+        graph.nodes[edge.dst].name: edge_note(edge, graph)
+        for edge in graph.edges
+        if edge_note(edge, graph)
+    }
+    assert notes == {
+        "b": "summed over dim 0: [4, 3] → [3]",
+        "c": "summed over dim 1: [4, 3] → [4, 1]",
+        "table.weight": "4 rows added into 10",
+    }
+    dot = render_dot(t.recording)
+    assert all(note is not None and note in dot for note in notes.values())

@@ -49,6 +49,7 @@ from tracer.view.text import (
     check_badge,
     check_line,
     checks_brief,
+    edge_note,
     format_tensor,
     graph_title,
     module_title,
@@ -447,11 +448,22 @@ def _edge_attributes(edge: Edge, drawn: Drawn, brief: bool = False) -> str:
         return 'color="#555555"'
     colour = PROBLEM if bad_gradient(grad) else GRAD_COLOUR
     # One f-string for the whole (see the module docstring).
+    note = edge_note(edge, drawn.graph)
+    how = "" if note is None else _edge_note_row(note)
     return (
         f'color="{colour}" fontcolor="{colour}" label={_EDGE_LABEL}'
-        f"{_slot_head(slot_name(edge, drawn.edges))}"
+        f"{_slot_head(slot_name(edge, drawn.edges))}{how}"
         f'<TR><TD ALIGN="LEFT" BALIGN="LEFT"><FONT COLOR="{colour}">{_tensor_html(grad, brief)}'
         "</FONT></TD></TR></TABLE></TD></TR></TABLE>>"
+    )
+
+
+@lru_cache(maxsize=1024)
+def _edge_note_row(note: str) -> str:
+    """The row saying how the chain rule reshaped an edge's gradient (see edge_note)."""
+    return (
+        f'<TR><TD ALIGN="LEFT"><FONT FACE="Helvetica" POINT-SIZE="9" COLOR="{FORMULA_COLOUR}">'
+        f"{text(note)}</FONT></TD></TR>"
     )
 
 

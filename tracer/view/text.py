@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
-from tracer.model.graph import Graph, ModuleCall, Node, UnrecordedPasses
+from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
 
 # Characters that cannot be shown as themselves: control characters, and lone surrogates
@@ -307,6 +307,47 @@ def unrecorded_text(entry: UnrecordedPasses, where: str | None) -> str:
         f"{count} inside torch.func{at} {verb} not recorded: a transform (grad, vjp, "
         "jacrev, hessian, ...) differentiates wrapped tensors of its own, not the program's graph"
     )
+
+
+# Backward ops that sum a gradient over the dimensions their forward broadcast (or
+# expanded): an input's gradient smaller than the one that arrived was summed to its shape.
+_BROADCASTING = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Where", "Maximum", "Minimum", "Expand", "Atan2",
+    "Hypot", "Lerp", "Clamp", "Addcmul", "Addcdiv", "Fmod", "Remainder", "Xlogy",
+)  # fmt: skip
+# Backward ops that add rows of the gradient that arrived into the rows of their input.
+_GATHERING = ("EmbeddingBackward", "IndexBackward", "EmbeddingBagBackward")
+
+
+def edge_note(edge: Edge, graph: Graph) -> str | None:
+    """What the chain rule did to the gradient on its way down this edge, when its shape
+    changed: "summed over dim 0: [4, 3] → [3]" (a broadcast in the forward pass), or
+    "8 rows added into 10" (an embedding or index backward); None otherwise."""
+    if edge.grad is None:
+        return None
+    sender = graph.nodes[edge.src]
+    arrived = next((g for g in sender.grads if g is not None), None)
+    if sender.kind != "op" or arrived is None:
+        return None
+    before, after = arrived.shape, edge.grad.shape
+    if before == after:
+        return None
+    op = sender.op
+    if op.startswith(_GATHERING):
+        if len(before) >= 1 and len(after) >= 1 and before[-1:] == after[-1:] and len(after) == 2:
+            rows = math.prod(before[:-1])
+            return f"{rows:,} row{'s' if rows != 1 else ''} added into {after[0]:,}"
+        return f"{math.prod(before):,} values added into {math.prod(after):,}"
+    if not op.startswith(_BROADCASTING) or len(after) > len(before):
+        return None
+    padded = (1,) * (len(before) - len(after)) + after
+    if any(a not in (1, b) for a, b in zip(padded, before, strict=True)):
+        return None  # not a broadcast's reduction
+    dims = [i for i, (a, b) in enumerate(zip(padded, before, strict=True)) if a == 1 and b != 1]
+    if not dims:
+        return None
+    which = f"dim {dims[0]}" if len(dims) == 1 else "dims " + ", ".join(map(str, dims))
+    return f"summed over {which}: {shape_text(before)} → {shape_text(after)}"
 
 
 def node_title(node: Node) -> str:
