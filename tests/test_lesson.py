@@ -248,3 +248,32 @@ def test_equal_and_isclose_on_an_intermediate_are_one_check() -> None:
     (check,) = t.checks
     assert check.name == "h" and check.ways == (How.EQUAL, How.ISCLOSE) and check.passed
     assert check.node is not None and t.graphs[0].nodes[check.node].name == "h"
+
+
+def test_a_check_of_a_missing_gradient_says_why_it_is_missing() -> None:
+    import warnings
+
+    x = torch.tensor([1.0, 2.0], requires_grad=True)
+    unused = torch.tensor([3.0], requires_grad=True)
+    frozen = torch.tensor([1.0, 1.0])
+    with tracer.trace() as t, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's own, on reading a non-leaf's .grad
+        early = tracer.check(x, torch.ones(2), quiet=True)
+        y = x * 2
+        (y * frozen).sum().backward()
+        checks = [
+            tracer.check(y, torch.ones(2), quiet=True),
+            tracer.check(frozen, torch.ones(2), quiet=True),
+            tracer.check(unused, torch.ones(1), quiet=True),
+        ]
+    assert early.problem == "x.grad is None: no backward pass has run yet"
+    assert [c.problem for c in checks] == [
+        "y.grad is None: y is not a leaf (made by MulBackward0); call y.retain_grad() "
+        "before backward",
+        "frozen.grad is None: frozen does not require grad (made without requires_grad=True, "
+        "under torch.no_grad(), or by .detach() or .data)",
+        "unused.grad is None: unused does not reach what backward pass 1 differentiated "
+        "(is it used in the loss?)",
+    ]
+    assert not any(c.passed for c in (early, *checks))
+    assert t.recording.passed is False

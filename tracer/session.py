@@ -29,7 +29,13 @@ import torch.autograd
 from torch.autograd.graph import GradientEdge
 
 from tracer.checks.compare import compare
-from tracer.checks.comparisons import gradient_of, judge, oracle, user_comparison
+from tracer.checks.comparisons import (
+    gradient_of,
+    judge,
+    oracle,
+    user_comparison,
+    why_no_gradient,
+)
 from tracer.checks.manual import Deciding, Recogniser
 from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
@@ -402,6 +408,10 @@ class Trace:
         node = None
         if of_tensor is not None and self._latest_nodes is not None and after:
             node = self._latest_nodes.node_of(of_tensor)
+        no_gradient = None
+        if grad is None and of_tensor is not None:
+            in_latest = None if self._latest_nodes is None else node is not None
+            no_gradient = why_no_gradient(of_tensor, name, after, in_latest)
         result = judge(
             self.recording,
             name,
@@ -413,6 +423,7 @@ class Trace:
             how=how,
             verdict=verdict,
             node=node,
+            no_gradient=no_gradient,
         )
         if made is not None and made[0]() is manual:
             index = made[1]
@@ -555,7 +566,12 @@ def check(
             None,
         )
     manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
-    result = compare(name or "input", tensor.grad, manual, rtol=rtol, atol=atol)
+    no_gradient = None
+    if tensor.grad is None:  # outside a trace: what passes ran is not known
+        no_gradient = why_no_gradient(tensor, name or "the tensor", 1, None)
+    result = compare(
+        name or "input", tensor.grad, manual, rtol=rtol, atol=atol, no_gradient=no_gradient
+    )
     result = replace(result, how=how)
     if not quiet:
         print(format_check(result))

@@ -45,8 +45,10 @@ def compare(
     atol: float | None = None,
     max_values: int = DEFAULT_MAX_VALUES,
     of: str | None = None,
+    no_gradient: str | None = None,
 ) -> Check:
-    """Compare `grad` (autograd's) with `manual` elementwise, as `torch.allclose` would."""
+    """Compare `grad` (autograd's) with `manual` elementwise, as `torch.allclose` would.
+    `no_gradient` says why there is none, when `grad` is None and the caller knows."""
     manual = manual.detach()
     default_rtol, default_atol = tolerances(manual.dtype)
     rtol = default_rtol if rtol is None else rtol
@@ -59,7 +61,9 @@ def compare(
         return Check(name, autograd, manual_data, inf, inf, None, rtol, atol, False, problem, of)
 
     if grad is None:
-        return failed("autograd gave no gradient (is requires_grad set, and did backward run?)")
+        return failed(
+            no_gradient or "autograd gave no gradient (is requires_grad set, and did backward run?)"
+        )
     grad = grad.detach()
     if grad.shape != manual.shape:
         return failed(

@@ -27,6 +27,32 @@ from tracer.record.names import in_torch, is_user_name, namespaces, outward, use
 GradResults = Mapping[int, tuple[weakref.ref, str]]
 
 
+def why_no_gradient(t: torch.Tensor, name: str, passes: int, in_latest: bool | None) -> str:
+    """Why `t.grad` is None, in words a student can act on. `passes`: how many backward
+    passes ran; `in_latest`: whether `t` is in the latest one (None: not known)."""
+    if not (t.is_floating_point() or t.is_complex()):
+        dtype = str(t.dtype).removeprefix("torch.")
+        return f"{name} is {dtype}: only floating-point and complex tensors have gradients"
+    if t.grad_fn is not None and not t.retains_grad:
+        return (
+            f"{name}.grad is None: {name} is not a leaf (made by {type(t.grad_fn).__name__}); "
+            f"call {name}.retain_grad() before backward"
+        )
+    if not t.requires_grad:
+        return (
+            f"{name}.grad is None: {name} does not require grad (made without "
+            "requires_grad=True, under torch.no_grad(), or by .detach() or .data)"
+        )
+    if passes == 0:
+        return f"{name}.grad is None: no backward pass has run yet"
+    if in_latest is False and t.grad_fn is None:
+        return (
+            f"{name}.grad is None: {name} does not reach what backward pass {passes} "
+            "differentiated (is it used in the loss?)"
+        )
+    return f"{name}.grad is None: autograd gave it no gradient"
+
+
 def judge(
     recording: Recording,
     name: str,
@@ -39,6 +65,7 @@ def judge(
     how: How = How.CHECK,
     verdict: bool | None = None,
     node: int | None = None,
+    no_gradient: str | None = None,
 ) -> Check:
     """The check of `grad` against `manual`, made after the recording's passes so far, of
     the latest pass's output; `verdict`, when given, is the one the user's code saw;
@@ -48,7 +75,16 @@ def judge(
     if passes:
         last = passes[-1]
         of = last.node(last.roots[0]).name
-    result = compare(name, grad, manual, rtol=rtol, atol=atol, max_values=max_values, of=of)
+    result = compare(
+        name,
+        grad,
+        manual,
+        rtol=rtol,
+        atol=atol,
+        max_values=max_values,
+        of=of,
+        no_gradient=no_gradient,
+    )
     passed = result.passed if verdict is None else verdict
     return replace(result, after=len(passes), how=how, passed=passed, node=node)
 
