@@ -4,6 +4,9 @@ each comparison a check on the node it concerns, once."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 import tracer
@@ -277,3 +280,46 @@ def test_a_check_of_a_missing_gradient_says_why_it_is_missing() -> None:
     ]
     assert not any(c.passed for c in (early, *checks))
     assert t.recording.passed is False
+
+
+def test_a_backward_broken_by_an_in_place_change_is_explained_and_unchanged() -> None:
+    def program() -> None:
+        a = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+        b = a.sigmoid()
+        b.mul_(2)
+        b.sum().backward()
+
+    with pytest.raises(RuntimeError) as untraced:
+        program()
+    with tracer.trace() as t, pytest.raises(RuntimeError) as traced:
+        program()
+    assert str(traced.value) == str(untraced.value)  # the user's error, as it was
+    explained = t.explain(traced.value)
+    assert explained is not None
+    assert (explained.name, explained.op, explained.needed_by) == ("b", "mul_", "SigmoidBackward0")
+    assert explained.where is not None and explained.where[0] == __file__
+    assert (explained.expected, explained.actual) == (0, 1)
+    assert t.explain(untraced.value) is None
+
+
+def test_trace_run_names_the_in_place_change_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    script = tmp_path / "inplace.py"
+    script.write_text(
+        "import torch\n"
+        "a = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)\n"
+        "b = a.sigmoid()\n"
+        "b.mul_(2)\n"
+        "b.sum().backward()\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["run", str(script), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {script}:5: RuntimeError: b was changed in place by mul_ at {script}:4 after "
+        "SigmoidBackward0 saved it for backward (version 0, now 1): change a copy "
+        "(b.clone()), or make the change before the op that saves it"
+    ]

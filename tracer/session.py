@@ -15,6 +15,7 @@ on untraced: tracing must never break the program it watches.
 from __future__ import annotations
 
 import contextvars
+import re
 import sys
 import threading
 import weakref
@@ -40,6 +41,7 @@ from tracer.checks.manual import Deciding, Recogniser
 from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
+from tracer.model.explain import InPlaceError
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
@@ -49,7 +51,7 @@ from tracer.record.interception import busy, close_trace, current_trace, open_tr
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import Names, is_user_name, namespaces, user_frame
 from tracer.record.summary import QuickSummary
-from tracer.view.text import format_check
+from tracer.view.text import format_check, node_title
 
 # When the recogniser of manual results acts: before a pass is recorded, after, at the end.
 Moment = Literal["before", "after", "close"]
@@ -70,6 +72,13 @@ _next_sequence_nr: Callable[[], int] = torch.autograd._get_sequence_nr  # this t
 def _all_on_cpu(roots: list[Any]) -> bool:
     """Whether the roots are CPU tensors (a GradientEdge root says nothing of its device)."""
     return all(isinstance(r, torch.Tensor) and r.device.type == "cpu" for r in roots)
+
+
+_BACKWARD_SUFFIX = re.compile(r"Backward\d*$")
+# torch's message when a tensor a node saved was changed in place before the node ran.
+_VERSION_ERROR = re.compile(
+    r"which is output (\d+) of (\w+), is at version (\d+); expected version (\d+)"
+)
 
 
 def _inside_torch_func(roots: list[Any]) -> bool:
@@ -106,6 +115,8 @@ class Trace:
         self._names = Names()  # the variable names the user's code gave
         self._origins = BackwardOrigins()  # which create_graph=True pass made a node
         self._latest_nodes: NodeFinder | None = None  # the nodes of the latest pass
+        # The latest error explained, by its id (see `explain`).
+        self._explained: tuple[int, InPlaceError] | None = None
         # One check per (gradient's name, manual result, pass): the index of each in
         # recording.checks, with the manual result (weakly: its id is the key).
         self._made_checks: dict[tuple[str, int, int], tuple[weakref.ref, int]] = {}
@@ -267,6 +278,9 @@ class Trace:
                 first = _next_sequence_nr()
                 try:
                     result = engine(t_outputs, *args, **kwargs)
+                except RuntimeError as e:  # the user's error, unchanged; explained if we can
+                    self._explain_inplace(e, capture)
+                    raise
                 finally:
                     capture.unhook()  # whatever raised: nothing of ours stays in the graph
                 made = (first, _next_sequence_nr(), _all_on_cpu(roots) and capture.on_cpu())
@@ -353,6 +367,54 @@ class Trace:
             self.recording.graphs.append(graph)
             self._latest_nodes = capture.nodes
             self._recognise("after", number)
+
+    # -- errors explained ---------------------------------------------------------------
+
+    def _explain_inplace(self, error: RuntimeError, capture: GraphCapture) -> None:
+        """A backward that failed because a saved tensor was changed in place: which
+        tensor, by which op at which line, and which node needed it (see `explain`)."""
+        try:
+            found = _VERSION_ERROR.search(str(error))
+            if found is None:
+                return
+            output, producer = int(found[1]), found[2]
+            actual, expected = int(found[3]), int(found[4])
+            recorder = self.forward_recorder
+            change = None
+            for entry in reversed(recorder.inplace if recorder is not None else ()):
+                # torch names the node by its op ("Sigmoid") or its class ("...Backward0")
+                made_by = entry.made_by
+                if (
+                    producer in (made_by, _BACKWARD_SUFFIX.sub("", made_by))
+                    and entry.output == output
+                ):
+                    if expected < entry.version <= actual:
+                        change = entry
+                        break
+            needer = capture.last_ran()
+            tensor = None if change is None else change.tensor()
+            name = None if tensor is None else self.name_of(tensor)
+            self._explained = (
+                id(error),
+                InPlaceError(
+                    name=name,
+                    op=None if change is None else change.op,
+                    where=None if change is None else change.where,
+                    made_by=producer,
+                    needed_by=None if needer is None else node_title(needer),
+                    expected=expected,
+                    actual=actual,
+                ),
+            )
+        except Exception as e:  # tracer's problem, never the user's
+            self.warn(f"an in-place error was not explained ({type(e).__name__}: {e})")
+
+    def explain(self, error: BaseException) -> InPlaceError | None:
+        """What tracer can say of an error the traced code raised, beyond its message
+        (a backward failing on an in-place change), or None."""
+        if self._explained is None or self._explained[0] != id(error):
+            return None
+        return self._explained[1]
 
     # -- checks ------------------------------------------------------------------------
 

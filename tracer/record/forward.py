@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch.overrides import (
@@ -42,6 +44,7 @@ from torch.overrides import (
 
 from tracer.model.check import How
 from tracer.record.modules import ModuleTracker
+from tracer.record.names import user_frame
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
 from tracer.record.summary import QuickSummary, compact_copy, kept_alias
 
@@ -75,6 +78,40 @@ FAST_PATH_MODULES = (
     torch.nn.TransformerEncoderLayer,
     torch.nn.TransformerEncoder,
 )
+
+
+class InPlace(NamedTuple):
+    """An in-place op the user's code ran on a tensor that was part of a graph: what a
+    backward failing on its version counter is explained with (tracer.session)."""
+
+    op: str  # "mul_", "__setitem__"
+    made_by: str  # the tensor's grad_fn class before the op: "SigmoidBackward0"
+    output: int  # which output of that node the tensor was
+    version: int  # the tensor's version after the op
+    tensor: weakref.ref  # the tensor (for its name)
+    where: tuple[str, int] | None  # the user's line: (file name as in the code, line)
+
+
+# How many in-place ops a trace remembers (the latest; a training loop makes many).
+INPLACE_KEPT = 256
+_INPLACE_NAMES: dict[Any, str | None] = {}
+
+
+def _inplace_name(func: Any) -> str | None:
+    """The name of `func` when it changes its first argument in place, else None."""
+    try:
+        return _INPLACE_NAMES[func]
+    except (KeyError, TypeError):
+        pass
+    name = getattr(func, "__name__", "")
+    found = name if (name.endswith("_") and not name.endswith("__")) else None
+    if name in ("__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ipow__"):
+        found = name
+    try:
+        _INPLACE_NAMES[func] = found
+    except TypeError:  # an unhashable callable
+        pass
+    return found
 
 
 def records_nothing(module: torch.nn.Module, args: tuple) -> bool:
@@ -124,6 +161,7 @@ class ForwardRecorder(TorchFunctionMode):
         self.warn = warn
         self._aside = _Aside()
         self.closed = False  # closed from another thread: inert where it is left
+        self.inplace: deque[InPlace] = deque(maxlen=INPLACE_KEPT)  # the latest, in order
 
     # -- stepping aside for module calls that record nothing (see the module docstring) --
 
@@ -180,7 +218,16 @@ class ForwardRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        changed = _inplace_name(func)
+        before = None
+        if changed is not None and args and isinstance(args[0], torch.Tensor):
+            with torch._C.DisableTorchFunction():
+                fn = args[0].grad_fn
+                if fn is not None:
+                    before = (type(fn).__name__, args[0].output_nr)
         out = func(*args, **kwargs)
+        if before is not None:
+            self._note_inplace(changed, before, args[0])
         if self.closed or torch.compiler.is_compiling() or torch._C._is_tracing():
             # Inside torch.compile's or torch.jit.trace's tracing (under a mode of the
             # user's, where the recorder cannot step aside): record nothing, change
@@ -196,6 +243,17 @@ class ForwardRecorder(TorchFunctionMode):
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
         return out
+
+    def _note_inplace(self, op: Any, before: tuple[str, int], t: torch.Tensor) -> None:
+        try:
+            with torch._C.DisableTorchFunction():
+                user = user_frame(sys._getframe(2))
+                where = None if user is None else (user.f_code.co_filename, user.f_lineno)
+                self.inplace.append(
+                    InPlace(op, before[0], before[1], t._version, weakref.ref(t), where)
+                )
+        except Exception as e:  # tracer's problem, never the user's
+            self.warn(f"an in-place op was not recorded ({type(e).__name__}: {e})")
 
     def note_forward(self, out: Any, args: tuple, kwargs: dict) -> None:
         """Keep each output's value on its node, and which inputs needing no grad it took."""

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
+from tracer.model.explain import InPlaceError
 from tracer.model.graph import UnrecordedPasses
 from tracer.model.location import Location, Locator, error_location, is_user_file
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.model.passes import Pass, passes
+from tracer.view.text import inplace_error_text
 
 _FREED_GRAPH = "Trying to backward through the graph a second time"
 
@@ -70,8 +72,11 @@ def _text(value: object, fallback: str) -> str:
         return fallback
 
 
-def describe_error(error: BaseException, locate: Locator) -> str:
-    """One line: where in the user's code, and what went wrong."""
+def describe_error(
+    error: BaseException, locate: Locator, explained: InPlaceError | None = None
+) -> str:
+    """One line: where in the user's code, and what went wrong (`explained`: what the
+    trace could say of it, see tracer.session.Trace.explain)."""
     kind = type(error).__name__
     if isinstance(error, SyntaxError) and error.filename:
         place = locate(error.filename, error.lineno or 0)
@@ -86,6 +91,9 @@ def describe_error(error: BaseException, locate: Locator) -> str:
         except BaseException:
             code = f"<unprintable {type(error.code).__name__}>"
         return f"{prefix}the code called exit({code})"
+    if explained is not None:
+        at = None if explained.where is None else locate(*explained.where).spoken()
+        return f"{prefix}{kind}: {inplace_error_text(explained, at)}"
     text = _text(error, f"<unprintable {kind}>").strip()
     if isinstance(error, RuntimeError) and _FREED_GRAPH in text:
         return (
@@ -144,7 +152,7 @@ def run_traced(
         except Stopped as e:
             raised, error, exit_code = e, e.message, e.exit_code
         except BaseException as e:  # the user's code may raise anything, GeneratorExit too
-            raised, error = e, describe_error(e, locate)
+            raised, error = e, describe_error(e, locate, t.explain(e))
     if os.getpid() != process:
         end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
+from tracer.model.explain import InPlaceError
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
 
@@ -348,6 +349,20 @@ def edge_note(edge: Edge, graph: Graph) -> str | None:
         return None
     which = f"dim {dims[0]}" if len(dims) == 1 else "dims " + ", ".join(map(str, dims))
     return f"summed over {which}: {shape_text(before)} → {shape_text(after)}"
+
+
+def inplace_error_text(error: InPlaceError, where: str | None) -> str:
+    """ "b was changed in place by mul_ at train.py:4 after SigmoidBackward0 saved it for
+    backward (version 0, now 1): …"; `where`: the in-place op's line."""
+    name = error.name or f"an output of {error.made_by}"
+    by = f" by {error.op}" if error.op else ""
+    at = f" at {where}" if where else ""
+    saver = error.needed_by or "a node"
+    return (
+        f"{name} was changed in place{by}{at} after {saver} saved it for backward (version "
+        f"{error.expected}, now {error.actual}): change a copy ({name}.clone()), or make "
+        "the change before the op that saves it"
+    )
 
 
 def node_title(node: Node) -> str:

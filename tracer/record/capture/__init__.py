@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch.autograd.graph import GradientEdge
 
-from tracer.model.graph import Graph, GraphKind
+from tracer.model.graph import Graph, GraphKind, Node
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.record.capture.assemble import assemble
 from tracer.record.capture.flow import GradientFlow
@@ -112,6 +112,13 @@ class GraphCapture:
         """Hook the graph to record the gradient flow of the next backward (see `flow`)."""
         self._flow = GradientFlow(self._walk)
         self._flow.hook(every_edge)
+
+    def last_ran(self) -> Node | None:
+        """The node whose pre-hook fired last in this pass: the one running when the
+        engine raised (its pre-hook fires before it unpacks what it saved)."""
+        if self._flow is None or not self._flow.arrivals:
+            return None
+        return self._walk.nodes[self._flow.arrivals[-1][0]]
 
     def unhook(self) -> None:
         """Remove every hook (also when backward raised)."""
