@@ -175,3 +175,17 @@ def test_not_a_notebook(tmp_path: Path, text: str, expected: str) -> None:
     path = tmp_path / "bad.ipynb"
     path.write_text(text)
     assert expected in one_error_line(cli("notebook", path, "--out", tmp_path / "o"))
+
+
+def test_a_cells_in_place_error_is_explained(tmp_path: Path) -> None:
+    path = notebook(
+        tmp_path,
+        "import torch\na = torch.tensor([0.5, -1.0], requires_grad=True)\nb = a.sigmoid()",
+        "b.mul_(2)",
+        "b.sum().backward()",
+    )
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert one_error_line(result).startswith(
+        "error: cell 3, line 1: RuntimeError: b was changed in place by mul_ at cell 2, "
+        "line 1 after SigmoidBackward0 saved it for backward (version 0, now 1)"
+    )

@@ -25,7 +25,7 @@ from tracer.errors import TracerError
 from tracer.model.location import CELL_FILE, Locator
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.run.script import as_main, require_file
-from tracer.run.usercode import RunResult, Stopped, describe_error, exit_status, run_traced
+from tracer.run.usercode import Explain, RunResult, Stopped, describe_error, exit_status, run_traced
 
 
 def read_notebook(path: str | Path) -> Any:
@@ -173,7 +173,7 @@ def run_notebook(path: str | Path, *, capture: CaptureOptions = DEFAULT_CAPTURE)
 
     bound: dict[str, int] = {}  # name -> id of the tensor it held after the last cell
 
-    def body() -> None:
+    def body(explain: Explain) -> None:
         with _shell(path) as shell:
             for number, source in enumerate(cells, start=1):
                 shell.execution_count = number  # "Out[N]" and "<cell N>" name the code cell
@@ -186,7 +186,7 @@ def run_notebook(path: str | Path, *, capture: CaptureOptions = DEFAULT_CAPTURE)
                 status = exit_status(error) if isinstance(error, SystemExit) else 0
                 if isinstance(error, SystemExit) and status == 0:
                     return  # ends the run normally, as it ends a script
-                message = describe_error(error, locate)
+                message = describe_error(error, locate, explain(error))
                 if not message.startswith(f"cell {number}"):
                     message = f"cell {number}: {message}"  # raised outside the cell's lines
                 raise Stopped(message, status)

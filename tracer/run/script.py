@@ -27,7 +27,7 @@ from typing import Any
 from tracer.errors import TracerError
 from tracer.model.location import Locator
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
-from tracer.run.usercode import RunResult, run_traced
+from tracer.run.usercode import Explain, RunResult, run_traced
 
 
 def require_file(path: Path, what: str) -> None:
@@ -114,7 +114,7 @@ def run_script(
         raise TracerError(f"{path} is a notebook: use `trace notebook {path}`")
     locate = Locator(path)
 
-    def body() -> None:
+    def body(explain: Explain) -> None:
         cwd = os.getcwd()
         try:
             with as_main(given, args):

@@ -72,6 +72,11 @@ def _text(value: object, fallback: str) -> str:
         return fallback
 
 
+# What the trace can say of an error the user's code raised (tracer.session.Trace.explain):
+# handed to the code's runner, which describes its own errors (a notebook's cells).
+Explain = Callable[[BaseException], InPlaceError | None]
+
+
 def describe_error(
     error: BaseException, locate: Locator, explained: InPlaceError | None = None
 ) -> str:
@@ -130,7 +135,7 @@ def end_forked_child(raised: BaseException | None) -> NoReturn:
 def run_traced(
     source: Path,
     locate: Locator,
-    body: Callable[[], None],
+    body: Callable[[Explain], None],
     capture: CaptureOptions = DEFAULT_CAPTURE,
 ) -> RunResult:
     """Run `body` (which runs the user's code) under a trace; never raises for the code,
@@ -144,7 +149,7 @@ def run_traced(
     with Trace.with_options(capture) as t:
         try:
             with watching_prints():  # printed tensors: maybe manual results (tracer.checks.manual)
-                body()
+                body(t.explain)
         except SystemExit as e:
             raised, exit_code = e, exit_status(e)
             if exit_code:
