@@ -218,6 +218,11 @@ class ForwardRecorder(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if self.closed or torch.compiler.is_compiling() or torch._C._is_tracing():
+            # Inside torch.compile's or torch.jit.trace's tracing (under a mode of the
+            # user's, where the recorder cannot step aside): record nothing, change
+            # nothing, run no op the tracer would put in its graph.
+            return func(*args, **kwargs)
         changed = _inplace_name(func)
         before = None
         if changed is not None and args and isinstance(args[0], torch.Tensor):
@@ -228,11 +233,6 @@ class ForwardRecorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if before is not None:
             self._note_inplace(changed, before, args[0])
-        if self.closed or torch.compiler.is_compiling() or torch._C._is_tracing():
-            # Inside torch.compile's or torch.jit.trace's tracing (under a mode of the
-            # user's, where the recorder cannot step aside): record nothing, change
-            # nothing, run no op the tracer would put in its graph.
-            return out
         try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
                 how = COMPARISONS.get(func)

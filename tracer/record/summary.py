@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Hashable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, TypeVar
 
 import torch
 
@@ -29,6 +29,7 @@ from tracer.model.tensor import TensorData
 from tracer.record.quiet import quiet_torch
 
 _NAN = math.nan
+_T = TypeVar("_T")
 
 # How many tensors summarised at once are remembered (weakly), so that a view of one of
 # them arriving soon after is recognised (see `QuickSummary`).
@@ -320,13 +321,19 @@ def kept_alias(t: torch.Tensor, max_values: int) -> torch.Tensor:
     copy `compact_copy` makes. An alias, not `t` itself: holding `t` would count as a
     second owner of a gradient (AccumulateGrad adopts one as `.grad` only when it has no
     other owner). Hidden from every mode (ours, or the user's)."""
+    return _hidden(_alias, t, max_values)
+
+
+def _hidden(fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)`, hidden from every mode, ours or the user's (they see only the user's
+    calls). It runs once per op: no context is entered that is not needed."""
     if torch._C._len_torch_dispatch_stack():
         with quiet_torch():
-            return _alias(t, max_values)
+            return fn(*args)
     if _function_modes() and torch._C._is_torch_function_enabled():
         with torch._C.DisableTorchFunction():
-            return _alias(t, max_values)
-    return _alias(t, max_values)  # (once per op: no context entered that is not needed)
+            return fn(*args)
+    return fn(*args)
 
 
 def _alias(t: torch.Tensor, max_values: int) -> torch.Tensor:
@@ -339,13 +346,7 @@ def compact_copy(t: torch.Tensor, max_values: int) -> torch.Tensor | None:
     tensor takes (a row of a large matrix, a gradient's slice of a concatenation's):
     keeping `t`, or an alias of it, would keep all of that memory alive. None when `t`
     holds no more than its own numbers. Hidden from every mode."""
-    if torch._C._len_torch_dispatch_stack():
-        with quiet_torch():
-            return _compact(t, max_values)
-    if _function_modes() and torch._C._is_torch_function_enabled():
-        with torch._C.DisableTorchFunction():
-            return _compact(t, max_values)
-    return _compact(t, max_values)
+    return _hidden(_compact, t, max_values)
 
 
 def _compact(t: torch.Tensor, max_values: int) -> torch.Tensor | None:
@@ -400,15 +401,7 @@ class Summariser:
         plain (see `QuickSummary`), and then a copy is kept (see `_now`). Never raises:
         it runs inside the user's backward."""
         try:
-            # Hidden from every mode, ours or the user's (one context for all the calls).
-            if torch._C._len_torch_dispatch_stack():
-                with quiet_torch():
-                    data, t = self._now(t)
-            elif _function_modes() and torch._C._is_torch_function_enabled():
-                with torch._C.DisableTorchFunction():
-                    data, t = self._now(t)
-            else:
-                data, t = self._now(t)
+            data, t = _hidden(self._now, t)  # one context for all of its calls
         except Exception:  # an odd tensor: `run` says what it can of it
             data = None
         if data is None:
