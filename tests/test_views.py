@@ -309,3 +309,24 @@ def test_an_edge_whose_gradient_was_summed_or_gathered_says_how() -> None:
     }
     dot = render_dot(t.recording)
     assert all(note is not None and note in dot for note in notes.values())
+
+
+def test_the_first_non_finite_gradient_is_named_with_the_formula_that_made_it() -> None:
+    from tracer.view.report import first_non_finite
+
+    x = torch.tensor([0.0, 4.0], dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        y = torch.sqrt(x)
+        z = y * 2
+        (z * z.detach()).sum().backward()  # 0 / (2 · 0) at sqrt: a NaN starts there
+    (graph,) = t.graphs
+    found = first_non_finite(graph)
+    assert found is not None
+    assert found.startswith("first non-finite gradient: SqrtBackward0 (y) (step ")
+    assert found.endswith(
+        "sent 1 NaN to x; torch used ∂/∂self: grad / (2 · result)   (self = x, result = y)"
+    )
+    assert found in format_report(t.recording) and found in render_dot(t.recording)
+    with tracer.trace() as fine:
+        (x * 2).sum().backward()
+    assert first_non_finite(fine.graphs[0]) is None

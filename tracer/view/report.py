@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from tracer.derivatives.chainrule import EdgeIndex, steps
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.location import Locator
 from tracer.model.tensor import TensorData
@@ -88,6 +89,36 @@ def problems(recording: Recording) -> list[str]:
     return found
 
 
+def first_non_finite(graph: Graph) -> str | None:
+    """Where a backward pass's first NaN or Inf gradient was made: the earliest node in
+    the engine's order that sent one while every gradient it received was finite, with
+    the chain-rule step torch used there ("first non-finite gradient: SqrtBackward0 (step
+    3) sent 1 Inf to x; torch used ∂/∂self: grad / (2 · result)   (self = x)")."""
+    if graph.kind != "backward":
+        return None
+    nodes = graph.nodes
+    made = [
+        edge
+        for edge in graph.edges
+        if bad_gradient(edge.grad)
+        and nodes[edge.src].step is not None
+        and not any(map(bad_gradient, nodes[edge.src].grads))
+    ]
+    if not made:
+        return None
+    edge = min(made, key=lambda e: nodes[e.src].step or 0)
+    sender, receiver = nodes[edge.src], nodes[edge.dst]
+    assert edge.grad is not None
+    text = (
+        f"first non-finite gradient: {node_title(sender)} (step {sender.step}) sent "
+        f"{_counts(edge.grad)} to {node_title(receiver)}"
+    )
+    formula = next(
+        (s.line for s in steps(sender, EdgeIndex.of(graph)) or () if s.slot == edge.slot), None
+    )
+    return text + (f"; torch used {formula}" if formula else "")
+
+
 def _inside(node: Node, graph: Graph) -> str:
     """ " in layers.3 · Linear": the module call that made the node; "" outside any."""
     if node.module is None or node.module >= len(graph.modules):
@@ -110,6 +141,7 @@ def format_report(recording: Recording) -> str:
     after a trace."""
     parts = [format_check(c) for c in recording.checks]
     parts.extend(f"⚠ {p}" for p in problems(recording))
+    parts.extend(f"⚠ {f}" for g in recording.graphs if (f := first_non_finite(g)) is not None)
     parts.extend(f"note: {n}" for n in unrecorded_notes(recording))
     return "\n".join(parts)
 
