@@ -630,7 +630,7 @@ def check(
     manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
     no_gradient = None
     if tensor.grad is None:  # outside a trace: what passes ran is not known
-        no_gradient = why_no_gradient(tensor, name or "the tensor", 1, None)
+        no_gradient = why_no_gradient(tensor, name or "the tensor", None, None)
     result = compare(
         name or "input", tensor.grad, manual, rtol=rtol, atol=atol, no_gradient=no_gradient
     )

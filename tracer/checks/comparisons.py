@@ -27,9 +27,10 @@ from tracer.record.names import in_torch, is_user_name, namespaces, outward, use
 GradResults = Mapping[int, tuple[weakref.ref, str]]
 
 
-def why_no_gradient(t: torch.Tensor, name: str, passes: int, in_latest: bool | None) -> str:
+def why_no_gradient(t: torch.Tensor, name: str, passes: int | None, in_latest: bool | None) -> str:
     """Why `t.grad` is None, in words a student can act on. `passes`: how many backward
-    passes ran; `in_latest`: whether `t` is in the latest one (None: not known)."""
+    passes ran; `in_latest`: whether `t` is in the latest one (None: not known, as
+    outside a trace)."""
     if not (t.is_floating_point() or t.is_complex()):
         dtype = str(t.dtype).removeprefix("torch.")
         return f"{name} is {dtype}: only floating-point and complex tensors have gradients"

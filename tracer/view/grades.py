@@ -23,11 +23,12 @@ from tracer.view.text import format_error, node_title, shape_text
 @dataclass(frozen=True)
 class Grade:
     """One check on the sheet: the node it concerns (None when its tensor is not in the
-    pass), and whether its disagreement is inherited from one upstream."""
+    pass), whether a disagreement starts there, or is inherited from one upstream."""
 
     check: Check
     node: Node | None
     inherits: bool = False
+    starts: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,15 +60,20 @@ def grade_sheet(graph: Graph, checks: Sequence[Check]) -> list[Grade]:
     starts = {id(c) for c in _starts(graph, ordered)}
     below = _below(graph, [c.node for c in ordered if id(c) in starts and c.node is not None])
     return [
-        Grade(c, node_of(c), inherits=not c.passed and id(c) not in starts and c.node in below)
+        Grade(
+            c,
+            node_of(c),
+            inherits=not c.passed and id(c) not in starts and c.node in below,
+            starts=id(c) in starts,
+        )
         for c in ordered
     ]
 
 
 def first_disagreement(graph: Graph, grades: Sequence[Grade]) -> FirstDisagreement | None:
-    """The earliest check that disagrees while every check upstream of it agrees."""
-    starts = {id(c) for c in _starts(graph, [g.check for g in grades])}
-    first = next((g for g in grades if id(g.check) in starts), None)
+    """The earliest check that disagrees while every check upstream of it agrees (the
+    sheet is in the engine's order: see `grade_sheet`)."""
+    first = next((g for g in grades if g.starts), None)
     if first is None:
         return None
     formulas: list[str] = []
