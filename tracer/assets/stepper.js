@@ -476,9 +476,35 @@
         div.appendChild(el("div", "pending-text",
           e.edge.constant ? "no gradient: a constant (needs no grad)" : "no gradient sent"));
       }
+      const jacobian = (n.jacobians || []).find((j) => j.slot === slot);
+      if (jacobian) div.appendChild(jacobianBlock(jacobian, `${e.key}:sent`));
       list.appendChild(div);
     }
     box.appendChild(block(outs.length ? "gradients out, per input" : "no inputs", list));
+  }
+
+  // The local Jacobian of one input slot, vᵀJ, and whether the gradient sent is vᵀJ (the
+  // texts from tracer.view.text; in a quiz, vᵀJ and the verdict wait for the reveal).
+  function jacobianBlock(j, key) {
+    const box = el("details", "jacobian");
+    box.open = true;
+    box.dataset.role = "jacobian";
+    box.appendChild(el("summary", null, j.title));
+    const matrix = el("pre", "tensor plain matrix", j.matrix.join("\n"));
+    matrix.dataset.role = "jacobian-matrix";
+    box.appendChild(matrix);
+    if (j.product) {
+      box.appendChild(el("div", "sub", "vᵀJ, v = the gradient in:"));
+      const product = gradBlock(j.product, key);
+      product.dataset.role = "vjp";
+      box.appendChild(product);
+    }
+    if (!hiddenInQuiz(key)) {
+      const verdict = el("p", "vjp-verdict" + (j.agrees === false ? " disagree" : ""), j.verdict);
+      verdict.dataset.role = "vjp-verdict";
+      box.appendChild(verdict);
+    }
+    return box;
   }
 
   function showLeaves() {

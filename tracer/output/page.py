@@ -25,6 +25,7 @@ from typing import Any
 
 from tracer.derivatives.chainrule import EdgeIndex, per_slot
 from tracer.model.graph import Edge, Graph, Node, Recording, Saved
+from tracer.model.options import CaptureOptions
 from tracer.model.tensor import TensorData
 from tracer.output.dot import RenderOptions
 from tracer.output.graphviz import picture
@@ -35,6 +36,7 @@ from tracer.view.grades import (
     grade_cells,
     recording_grades,
 )
+from tracer.view.jacobian import JacobianStep, jacobian_steps
 from tracer.view.report import problems
 from tracer.view.steps import engine_order
 from tracer.view.text import (
@@ -42,10 +44,13 @@ from tracer.view.text import (
     format_check,
     format_tensor,
     graph_title,
+    jacobian_lines,
+    jacobian_title,
     node_title,
     shape_text,
     summary_line,
     visible,
+    vjp_verdict,
 )
 
 # The page's picture: names, ops and gradients, readable when projected; every node drawn
@@ -62,6 +67,13 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 # decimals: an answer read off it, or worked out to them, is right).
 QUIZ_VALUES = 16
 QUIZ_RTOL, QUIZ_ATOL = 1e-3, 5e-4
+
+
+def page_capture(capture: CaptureOptions, fmt: str | None) -> CaptureOptions:
+    """What to record for output in format `fmt`: a page (html) also shows each small op's
+    local Jacobian, which only a page asks the trace to take (a plain trace costs nothing
+    more)."""
+    return replace(capture, jacobians=True) if fmt == "html" else capture
 
 
 def render_html(recording: Recording, *, quiz: bool = False) -> str:
@@ -222,12 +234,12 @@ def _graph_data(graph: Graph) -> dict[str, Any]:
         "label": graph_title(graph),
         "roots": graph.roots,
         "seeds": [tensor_text(s) for s in graph.seeds],
-        "nodes": [_node_data(n, index) for n in graph.nodes],
+        "nodes": [_node_data(n, index, graph) for n in graph.nodes],
         "edges": [_edge_data(e, graph) for e in graph.edges],
     }
 
 
-def _node_data(node: Node, index: EdgeIndex) -> dict[str, Any]:
+def _node_data(node: Node, index: EdgeIndex, graph: Graph) -> dict[str, Any]:
     slots = per_slot(node, index) if node.kind == "op" else None
     return {
         "id": node.id,
@@ -245,6 +257,19 @@ def _node_data(node: Node, index: EdgeIndex) -> dict[str, Any]:
         "saved": [_saved_data(s) for s in node.saved],
         "slotNames": slots[0] if slots else None,
         "formulas": slots[1] if slots else None,
+        "jacobians": [_jacobian_data(j) for j in jacobian_steps(node, graph)],
+    }
+
+
+def _jacobian_data(step: JacobianStep) -> dict[str, Any]:
+    """One input slot's Jacobian panel: J, vᵀJ, and whether the gradient sent is vᵀJ."""
+    return {
+        "slot": step.jacobian.slot,
+        "title": jacobian_title(step),
+        "matrix": jacobian_lines(step),
+        "product": tensor_text(step.product),
+        "verdict": vjp_verdict(step),
+        "agrees": step.agrees,
     }
 
 

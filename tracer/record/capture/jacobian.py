@@ -110,7 +110,7 @@ def local_jacobians(
     try:
         with quiet_torch():
             rows = _rows(fn, grad_outputs, outputs)
-            found = (_jacobian(s, outputs, [row[s] for row in rows]) for s in slots)
+            found = (_jacobian(s, outputs, rows, grad_inputs[s]) for s in slots)
             return [j for j in found if j is not None]
     except Exception:  # a node that cannot be called again: no panel for it
         return []
@@ -139,17 +139,24 @@ def _rows(
 
 
 def _jacobian(
-    slot: int, outputs: list[int], column: list[torch.Tensor | None]
+    slot: int,
+    outputs: list[int],
+    rows: list[list[torch.Tensor | None]],
+    sent: torch.Tensor | None,
 ) -> Jacobian | None:
-    """One slot's matrix from its rows (a row the node left undefined is zeros); None
-    when every row is."""
-    defined = [r for r in column if r is not None]
-    if not defined:
+    """One slot's matrix from the rows; None when the node left every row undefined. Each
+    row is reduced to the input as the engine reduces what a node returns (summed over the
+    dimensions the forward broadcast, cast to the input's dtype), so that J is the
+    Jacobian of the input the op was given; a row left undefined is zeros."""
+    assert sent is not None
+    column = [row[slot] if slot < len(row) else None for row in rows]
+    if all(r is None for r in column):
         return None
-    width, dtype = defined[0].numel(), defined[0].dtype
     matrix = torch.stack(
         [
-            torch.zeros(width, dtype=dtype) if r is None else r.detach().reshape(-1).cpu()
+            torch.zeros(sent.numel(), dtype=sent.dtype)
+            if r is None
+            else r.detach().sum_to_size(sent.shape).to(sent.dtype).reshape(-1).cpu()
             for r in column
         ]
     )
