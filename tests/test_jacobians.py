@@ -160,6 +160,18 @@ def test_a_multi_output_node_stacks_its_outputs_rows() -> None:
     assert "rows = outputs 0 [2], 1 [2] (4 elements)" in jacobian_title(step)
 
 
+def test_an_op_with_a_constant_input_compares_each_slot_with_its_own_edge() -> None:
+    """addmm(bias, X, Wᵀ) with X needing no grad: the edge to X is no slot of autograd's."""
+    torch.manual_seed(2)
+    X = torch.randn(4, 3)
+    model = torch.nn.Linear(3, 1)
+    graph = _graph(lambda: model(X).sum())
+    addmm = next(n for n in graph.nodes if n.op == "AddmmBackward0")
+    steps = jacobian_steps(addmm, graph)
+    assert [s.jacobian.slot for s in steps] == [0, 2]
+    assert all(s.agrees for s in steps), [vjp_verdict(s) for s in steps]
+
+
 def test_large_ops_take_none() -> None:
     x = torch.randn(17, requires_grad=True)
     graph = _graph(lambda: (x * 2).sum())

@@ -530,7 +530,8 @@ def test_a_large_page_steps_without_freezing(browser: Browser, tmp_path: Path) -
     recording = t.recording
     nodes = len(recording.graphs[0].nodes)
     assert nodes >= 1500
-    path = write(recording, tmp_path / "big.html")
+    # Every node, a step each (by default it opens folded to fit a slide: a few boxes).
+    path = write(recording, tmp_path / "big.html", RenderOptions(depth=EVERY_DEPTH))
     print(f"{nodes} nodes, page {path.stat().st_size / 1e6:.1f} MB")
     opened = Opened(browser, path)
     total = len(engine_order(recording))

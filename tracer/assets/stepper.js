@@ -566,7 +566,8 @@
         div.appendChild(el("div", "pending-text",
           e.edge.constant ? "no gradient: a constant (needs no grad)" : "no gradient sent"));
       }
-      const jacobian = (n.jacobians || []).find((j) => j.slot === slot);
+      // (an edge to a constant carries its position among the op's arguments, not a slot)
+      const jacobian = !e.edge.constant && (n.jacobians || []).find((j) => j.slot === slot);
       if (jacobian) div.appendChild(jacobianBlock(jacobian, `${e.key}:sent`));
       list.appendChild(div);
     }

@@ -47,7 +47,12 @@ class JacobianStep:
 
 def jacobian_steps(node: Node, graph: Graph) -> list[JacobianStep]:
     """The node's Jacobians, slot by slot, each with its vector-Jacobian product."""
-    sent_by_slot = {e.slot: e.grad for e in graph.edges if e.src == node.id}
+    # (An edge to a constant carries its position among the op's arguments, not a slot.)
+    sent_by_slot = {
+        e.slot: e.grad
+        for e in graph.edges
+        if e.src == node.id and graph.nodes[e.dst].kind != "constant"
+    }
     return [_step(node, j, sent_by_slot.get(j.slot)) for j in node.jacobians]
 
 
