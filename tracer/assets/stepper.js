@@ -773,7 +773,7 @@
   // top of the graph, where the output (and so the first step) is.
   function initialView() {
     fit();
-    if (view.s >= 0.45 || clusters.some((c) => c.folded)) return; // folded: the boxes fit
+    if (view.s >= 0.45) return;
     view.s = 0.9;
     view.x = (viewportSize.w - svgWidth * view.s) / 2;
     view.y = 10;

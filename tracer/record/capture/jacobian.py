@@ -64,7 +64,7 @@ def _generated(node_type: Any) -> bool:
 
 def _without_unpack_hooks(fn: Any) -> bool:
     """Whether unpacking what `fn` saved runs no hook of the user's."""
-    for attr in _raw_saved_attributes(type(fn)):
+    for attr in _raw_saved_attributes(fn.__class__):
         try:
             saved = getattr(fn, attr)
         except Exception:
@@ -88,7 +88,7 @@ def _small(t: torch.Tensor | None) -> bool:
 def wanted(fn: Any) -> bool:
     """Whether `fn` is a node whose Jacobian may be taken (before the pass: its class and
     saved tensors; the sizes are known only once gradients flow)."""
-    return _generated(type(fn)) and _without_unpack_hooks(fn)
+    return _generated(fn.__class__) and _without_unpack_hooks(fn)
 
 
 def local_jacobians(
@@ -100,9 +100,10 @@ def local_jacobians(
     while the pass runs `fn`'s post-hook; [] when the node is not small (or a call raised).
     Never raises: it runs inside the user's backward."""
     outputs = [o for o, g in enumerate(grad_outputs) if g is not None]
-    if not outputs or not all(_small(grad_outputs[o]) for o in outputs):
+    arrived = [g for g in grad_outputs if g is not None]
+    if not arrived or not all(_small(g) for g in arrived):
         return []
-    if sum(grad_outputs[o].numel() for o in outputs) > JACOBIAN_SIZE:  # type: ignore[union-attr]
+    if sum(g.numel() for g in arrived) > JACOBIAN_SIZE:
         return []
     slots = [s for s, g in enumerate(grad_inputs) if _small(g)]
     if not slots:
