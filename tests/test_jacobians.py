@@ -115,6 +115,33 @@ def test_values_gradients_hooks_and_modes_are_the_same_with_jacobians() -> None:
     assert tanh.jacobians == ()  # its saved result has the user's unpack hook
 
 
+def test_batched_gradients_and_vmap_are_as_untraced() -> None:
+    def run(jacobians: bool | None) -> Any:
+        x = torch.tensor([1.0, 2.0], requires_grad=True)
+        context: Any = contextlib.nullcontext()
+        if jacobians is not None:
+            context = tracer.trace(jacobians=jacobians)
+        with context:
+            j = torch.autograd.functional.jacobian(lambda a: a.sin() * a, x, vectorize=True)
+            (g,) = torch.autograd.grad(x.sin(), x, torch.eye(2), is_grads_batched=True)
+        return bits(j), bits(g)
+
+    assert run(True) == run(None)
+
+
+def test_a_second_order_pass_is_as_untraced() -> None:
+    def run(jacobians: bool) -> Any:
+        x = torch.tensor([0.3, -0.7], dtype=f64, requires_grad=True)
+        with tracer.trace(jacobians=jacobians) if jacobians else contextlib.nullcontext() as t:
+            (g,) = torch.autograd.grad((x.sin() * x).sum(), x, create_graph=True)
+            g.sum().backward()
+        if t is not None:  # the second pass runs through nodes the first one made
+            assert any(n.jacobians and n.made_by == 1 for n in t.recording.graphs[1].nodes)
+        return bits(g), bits(x.grad)
+
+    assert run(True) == run(False)
+
+
 def test_a_trace_not_asked_takes_no_jacobian() -> None:
     _, recording = program("traced")
     assert recording is not None

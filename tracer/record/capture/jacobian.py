@@ -76,8 +76,12 @@ def _without_unpack_hooks(fn: Any) -> bool:
 
 
 def _small(t: torch.Tensor | None) -> bool:
+    """A plain dense real tensor of at most JACOBIAN_SIZE elements (not a subclass, nor
+    one of torch.func's wrapped tensors: a pass under vmap, `is_grads_batched`)."""
     return (
         t is not None
+        and type(t) is torch.Tensor
+        and not torch._C._functorch.is_functorch_wrapped_tensor(t)
         and t.layout == torch.strided
         and not t.is_meta
         and t.dtype in _REAL
