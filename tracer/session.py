@@ -108,7 +108,9 @@ class Trace:
         saved: bool = False,
         jacobians: bool = False,
     ) -> None:
-        self.options = CaptureOptions(max_values, values, saved, jacobians)
+        self.options = CaptureOptions(
+            max_values=max_values, values=values, saved=saved, jacobians=jacobians
+        )
         self.recording = Recording(title=title)
         self.module_calls = ModuleTracker()  # module calls and qualified parameter names
         self.forward_recorder: ForwardRecorder | None = None  # while open, with values
