@@ -349,10 +349,13 @@
     document.body.dataset.position = String(position);
   }
 
-  // Keep the running node, or the folded box it runs in, in view.
+  // Keep the running node in view, or the title of the folded box it runs in (a box can be
+  // larger than the screen: its title says what runs).
   function followRunning() {
     const run = currentRun();
-    const box = run && run.box !== running ? run.box.box : boxOf(running);
+    const folded = run && run.box !== running ? run.box : null;
+    const title = folded && folded.cover ? folded.cover.querySelector("text") : null;
+    const box = folded ? (title && bbox(title)) || folded.box : boxOf(running);
     if (box) keepBoxInView(box);
   }
 
