@@ -66,6 +66,7 @@ class GradientFlow:
             senders = {src for src, dst, _, out in edges if dst in into and (dst, out) in shared}
         hooks, leaves, roots = self._hooks, walk.leaves, set(walk.roots)
         on_arrive, on_leaf_arrive, on_send = self._on_arrive, self._on_leaf_arrive, self._on_send
+        jacobians = self.jacobians is not None  # asked for by a page only
         for node_id, fn in enumerate(walk.fns):
             if fn is None:
                 continue
@@ -76,7 +77,7 @@ class GradientFlow:
             hooks.append(fn.register_prehook(arrive))
             if leaf is None and node_id in senders:
                 hooks.append(fn.register_hook(on_send(node_id)))
-            if leaf is None and self.jacobians is not None and wanted(fn):
+            if jacobians and leaf is None and wanted(fn):
                 hooks.append(fn.register_hook(self._on_jacobian(node_id)))
 
     def _read_grads_before(self) -> None:
