@@ -21,12 +21,22 @@ from typer.testing import CliRunner
 import tracer
 from cli import app
 from tracer.exercises import all_exercises
-from tracer.model.graph import Recording
+from tracer.model.graph import Graph, Node, Recording
+from tracer.model.options import CaptureOptions
+from tracer.output.dot import views
 from tracer.output.frames import frame_options, write_frames
 from tracer.output.page import page_data, render_html, script_json
-from tracer.output.render import RenderOptions, render_dot, write
+from tracer.output.render import EVERY_DEPTH, RenderOptions, render_dot, write
+from tracer.view.collapse import SLIDE_BUDGET
+from tracer.view.jacobian import jacobian_steps
 from tracer.view.steps import engine_order, global_steps, truncated
-from tracer.view.text import format_tensor
+from tracer.view.text import (
+    format_tensor,
+    jacobian_lines,
+    jacobian_title,
+    module_title,
+    vjp_verdict,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -520,7 +530,8 @@ def test_a_large_page_steps_without_freezing(browser: Browser, tmp_path: Path) -
     recording = t.recording
     nodes = len(recording.graphs[0].nodes)
     assert nodes >= 1500
-    path = write(recording, tmp_path / "big.html")
+    # Every node, a step each (by default it opens folded to fit a slide: a few boxes).
+    path = write(recording, tmp_path / "big.html", RenderOptions(depth=EVERY_DEPTH))
     print(f"{nodes} nodes, page {path.stat().st_size / 1e6:.1f} MB")
     opened = Opened(browser, path)
     total = len(engine_order(recording))
@@ -604,3 +615,207 @@ def test_the_page_shows_the_grade_sheet(browser: Browser, tmp_path: Path) -> Non
         assert shown.split() == printed.split()  # the same texts as the terminal's
     assert opened.errors == []
     opened.close()
+
+
+# -- the Jacobian panel -----------------------------------------------------------------------
+
+
+def test_each_small_step_shows_its_jacobian_and_that_the_gradient_sent_is_vjp(
+    browser: Browser, tmp_path: Path
+) -> None:
+    (ex,) = [e for e in all_exercises() if e.slug == "exercise-b"]
+    recording = ex.run(CaptureOptions(jacobians=True))
+    opened = Opened(browser, write(recording, tmp_path / "jacobians.html"))
+    order = engine_order(recording)
+    panels = 0
+    for gi, node in order:
+        opened.page.keyboard.press("ArrowRight")
+        shown = opened.page.evaluate(JACOBIANS_JS)
+        steps = jacobian_steps(node, recording.graphs[gi])
+        assert [s["slot"] for s in shown] == [str(s.jacobian.slot) for s in steps], node.op
+        for panel, step in zip(shown, steps, strict=True):
+            assert panel["title"] == jacobian_title(step)
+            assert panel["matrix"] == "\n".join(jacobian_lines(step))
+            assert step.product is not None
+            assert panel["product"] == "\n".join(format_tensor(step.product))
+            assert panel["verdict"] == vjp_verdict(step) and panel["verdict"].startswith("✓")
+            panels += 1
+        assert node.kind == "op" or shown == []  # a leaf's AccumulateGrad has none
+    mv = next(n for _, n in order if n.op == "MvBackward0")  # A x: J is A, 10 × 5
+    assert mv.jacobians[0].matrix.shape == (10, 5)
+    assert panels == 3  # sin, the add (x only: b needs no grad), A x
+    assert opened.errors == []
+    opened.close()
+
+
+JACOBIANS_JS = """() => [...document.querySelectorAll("[data-role=grad-out]")].flatMap((slot) =>
+  [...slot.querySelectorAll("[data-role=jacobian]")].map((j) => ({
+    slot: slot.dataset.slot,
+    title: j.querySelector("summary").textContent,
+    matrix: j.querySelector("[data-role=jacobian-matrix]").textContent,
+    product: j.querySelector("[data-role=vjp]").textContent,
+    verdict: j.querySelector("[data-role=vjp-verdict]").textContent,
+  })))"""
+
+
+def test_the_command_lines_page_has_the_jacobians(tmp_path: Path) -> None:
+    out = tmp_path / "graph.html"
+    result = runner.invoke(app, ["exercise-a", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "J = ∂out/∂in" in out.read_text(encoding="utf-8")
+
+
+# -- a model's page: folded at the slide depth, a box a step ------------------------------------
+
+
+class Block(torch.nn.Module):
+    """A GPT block: layer norm, causal self-attention, layer norm, MLP, residuals."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.ln1 = torch.nn.LayerNorm(d)
+        self.qkv = torch.nn.Linear(d, 3 * d)
+        self.proj = torch.nn.Linear(d, d)
+        self.ln2 = torch.nn.LayerNorm(d)
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(d, 4 * d), torch.nn.GELU(), torch.nn.Linear(4 * d, d)
+        )
+        self.heads = heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=2)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        att = (q @ k.transpose(-2, -1)) / (d // self.heads) ** 0.5
+        att = att.masked_fill(torch.ones(t, t).triu(1).bool(), float("-inf")).softmax(-1)
+        y = (att @ v).transpose(1, 2).reshape(b, t, d)
+        x = x + self.proj(y)
+        return x + self.mlp(self.ln2(x))
+
+
+class TinyGPT(torch.nn.Module):
+    """Token and position embeddings, two blocks, a final layer norm, the LM head."""
+
+    def __init__(self, vocab: int = 11, d: int = 8, context: int = 4) -> None:
+        super().__init__()
+        self.tok = torch.nn.Embedding(vocab, d)
+        self.pos = torch.nn.Embedding(context, d)
+        self.blocks = torch.nn.ModuleList([Block(d, 2) for _ in range(2)])
+        self.ln_f = torch.nn.LayerNorm(d)
+        self.head = torch.nn.Linear(d, vocab, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+def tiny_gpt() -> Recording:
+    torch.manual_seed(0)
+    model = TinyGPT()
+    idx = torch.randint(0, 11, (2, 4))
+    with tracer.trace("tiny GPT", jacobians=True) as t:
+        logits = model(idx)
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, 11), idx.view(-1))
+        loss.backward()
+    return t.recording
+
+
+def box_of(graph: Graph, node: Node, expanded: frozenset[int]) -> tuple[str, int]:
+    """The box a node is drawn in: the outermost call on its chain not expanded, or itself."""
+    chain = []
+    call = node.module
+    while call is not None:
+        chain.append(call)
+        call = graph.modules[call].parent
+    for call in reversed(chain):
+        if call not in expanded:
+            return ("module", call)
+    return ("node", node.id)
+
+
+def expected_steps(graph: Graph, expanded: frozenset[int]) -> list[tuple[str, int]]:
+    """The shown steps: the engine's, consecutive ones in one folded box merged; each as
+    the running title and the engine step it ends at."""
+    steps: list[tuple[str, int]] = []
+    last = None
+    for k, node in enumerate(graph.steps, start=1):
+        box = box_of(graph, node, expanded)
+        if box == last and box[0] == "module":
+            steps[-1] = (steps[-1][0], k)
+            continue
+        last = box
+        title = (
+            module_title(graph.modules[box[1]], graph.modules)
+            if box[0] == "module"
+            else tracer.view.text.node_title(node)
+        )
+        steps.append((title, k))
+    return steps
+
+
+VISIBLE_BOXES_JS = """() =>
+  [...document.querySelectorAll("g.node:not(.folded-away)")].filter(
+    (g) => !g.querySelector("title").textContent.includes("seed")).length +
+  document.querySelectorAll("g.cluster.folded:not(.folded-away)").length"""
+
+
+def test_a_models_page_opens_at_the_slide_depth_and_steps_its_boxes(
+    browser: Browser, tmp_path: Path
+) -> None:
+    recording = tiny_gpt()
+    graph = recording.graphs[0]
+    assert len(graph.nodes) >= 100
+    (view,) = views(recording)  # the pictures' own choice of depth
+    assert view.collapsed and view.boxes <= SLIDE_BUDGET
+    opened = Opened(browser, write(recording, tmp_path / "gpt.html"))
+    page = opened.page
+    assert page.evaluate(VISIBLE_BOXES_JS) == view.boxes
+    steps = expected_steps(graph, view.expanded)
+    assert len(steps) < len(graph.steps)
+    assert page.evaluate("window.tracerStepper.steps") == len(steps)
+    for k, (title, end) in enumerate(steps, start=1):
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate("window.tracerStepper.position") == end
+        assert page.locator("#counter").inner_text() == f"step {k} / {len(steps)}"
+        assert page.locator("#running-title").inner_text() == f"▶ running: {title}"
+    page.keyboard.press("Home")
+    # A folded block: its step shows the gradient that left it.
+    block = next(c for c in graph.modules if c.name == "blocks.1")
+    k = next(k for k, (title, _) in enumerate(steps, 1) if title.startswith("blocks.1 "))
+    page.evaluate(f"window.tracerStepper.stepTo({k})")
+    left = page.locator("[data-role=box-out-value]").all_inner_texts()
+    members = {n.id for n in graph.nodes if box_of(graph, n, view.expanded) == ("module", block.id)}
+    out = [e for e in graph.edges if e.src in members and e.dst not in members and e.grad]
+    assert left and left == [lines(e.grad) for e in out]
+    # A click on the box opens it: its calls show, and stepping steps them.
+    page.keyboard.press("Home")
+    cover = f"g.cluster:has(> title:text-is('cluster_g0m{block.id}')) .fold-cover"
+    page.locator(cover).click()
+    opened_up = view.expanded | {block.id}
+    boxes = {box_of(graph, n, opened_up) for n in graph.nodes}
+    assert page.evaluate(VISIBLE_BOXES_JS) == len(boxes) > view.boxes
+    assert page.evaluate("window.tracerStepper.steps") == len(expected_steps(graph, opened_up))
+    for title, end in expected_steps(graph, opened_up):
+        page.keyboard.press("ArrowRight")
+        assert page.evaluate("window.tracerStepper.position") == end
+        assert page.locator("#running-title").inner_text() == f"▶ running: {title}"
+    # A click on its title folds it again (the whole picture in view first: 0 fits it).
+    page.keyboard.press("0")
+    page.locator(f"g.cluster:has(> title:text-is('cluster_g0m{block.id}')) > text").first.click()
+    assert page.evaluate(VISIBLE_BOXES_JS) == view.boxes
+    assert page.evaluate("window.tracerStepper.steps") == len(steps)
+    assert page.evaluate("window.tracerStepper.position") == len(graph.steps)  # stays at the end
+    assert opened.errors == []
+    opened.close()
+
+
+def test_a_models_page_at_every_depth_steps_every_node() -> None:
+    recording = tiny_gpt()
+    data = page_data(recording, depth=EVERY_DEPTH)
+    assert not any(m["folded"] for m in data["graphs"][0]["modules"])
+    data = page_data(recording)
+    folded = {m["id"] for m in data["graphs"][0]["modules"] if m["folded"]}
+    (view,) = views(recording)
+    assert folded == {c.id for c in recording.graphs[0].modules} - view.expanded

@@ -32,6 +32,7 @@ from tracer import exercises
 from tracer.errors import TracerError
 from tracer.model.collector import paused_gc
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
+from tracer.output.page import page_capture
 from tracer.output.pictures import PICTURE_FORMATS
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.view.grades import format_grade_sheet
@@ -422,7 +423,8 @@ def _trace_exercise(
         if frames is not None:
             check_target(frames, frame_format.value)
         _import_torch()
-        recording = ex.run(view.capture)
+        fmt = None if picture is None else picture.suffix.lower().lstrip(".")
+        recording = ex.run(page_capture(view.capture, fmt))
         typer.echo(format_report(recording))
         for graph in recording.backward_graphs() if len(recording.checks) > 1 else ():
             typer.echo(f"\ngrade sheet of backward pass {graph.number}")
@@ -498,7 +500,7 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
     out = pictures.out or Path(f"{source.stem}-traces")
     try:
         folder = prepare_out_dir(out, pictures.fmt)
-        result = execute(view.capture)
+        result = execute(page_capture(view.capture, pictures.fmt))
         drawn = write_pictures(result.passes, folder, pictures.fmt, view.options)
         result.pictures, result.older_pictures = drawn.written, drawn.older
         for note in drawn.notes:

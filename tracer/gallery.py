@@ -17,6 +17,8 @@ from tracer.errors import TracerError
 from tracer.exercises import Exercise, all_exercises
 from tracer.files import make_folder, write_atomic
 from tracer.model.graph import Recording
+from tracer.model.options import DEFAULT_CAPTURE
+from tracer.output.page import page_capture
 from tracer.output.render import RenderOptions, render_dot, write
 from tracer.view.text import check_line
 
@@ -64,7 +66,7 @@ def view(ex: Exercise) -> RenderOptions:
 
 
 def _run(ex: Exercise) -> Entry:
-    recording = ex.run()
+    recording = ex.run(page_capture(DEFAULT_CAPTURE, "html"))  # a page per exercise
     return Entry(ex, recording, render_dot(recording, view(ex)))
 
 

@@ -106,8 +106,11 @@ class Trace:
         max_values: int = DEFAULT_MAX_VALUES,
         values: bool = True,
         saved: bool = False,
+        jacobians: bool = False,
     ) -> None:
-        self.options = CaptureOptions(max_values=max_values, values=values, saved=saved)
+        self.options = CaptureOptions(
+            max_values=max_values, values=values, saved=saved, jacobians=jacobians
+        )
         self.recording = Recording(title=title)
         self.module_calls = ModuleTracker()  # module calls and qualified parameter names
         self.forward_recorder: ForwardRecorder | None = None  # while open, with values
@@ -132,7 +135,13 @@ class Trace:
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
         """A trace that records what `options` say."""
-        return cls(title, max_values=options.max_values, values=options.values, saved=options.saved)
+        return cls(
+            title,
+            max_values=options.max_values,
+            values=options.values,
+            saved=options.saved,
+            jacobians=options.jacobians,
+        )
 
     # -- the block ---------------------------------------------------------------------
 
@@ -646,16 +655,18 @@ def trace(
     max_values: int = DEFAULT_MAX_VALUES,
     values: bool = True,
     saved: bool = False,
+    jacobians: bool = False,
 ) -> Trace:
     """Trace every backward pass run inside the `with` block.
 
     `values=False` records structure and gradients only (no forward values, constants or
     allclose checks): the cheapest way to watch a large model. `saved=True` also records
-    what autograd saved for backward on each node.
+    what autograd saved for backward on each node. `jacobians=True` also records each small
+    op's local Jacobian, for the step-through page (`t.render("graph.html")`).
 
     >>> with tracer.trace() as t:
     ...     f = torch.log(1 + torch.dot(x, x))
     ...     f.backward()
     >>> t.render("graph.svg")
     """
-    return Trace(title, max_values=max_values, values=values, saved=saved)
+    return Trace(title, max_values=max_values, values=values, saved=saved, jacobians=jacobians)

@@ -261,6 +261,41 @@
 
   const stepItems = data.steps.map(([gi, id]) => nodes.get(nodeKey(gi, id)));
 
+  // The steps the page shows: the engine's, with consecutive steps inside one folded
+  // cluster merged into one (the box's step: it ends where its last node ran). With
+  // nothing folded, one per engine step. `position` stays the engine's step.
+  let runs = [];
+  function computeRuns() {
+    runs = [];
+    stepItems.forEach((item, k) => {
+      const box = boxOfItem(item);
+      const last = runs[runs.length - 1];
+      if (last && last.box === box && box !== item) last.end = k + 1;
+      else runs.push({ box, start: k + 1, end: k + 1 });
+    });
+  }
+  // The shown step holding the engine's `position` (0: before backward), and that run.
+  function runIndex(pos = position) {
+    if (pos <= 0) return 0;
+    let lo = 0, hi = runs.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (runs[mid].end < pos) lo = mid + 1; else hi = mid;
+    }
+    return lo + 1;
+  }
+  function currentRun() {
+    return position > 0 ? runs[runIndex() - 1] || null : null;
+  }
+  // Move by shown steps: a folded box is one.
+  function stepTo(index) {
+    index = Math.max(0, Math.min(runs.length, index));
+    goTo(index === 0 ? 0 : runs[index - 1].end);
+  }
+  function stepBy(delta) {
+    stepTo(runIndex() + delta);
+  }
+
   function setRevealed(entry, shown) {
     if (entry.el) entry.el.classList.toggle("pending", !shown);
     if (entry.leaf) leafBox(entry.leaf).classList.toggle("pending", !shown);
@@ -289,9 +324,9 @@
     markFoldedRunning();
   }
 
-  function goTo(target, { follow = true } = {}) {
+  function goTo(target, { follow = true, force = false } = {}) {
     target = Math.max(0, Math.min(total, target | 0));
-    if (target === position && running === (stepItems[target - 1] || null)) return;
+    if (!force && target === position && running === (stepItems[target - 1] || null)) return;
     const from = position;
     // Reads first (node boxes, for the marks and .grad boxes), then only writes.
     const lo = Math.max(Math.min(from, target), 1), hi = Math.max(from, target);
@@ -310,8 +345,18 @@
     setRunning(stepItems[position - 1] || null);
     showControls();
     showStep();
-    if (follow && running && boxOf(running)) keepBoxInView(boxOf(running));
+    if (follow && running) followRunning();
     document.body.dataset.position = String(position);
+  }
+
+  // Keep the running node in view, or the title of the folded box it runs in (a box can be
+  // larger than the screen: its title says what runs).
+  function followRunning() {
+    const run = currentRun();
+    const folded = run && run.box !== running ? run.box : null;
+    const title = folded && folded.cover ? folded.cover.querySelector("text") : null;
+    const box = folded ? (title && bbox(title)) || folded.box : boxOf(running);
+    if (box) keepBoxInView(box);
   }
 
   // ---- the controls --------------------------------------------------------------------
@@ -319,9 +364,11 @@
   const slider = $("slider");
   slider.max = String(total);
   function showControls() {
-    slider.value = String(position);
-    slider.setAttribute("aria-valuetext", `step ${position} of ${total}`);
-    $("counter").textContent = `step ${position} / ${total}` + (position === 0 ? " · forward graph" : "");
+    const shown = runIndex(), steps = runs.length;
+    slider.max = String(steps);
+    slider.value = String(shown);
+    slider.setAttribute("aria-valuetext", `step ${shown} of ${steps}`);
+    $("counter").textContent = `step ${shown} / ${steps}` + (shown === 0 ? " · forward graph" : "");
     $("first").disabled = $("prev").disabled = position === 0;
     $("next").disabled = $("last").disabled = position === total;
   }
@@ -331,7 +378,7 @@
     if (timer) { clearInterval(timer); timer = null; }
     if (on) {
       timer = setInterval(() => {
-        if (position >= total) setPlaying(false); else goTo(position + 1);
+        if (position >= total) setPlaying(false); else stepBy(1);
       }, Number($("speed").value));
     }
     const play = $("play");
@@ -339,12 +386,12 @@
     play.textContent = on ? "⏸ Pause" : "▶ Play";
   }
   $("first").addEventListener("click", () => goTo(0));
-  $("prev").addEventListener("click", () => goTo(position - 1));
-  $("next").addEventListener("click", () => goTo(position + 1));
+  $("prev").addEventListener("click", () => stepBy(-1));
+  $("next").addEventListener("click", () => stepBy(1));
   $("last").addEventListener("click", () => goTo(total));
   $("play").addEventListener("click", () => setPlaying(!timer));
   $("speed").addEventListener("change", () => { if (timer) setPlaying(true); });
-  slider.addEventListener("input", () => goTo(Number(slider.value)));
+  slider.addEventListener("input", () => stepTo(Number(slider.value)));
   $("zoom-in").addEventListener("click", () => zoomBy(1.25));
   $("zoom-out").addEventListener("click", () => zoomBy(0.8));
   $("zoom-fit").addEventListener("click", () => fit());
@@ -367,7 +414,7 @@
   function showStep() {
     const box = $("step-info");
     box.replaceChildren();
-    const heading = el("h2", null, position === 0 ? "Before backward" : `Step ${position} of ${total}`);
+    const heading = el("h2", null, position === 0 ? "Before backward" : `Step ${runIndex()} of ${runs.length}`);
     box.appendChild(heading);
     if (!running) {
       box.appendChild(el("p", null,
@@ -377,6 +424,12 @@
         if (!e.seed) continue;
         box.appendChild(block(`seed for ${nodeTitle(e.dst)}`, tensorBlock(e.seed)));
       }
+      showLeaves();
+      return;
+    }
+    const run = currentRun();
+    if (run && run.box !== running) {
+      showBoxStep(box, run);
       showLeaves();
       return;
     }
@@ -420,6 +473,46 @@
       showGradOut(box, running);
     }
     showLeaves();
+  }
+
+  // A folded cluster's step: the nodes it ran, the gradients that entered it and those
+  // that left it (the texts are the data's; edges are told apart by their ends).
+  function showBoxStep(box, run) {
+    const c = run.box;
+    const head = el("p", "running");
+    head.id = "running-title";
+    head.textContent = `▶ running: ${c.label}`;
+    box.appendChild(head);
+    const count = run.end - run.start + 1;
+    const span = count > 1 ? `engine steps ${run.start}–${run.end}` : `engine step ${run.start}`;
+    box.appendChild(el("p", "where",
+      `a folded box: ${count} of its ${c.members.size} nodes run here (${span}); ` +
+      "click it, or unfold it in the panel, to step through them one by one"));
+    const crossing = (e) => e.edge && e.edge.grad && c.members.has(e.src) !== c.members.has(e.dst);
+    const ins = [], outs = [];
+    for (let k = run.start; k <= run.end; k++) {
+      const item = stepItems[k - 1];
+      for (const e of item.ins) if (e.seed || crossing(e)) ins.push(e);
+      for (const e of item.outs) if (crossing(e)) outs.push(e);
+    }
+    const into = el("div");
+    into.dataset.role = "box-in";
+    for (const e of ins) {
+      into.appendChild(el("div", "sub", e.seed ? `the seed, into ${nodeTitle(e.dst)}` : `from ${nodeTitle(e.src)} into ${nodeTitle(e.dst)}`));
+      into.appendChild(e.seed ? tensorBlock(e.seed) : gradBlock(e.edge.grad, `${e.key}:sent`));
+    }
+    box.appendChild(block(ins.length ? "gradients in" : "no gradient entered it in these steps", into));
+    const out = el("div");
+    out.dataset.role = "box-out";
+    for (const e of outs) {
+      const div = el("div", "slot");
+      div.appendChild(el("div", null, `${nodeTitle(e.src)} → ${nodeTitle(e.dst)} (input ${e.edge.slot})`));
+      const pre = gradBlock(e.edge.grad, `${e.key}:sent`);
+      pre.dataset.role = "box-out-value";
+      div.appendChild(pre);
+      out.appendChild(div);
+    }
+    box.appendChild(block(outs.length ? "gradients that left it" : "no gradient left it in these steps", out));
   }
 
   function showGradIn(box, item) {
@@ -476,9 +569,36 @@
         div.appendChild(el("div", "pending-text",
           e.edge.constant ? "no gradient: a constant (needs no grad)" : "no gradient sent"));
       }
+      // (an edge to a constant carries its position among the op's arguments, not a slot)
+      const jacobian = !e.edge.constant && (n.jacobians || []).find((j) => j.slot === slot);
+      if (jacobian) div.appendChild(jacobianBlock(jacobian, `${e.key}:sent`));
       list.appendChild(div);
     }
     box.appendChild(block(outs.length ? "gradients out, per input" : "no inputs", list));
+  }
+
+  // The local Jacobian of one input slot, vᵀJ, and whether the gradient sent is vᵀJ (the
+  // texts from tracer.view.text; in a quiz, vᵀJ and the verdict wait for the reveal).
+  function jacobianBlock(j, key) {
+    const box = el("details", "jacobian");
+    box.open = true;
+    box.dataset.role = "jacobian";
+    box.appendChild(el("summary", null, j.title));
+    const matrix = el("pre", "tensor plain matrix", j.matrix.join("\n"));
+    matrix.dataset.role = "jacobian-matrix";
+    box.appendChild(matrix);
+    if (j.product) {
+      box.appendChild(el("div", "sub", "vᵀJ, v = the gradient in:"));
+      const product = gradBlock(j.product, key);
+      product.dataset.role = "vjp";
+      box.appendChild(product);
+    }
+    if (!hiddenInQuiz(key)) {
+      const verdict = el("p", "vjp-verdict" + (j.agrees === false ? " disagree" : ""), j.verdict);
+      verdict.dataset.role = "vjp-verdict";
+      box.appendChild(verdict);
+    }
+    return box;
   }
 
   function showLeaves() {
@@ -723,62 +843,116 @@
   window.addEventListener("resize", () => fit());
 
   // ---- folding clusters (Graphviz `cluster_*` subgraphs) --------------------------------
+  //
+  // A graph's cluster (when the picture holds several graphs) and each module call's. Which
+  // nodes a cluster holds comes from the data (a node's module call and the calls' parents),
+  // and so does how the page opens: folded as the pictures collapse module calls
+  // (tracer.output.dot.views). A folded cluster is one box: its nodes are hidden, it covers
+  // them, and stepping steps over it as one step (see `runs`).
 
-  const clusters = [];
+  const svgClusters = new Map(); // "cluster_g0m3" -> <g class="cluster">
   for (const g of svg.querySelectorAll("g.cluster")) {
     const t = g.querySelector(":scope > title");
-    if (!t || !t.textContent.startsWith("cluster_")) continue;
-    const label = [...g.querySelectorAll(":scope > text")].map((x) => x.textContent).join(" ") || t.textContent;
-    clusters.push({ el: g, name: t.textContent, label, folded: false, members: null, box: null });
+    if (t && t.textContent.startsWith("cluster_")) svgClusters.set(t.textContent, g);
   }
-  function centre(b) { return { x: b.x + b.width / 2, y: b.y + b.height / 2 }; }
-  function inside(p, b) { return p.x >= b.x && p.x <= b.x + b.width && p.y >= b.y && p.y <= b.y + b.height; }
-  // Which nodes lie in a cluster: Graphviz draws a cluster's box around its nodes.
-  function membersOf(c) {
-    if (c.members) return c.members;
-    const shape = c.el.querySelector(":scope > path, :scope > polygon");
-    c.box = bbox(shape || c.el);
-    c.members = new Set();
-    for (const g of svg.querySelectorAll("g.node")) {
-      const b = bbox(g);
-      if (b && c.box && inside(centre(b), c.box)) c.members.add(g);
+  const clusters = [];
+  const clusterOfModule = new Map(); // "g0m3" -> its cluster (or the nearest drawn one above)
+  function addCluster(name, label, folded, parent, members) {
+    const g = svgClusters.get(name);
+    if (!g) return parent;
+    const c = { el: g, name, label, folded, parent, members, box: null, cover: null };
+    clusters.push(c);
+    return c;
+  }
+  data.graphs.forEach((graph, gi) => {
+    const all = new Set(graph.nodes.map((n) => nodes.get(nodeKey(gi, n.id))));
+    const top = addCluster(`cluster_g${gi}`, graph.label, !!graph.folded, null, all);
+    const inside = new Map(); // call id -> the node items in it, its calls' included
+    for (const n of graph.nodes) {
+      for (let m = n.module; m !== null && m !== undefined; m = graph.modules[m].parent) {
+        if (!inside.has(m)) inside.set(m, new Set());
+        inside.get(m).add(nodes.get(nodeKey(gi, n.id)));
+      }
     }
+    for (const call of graph.modules || []) { // parents come before their calls
+      const above = call.parent === null ? top : clusterOfModule.get(`g${gi}m${call.parent}`);
+      const c = addCluster(call.cluster, call.title, call.folded, above, inside.get(call.id) || new Set());
+      clusterOfModule.set(`g${gi}m${call.id}`, c);
+    }
+  });
+  // The clusters a node sits in, outermost first.
+  function chainOf(item) {
+    const chain = [];
+    const graph = data.graphs[item.gi];
+    for (let m = item.node.module; m !== null && m !== undefined; m = graph.modules[m].parent) {
+      const c = clusterOfModule.get(`g${item.gi}m${m}`);
+      if (c && chain[0] !== c) chain.unshift(c);
+    }
+    const top = clusters.find((c) => c.name === `cluster_g${item.gi}`);
+    if (top && chain[0] !== top) chain.unshift(top);
+    return chain;
+  }
+  for (const item of nodes.values()) item.chain = chainOf(item);
+  // The box a node is drawn in now: the outermost folded cluster around it, or itself.
+  function boxOfItem(item) {
+    return item.chain.find((c) => c.folded) || item;
+  }
+  function foldedAbove(c) {
+    for (let p = c.parent; p; p = p.parent) if (p.folded) return true;
+    return false;
+  }
+  function makeCover(c) {
+    if (c.cover) return;
+    const shape = c.el.querySelector(":scope > path, :scope > polygon");
+    const b = (c.box = bbox(shape || c.el));
+    if (!b) return;
     const cover = svgEl("g", { class: "fold-cover" });
-    const b = c.box;
     cover.appendChild(svgEl("rect", { x: b.x, y: b.y, width: b.width, height: b.height, rx: 6 }));
-    const text = svgEl("text", { x: b.x + 10, y: b.y + 24 });
-    text.textContent = `▸ ${c.label} (folded: ${c.members.size} nodes)`;
+    // The layout is the open graph's: a box takes the room its nodes take, and its title
+    // grows with it (to fill its width, at most a third of its height), to read when the
+    // whole picture is fitted to the screen.
+    const words = `▸ ${c.label} (${c.members.size} nodes: click to open)`;
+    const size = Math.max(14, Math.min(b.width / (words.length * 0.62), b.height / 3));
+    const text = svgEl("text", { x: b.x + size * 0.4, y: b.y + size * 1.2 });
+    text.style.fontSize = `${size}px`;
+    text.textContent = words;
     cover.appendChild(text);
+    cover.addEventListener("click", (ev) => { ev.stopPropagation(); toggleFold(c); });
     c.el.appendChild(cover);
-    return c.members;
+    c.cover = cover;
   }
   function applyFolds() {
-    const hidden = new Set();
-    for (const c of clusters) if (c.folded) for (const m of membersOf(c)) hidden.add(m);
-    for (const g of svg.querySelectorAll("g.node")) g.classList.toggle("folded-away", hidden.has(g));
+    for (const c of clusters) if (c.folded) makeCover(c);
+    for (const item of nodes.values()) {
+      const away = boxOfItem(item) !== item;
+      if (item.el) item.el.classList.toggle("folded-away", away);
+      if (item.leafBox) item.leafBox.classList.toggle("folded-away", away);
+    }
+    // An edge inside one box goes; one between two boxes (or a box and a node) stays.
     for (const e of edges) {
       if (!e.el) continue;
-      const a = e.src ? e.src.el : null, b = e.dst ? e.dst.el : null;
-      const away = (!a || hidden.has(a)) && (!b || hidden.has(b));
-      e.el.classList.toggle("folded-away", away);
+      const a = e.src ? boxOfItem(e.src) : null, b = e.dst ? boxOfItem(e.dst) : null;
+      e.el.classList.toggle("folded-away", (a === null || a !== e.src) && a === b);
     }
-    for (const item of nodes.values()) if (item.leafBox) item.leafBox.classList.toggle("folded-away", hidden.has(item.el));
-    // A folded cluster inside another folded one is hidden with it.
     for (const c of clusters) {
-      const outer = clusters.some((o) => o !== c && o.folded && membersOf(o) && c.box && o.box &&
-        inside(centre(c.box), o.box) && o.box.width * o.box.height > c.box.width * c.box.height);
-      c.el.classList.toggle("folded-away", outer);
+      c.el.classList.toggle("folded-away", foldedAbove(c));
       c.el.classList.toggle("folded", c.folded);
     }
+    computeRuns();
     markFoldedRunning();
     showClusters();
   }
   function markFoldedRunning() {
-    for (const c of clusters) {
-      c.el.classList.toggle("has-running", !!(c.folded && running && running.el && membersOf(c).has(running.el)));
-    }
+    const box = currentRun() ? currentRun().box : null;
+    for (const c of clusters) c.el.classList.toggle("has-running", box === c);
   }
-  function toggleFold(c) { c.folded = !c.folded; applyFolds(); }
+  function toggleFold(c) {
+    c.folded = !c.folded;
+    applyFolds();
+    // Stay where the pass is: on the step (a node's, or a box's) holding this position.
+    const run = currentRun();
+    goTo(run ? run.end : position, { follow: false, force: true });
+  }
   for (const c of clusters) {
     for (const t of c.el.querySelectorAll(":scope > text")) t.addEventListener("click", (ev) => { ev.stopPropagation(); toggleFold(c); });
   }
@@ -786,7 +960,9 @@
     const box = $("clusters");
     box.replaceChildren();
     if (!clusters.length) return;
-    box.appendChild(el("h2", null, "Clusters"));
+    const wrap = clusters.length > 12 ? el("details") : el("div");
+    const title = `Clusters and modules (${clusters.filter((c) => c.folded).length} of ${clusters.length} folded)`;
+    wrap.appendChild(el(wrap.tagName === "DETAILS" ? "summary" : "h2", null, title));
     for (const c of clusters) {
       const b = el("button", "fold", `${c.folded ? "▸ Unfold" : "▾ Fold"}: ${c.label}`);
       b.type = "button";
@@ -795,8 +971,11 @@
       b.addEventListener("click", () => { toggleFold(c); box.querySelector(`[data-cluster="${CSS.escape(c.name)}"]`).focus(); });
       const p = el("p");
       p.appendChild(b);
-      box.appendChild(p);
+      wrap.appendChild(p);
     }
+    if (wrap.tagName === "DETAILS") wrap.open = box.dataset.open === "true";
+    wrap.addEventListener("toggle", () => { box.dataset.open = String(wrap.open); });
+    box.appendChild(wrap);
   }
 
   // ---- the keyboard ---------------------------------------------------------------------
@@ -815,15 +994,15 @@
     }
     if (inControl && (k.startsWith("Arrow") || k === "Home" || k === "End" || k === "PageUp" || k === "PageDown")) return;
     let handled = true;
-    if (k === "ArrowRight" || k === "PageDown") goTo(position + 1);
-    else if (k === "ArrowLeft" || k === "PageUp") goTo(position - 1);
+    if (k === "ArrowRight" || k === "PageDown") stepBy(1);
+    else if (k === "ArrowLeft" || k === "PageUp") stepBy(-1);
     else if (k === "Home") goTo(0);
     else if (k === "End") goTo(total);
     else if (k === " " && !onButton && !inControl) setPlaying(!timer);
     else if (k === "+" || k === "=") zoomBy(1.25);
     else if (k === "-" || k === "_") zoomBy(0.8);
     else if (k === "0") fit();
-    else if (k === "c" || k === "C") { if (running && boxOf(running)) keepBoxInView(boxOf(running)); }
+    else if (k === "c" || k === "C") { if (running) followRunning(); }
     else if (k === "Escape") hideTip();
     else handled = false;
     if (handled) ev.preventDefault();
@@ -832,9 +1011,12 @@
   // ---- start -----------------------------------------------------------------------------
 
   showChecks();
-  showClusters();
+  applyFolds();
   initialView();
   position = -1; // force the first draw
   goTo(0, { follow: false });
-  window.tracerStepper = { goTo, get position() { return position; }, total };
+  window.tracerStepper = {
+    goTo, stepTo, get position() { return position; }, total,
+    get step() { return runIndex(); }, get steps() { return runs.length; },
+  };
 })();

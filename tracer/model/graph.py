@@ -51,6 +51,20 @@ class Saved:
     source: str | None = None
 
 
+@dataclass(frozen=True)
+class Jacobian:
+    """An op's local Jacobian for one input slot, ∂(outputs)/∂(input), as the node's own
+    backward computed it during the pass (tracer.record.capture.jacobian): row r is what
+    the node sends down `slot` for the r-th basis vector of its outputs `outputs` (their
+    elements flattened row-major, one output after the other: those that received a
+    gradient), column c the input's c-th element. `matrix` has shape (rows, columns) and
+    always its values."""
+
+    slot: int
+    outputs: tuple[int, ...]
+    matrix: TensorData
+
+
 @dataclass
 class Node:
     """A `grad_fn` node (op), a leaf's `AccumulateGrad` (leaf), or an input needing no grad.
@@ -81,6 +95,8 @@ class Node:
     # A leaf the pass was not asked for: backward(inputs=...) or autograd.grad(out, inputs)
     # named other tensors, so the engine stopped at them and this one was not to be reached.
     outside_pass: bool = False
+    # Its local Jacobians, per input slot, when the trace was asked for them (small ops).
+    jacobians: tuple[Jacobian, ...] = ()
 
     @property
     def received_no_gradient(self) -> bool:
@@ -305,6 +321,8 @@ def _all_finite(recording: Recording) -> bool:
                 return False
             if not all(_finite_data(v.tensor) for v in node.saved):
                 return False
+            if not all(_finite_data(j.matrix) for j in node.jacobians):
+                return False
     return True
 
 
@@ -358,6 +376,13 @@ def _tensor_from(raw: dict[str, Any] | None) -> TensorData | None:
     )
 
 
+def _jacobian_from(raw: dict[str, Any]) -> Jacobian:
+    matrix = _tensor_from(raw["matrix"])
+    if matrix is None or matrix.values is None or len(matrix.shape) != 2:
+        raise ValueError("a Jacobian without its matrix")
+    return Jacobian(int(raw["slot"]), tuple(int(o) for o in raw["outputs"]), matrix)
+
+
 def _graph_from(raw: dict[str, Any]) -> Graph:
     nodes = [
         Node(
@@ -379,6 +404,7 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             module=n.get("module"),
             grad_before=_tensor_from(n.get("grad_before")),
             outside_pass=bool(n.get("outside_pass", False)),
+            jacobians=tuple(_jacobian_from(j) for j in n.get("jacobians", ())),
         )
         for n in raw["nodes"]
     ]

@@ -13,11 +13,14 @@ DEFAULT_MAX_VALUES = 64
 class CaptureOptions:
     """What a trace records (see `tracer.trace`): values of tensors with at most
     `max_values` elements; each op's forward value (`values=False`: structure and
-    gradients only, the cheapest); what autograd saved for backward (`saved`)."""
+    gradients only, the cheapest); what autograd saved for backward (`saved`); each small
+    op's local Jacobian (`jacobians`: for the step-through page, see
+    tracer.record.capture.jacobian; off, a trace does nothing more)."""
 
     max_values: int = DEFAULT_MAX_VALUES
     values: bool = True
     saved: bool = False
+    jacobians: bool = False
 
 
 DEFAULT_CAPTURE = CaptureOptions()

@@ -25,16 +25,18 @@ from typing import Any
 
 from tracer.derivatives.chainrule import EdgeIndex, per_slot
 from tracer.model.graph import Edge, Graph, Node, Recording, Saved
+from tracer.model.options import CaptureOptions
 from tracer.model.tensor import TensorData
-from tracer.output.dot import RenderOptions
+from tracer.output.dot import RenderOptions, views
 from tracer.output.graphviz import picture
-from tracer.view.collapse import EVERY_DEPTH
+from tracer.view.collapse import EVERY_DEPTH, Collapsed
 from tracer.view.grades import (
     GRADE_COLUMNS,
     first_disagreement_text,
     grade_cells,
     recording_grades,
 )
+from tracer.view.jacobian import JacobianStep, jacobian_steps
 from tracer.view.report import problems
 from tracer.view.steps import engine_order
 from tracer.view.text import (
@@ -42,10 +44,15 @@ from tracer.view.text import (
     format_check,
     format_tensor,
     graph_title,
+    jacobian_lines,
+    jacobian_title,
+    module_title,
     node_title,
+    repeated_modules,
     shape_text,
     summary_line,
     visible,
+    vjp_verdict,
 )
 
 # The page's picture: names, ops and gradients, readable when projected; every node drawn
@@ -64,10 +71,25 @@ QUIZ_VALUES = 16
 QUIZ_RTOL, QUIZ_ATOL = 1e-3, 5e-4
 
 
-def render_html(recording: Recording, *, quiz: bool = False) -> str:
+def page_capture(capture: CaptureOptions, fmt: str | None) -> CaptureOptions:
+    """What to record for output in format `fmt`: a page (html) also shows each small op's
+    local Jacobian, which only a page asks the trace to take (a plain trace costs nothing
+    more)."""
+    return replace(capture, jacobians=True) if fmt == "html" else capture
+
+
+def render_html(
+    recording: Recording,
+    *,
+    quiz: bool = False,
+    depth: int | None = None,
+    focus: str | None = None,
+) -> str:
     """The stepper page for `recording`, as one HTML document. `quiz`: every gradient is
     hidden until the student reveals it (the picture shows none), and one of at most
-    QUIZ_VALUES elements may be typed in and checked first."""
+    QUIZ_VALUES elements may be typed in and checked first. The page opens with module
+    calls folded as the pictures collapse them (`depth`, `focus`; by default to fit a
+    slide: tracer.output.dot.views decides), and steps through the boxes shown."""
     css = (_ASSETS / "stepper.css").read_text(encoding="utf-8")
     js = (_ASSETS / "stepper.js").read_text(encoding="utf-8")
     template = (_ASSETS / "stepper.html").read_text(encoding="utf-8")
@@ -77,7 +99,7 @@ def render_html(recording: Recording, *, quiz: bool = False) -> str:
         "TITLE": html.escape(visible(recording.title or "backward pass")),
         "CSS": css,
         "SVG": page_svg(recording, quiz=quiz),
-        "DATA": script_json(page_data(recording, quiz=quiz)),
+        "DATA": script_json(page_data(recording, quiz=quiz, depth=depth, focus=focus)),
         "JS": js,
     }
     # One pass over the template: text put in (a title, the SVG) is never scanned again.
@@ -146,11 +168,41 @@ def without_gradients(recording: Recording) -> Recording:
 # -- the page's data: plain text and numbers, formatted here ---------------------------
 
 
-def page_data(recording: Recording, *, quiz: bool = False) -> dict[str, Any]:
+def page_data(
+    recording: Recording,
+    *,
+    quiz: bool = False,
+    depth: int | None = None,
+    focus: str | None = None,
+) -> dict[str, Any]:
     """Everything the page shows, as JSON-ready data; tensors as text lines (and, in a
-    quiz, a small gradient's numbers too, to check what the student types)."""
-    if quiz:
-        return _quiz_data(recording)
+    quiz, a small gradient's numbers too, to check what the student types); which module
+    calls open folded (see `render_html`)."""
+    data = _quiz_data(recording) if quiz else _data(recording)
+    shown = views(recording, RenderOptions(depth=depth, focus=focus))
+    for gi, (graph, view) in enumerate(zip(recording.graphs, shown, strict=True)):
+        data["graphs"][gi]["folded"] = view.manual_box
+        data["graphs"][gi]["modules"] = _modules_data(graph, gi, view)
+    return data
+
+
+def _modules_data(graph: Graph, gi: int, view: Collapsed) -> list[dict[str, Any]]:
+    """Each module call of a graph: its cluster in the picture, its parent, its title, and
+    whether the page opens with it folded (drawn collapsed in the picture's view)."""
+    repeated = repeated_modules(graph.modules)
+    return [
+        {
+            "id": call.id,
+            "parent": call.parent,
+            "cluster": f"cluster_g{gi}m{call.id}",
+            "title": module_title(call, graph.modules, repeated),
+            "folded": not view.manual_box and call.id not in view.expanded,
+        }
+        for call in graph.modules
+    ]
+
+
+def _data(recording: Recording) -> dict[str, Any]:
     return {
         "title": recording.title,
         "passed": recording.passed,
@@ -166,7 +218,7 @@ def page_data(recording: Recording, *, quiz: bool = False) -> dict[str, Any]:
 
 
 def _quiz_data(recording: Recording) -> dict[str, Any]:
-    data = page_data(recording)
+    data = _data(recording)
     data["quiz"] = {"rtol": QUIZ_RTOL, "atol": QUIZ_ATOL}
     for graph, drawn in zip(recording.graphs, data["graphs"], strict=True):
         if graph.kind != "backward":
@@ -222,12 +274,12 @@ def _graph_data(graph: Graph) -> dict[str, Any]:
         "label": graph_title(graph),
         "roots": graph.roots,
         "seeds": [tensor_text(s) for s in graph.seeds],
-        "nodes": [_node_data(n, index) for n in graph.nodes],
+        "nodes": [_node_data(n, index, graph) for n in graph.nodes],
         "edges": [_edge_data(e, graph) for e in graph.edges],
     }
 
 
-def _node_data(node: Node, index: EdgeIndex) -> dict[str, Any]:
+def _node_data(node: Node, index: EdgeIndex, graph: Graph) -> dict[str, Any]:
     slots = per_slot(node, index) if node.kind == "op" else None
     return {
         "id": node.id,
@@ -239,12 +291,26 @@ def _node_data(node: Node, index: EdgeIndex) -> dict[str, Any]:
         "shape": shape_text(node.shape),
         "dtype": node.dtype,
         "madeBy": node.made_by,
+        "module": node.module,
         "forward": [tensor_text(t) for t in node.forward],
         "grads": [tensor_text(t) for t in node.grads],
         "leafGrad": tensor_text(node.leaf_grad),
         "saved": [_saved_data(s) for s in node.saved],
         "slotNames": slots[0] if slots else None,
         "formulas": slots[1] if slots else None,
+        "jacobians": [_jacobian_data(j) for j in jacobian_steps(node, graph)],
+    }
+
+
+def _jacobian_data(step: JacobianStep) -> dict[str, Any]:
+    """One input slot's Jacobian panel: J, vᵀJ, and whether the gradient sent is vᵀJ."""
+    return {
+        "slot": step.jacobian.slot,
+        "title": jacobian_title(step),
+        "matrix": jacobian_lines(step),
+        "product": tensor_text(step.product),
+        "verdict": vjp_verdict(step),
+        "agrees": step.agrees,
     }
 
 

@@ -89,8 +89,14 @@ def _encode(
         "dot": lambda: dot_utf8(recording, options),
         "gv": lambda: dot_utf8(recording, options),
         "json": lambda: recording.to_json().encode("utf-8"),
-        # The page draws its own (slide) view; of `options` it takes the quiz alone.
-        "html": lambda: render_html(recording, quiz=bool(options and options.quiz)).encode(),
+        # The page draws its own (slide) view; of `options` it takes the quiz, and the depth
+        # and focus it opens folded to.
+        "html": lambda: render_html(
+            recording,
+            quiz=bool(options and options.quiz),
+            depth=options.depth if options else None,
+            focus=options.focus if options else None,
+        ).encode(),
     }
     return renderers[fmt]() if fmt in renderers else picture(recording, fmt, options, notes)
 

@@ -17,6 +17,7 @@ from tracer.model.check import Check, How, register_formatters
 from tracer.model.explain import InPlaceError
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
+from tracer.view.jacobian import JacobianStep
 
 # Characters that cannot be shown as themselves: control characters, and lone surrogates
 # (a str may hold one; no UTF-8 file can).
@@ -418,6 +419,49 @@ def module_title(
     again = (call.name, call.cls) in repeated
     name = call.name + (f" (call {call.call})" if again else "")
     return f"{name} · {call.cls}" if name else call.cls
+
+
+# -- the step-through page's Jacobian panel (tracer.view.jacobian) --------------------------
+
+
+def jacobian_title(step: JacobianStep) -> str:
+    """ "J = ∂out/∂in, 2 × 3: rows = output [2] (2 elements), columns = input [3]
+    (3 elements)"; several outputs are named in order: "outputs 0 [2], 1 [2]"."""
+    rows, columns = step.jacobian.matrix.shape
+    outputs = step.jacobian.outputs
+    if len(outputs) == 1:
+        row_text = f"output {shape_text(step.output_shapes[0])}"
+    else:
+        shapes = zip(outputs, step.output_shapes, strict=True)
+        row_text = "outputs " + ", ".join(f"{o} {shape_text(shape)}" for o, shape in shapes)
+    return (
+        f"J = ∂out/∂in, {rows} × {columns}: rows = {row_text} ({_elements(rows)}), "
+        f"columns = input {shape_text(step.input_shape)} ({_elements(columns)})"
+    )
+
+
+def _elements(count: int) -> str:
+    return f"{count} element" + ("s" if count != 1 else "")
+
+
+def jacobian_lines(step: JacobianStep) -> list[str]:
+    """The matrix, a row per line (at most 16 numbers: it is never wrapped)."""
+    return format_tensor(step.jacobian.matrix, per_line=step.jacobian.matrix.shape[1])
+
+
+def vjp_verdict(step: JacobianStep) -> str:
+    """Whether the gradient the step sent down the edge is vᵀJ."""
+    if step.product is None:
+        return "vᵀJ cannot be worked out: the gradient that arrived has no recorded values"
+    if step.sent is None or step.agrees is None:
+        return "nothing with recorded values was sent down this edge to compare with vᵀJ"
+    if step.difference == 0:
+        return "✓ the gradient sent = vᵀJ, exactly"
+    if step.agrees:
+        return (
+            f"✓ the gradient sent = vᵀJ within rounding (largest difference {step.difference:.1e})"
+        )
+    return f"✗ the gradient sent ≠ vᵀJ: largest difference {step.difference:.2g}"
 
 
 register_formatters(text=lambda check: check_line(check, "exact"), html=check_html)

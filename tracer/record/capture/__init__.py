@@ -88,6 +88,7 @@ class GraphCapture:
             saved=options.saved,
             origins=origins,
         )
+        self._jacobians = options.jacobians
         self._flow: GradientFlow | None = None
         self.nodes: NodeFinder | None = None  # once finished
 
@@ -110,7 +111,7 @@ class GraphCapture:
 
     def hook(self, every_edge: bool = False) -> None:
         """Hook the graph to record the gradient flow of the next backward (see `flow`)."""
-        self._flow = GradientFlow(self._walk)
+        self._flow = GradientFlow(self._walk, self._jacobians)
         self._flow.hook(every_edge)
 
     def last_ran(self) -> Node | None:

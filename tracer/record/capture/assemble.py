@@ -86,6 +86,9 @@ def assemble(
         nodes[node_id].saved = tuple(
             Saved(entry.name, data(entry.key), entry.text, entry.source) for entry in saved
         )
+    if flow is not None and flow.jacobians:
+        for node_id, jacobians in flow.jacobians.items():
+            nodes[node_id].jacobians = tuple(jacobians)
     incoming = walk.incoming
     # An edge into an output that others feed too carries what its source sent (a hook's,
     # above), never the sum that arrived. A cheap test first: few nodes have such an input.

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from tracer.model.graph import Jacobian
+from tracer.record.capture.jacobian import local_jacobians, wanted
 from tracer.record.capture.walk import GraphWalk
 from tracer.record.summary import Summariser
 
@@ -38,10 +40,12 @@ class GradientFlow:
     before a root ran, belongs to another pass and keeps nothing.
     """
 
-    def __init__(self, walk: GraphWalk) -> None:
+    def __init__(self, walk: GraphWalk, jacobians: bool = False) -> None:
         self.walk = walk
         self.arrivals: list[Arrival] = []
         self.sent: dict[int, list[Hashable | None]] = {}  # node id -> a key per input slot
+        # With `jacobians`: node id -> its local Jacobians (see capture.jacobian).
+        self.jacobians: dict[int, list[Jacobian]] | None = {} if jacobians else None
         self._hooks: list[Any] = []
         self._task: int | None = None  # the engine's id of this pass, once a root ran
 
@@ -62,6 +66,7 @@ class GradientFlow:
             senders = {src for src, dst, _, out in edges if dst in into and (dst, out) in shared}
         hooks, leaves, roots = self._hooks, walk.leaves, set(walk.roots)
         on_arrive, on_leaf_arrive, on_send = self._on_arrive, self._on_leaf_arrive, self._on_send
+        jacobians = self.jacobians is not None  # asked for by a page only
         for node_id, fn in enumerate(walk.fns):
             if fn is None:
                 continue
@@ -72,6 +77,8 @@ class GradientFlow:
             hooks.append(fn.register_prehook(arrive))
             if leaf is None and node_id in senders:
                 hooks.append(fn.register_hook(on_send(node_id)))
+            if jacobians and leaf is None and wanted(fn):
+                hooks.append(fn.register_hook(self._on_jacobian(node_id)))
 
     def _read_grads_before(self) -> None:
         """Each leaf's `.grad` before the pass adds to it (a summary, taken now: the engine
@@ -143,6 +150,21 @@ class GradientFlow:
 
         return hook
 
+    def _on_jacobian(self, node_id: int) -> Callable[..., None]:
+        jacobians, fns = self.jacobians, self.walk.fns
+        assert jacobians is not None
+
+        def hook(
+            grad_inputs: tuple[torch.Tensor | None, ...],
+            grad_outputs: tuple[torch.Tensor | None, ...],
+        ) -> None:
+            if _task_id() == self._task:
+                found = local_jacobians(fns[node_id], grad_inputs, grad_outputs)
+                if found:
+                    jacobians[node_id] = found
+
+        return hook
+
     def unhook(self) -> None:
         """Remove every hook (also when backward raised)."""
         for handle in self._hooks:
@@ -152,3 +174,5 @@ class GradientFlow:
     def release(self) -> None:
         self.arrivals.clear()
         self.sent.clear()
+        if self.jacobians is not None:
+            self.jacobians.clear()
