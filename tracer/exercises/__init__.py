@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import TracerError
+from tracer.model.forward import Direction
 from tracer.model.graph import Recording
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 
@@ -53,9 +54,13 @@ class Exercise:
         found: Any = getattr(importlib.import_module(module), name)
         return found
 
-    def run(self, capture: CaptureOptions = DEFAULT_CAPTURE) -> Recording:
+    def run(
+        self, capture: CaptureOptions = DEFAULT_CAPTURE, forward: Direction | None = None
+    ) -> Recording:
         """Trace the exercise, recording what `capture` says, and check every manual
-        gradient it returns."""
+        gradient it returns. With `forward`, run it once more in forward mode along that
+        direction, over its inputs that require grad (tracer.checks.forward_mode)."""
+        from tracer.checks.forward_mode import run_forward_mode
         from tracer.session import Trace
 
         fn = self.fn
@@ -63,6 +68,8 @@ class Exercise:
             manual = fn()
             for tensor, formula in manual.items():
                 t.check(tensor, formula, quiet=True)
+        if forward is not None:
+            t.recording.forward = run_forward_mode(fn, forward, max_values=capture.max_values)
         return t.recording
 
 
