@@ -422,7 +422,7 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
             along = Direction.parse(direction) if direction is not None else None
         except TracerError as e:
             raise fail(f"--direction: {e}") from None
-        along = along or (Direction(basis=1) if forward else None)
+        along = along or (Direction() if forward else None)
         _trace_exercise(ex, view, picture, frames, frame_format, along)
 
     command.__doc__ = escape(

@@ -21,15 +21,19 @@ from tracer.model.forward import Direction, ForwardMode
 from tracer.model.options import DEFAULT_MAX_VALUES
 from tracer.record.tangents import TangentRecorder
 
+# What torch says when forward AD cannot go through an op (a kernel without a forward
+# derivative, a custom Function without `jvp`).
+_FORWARD_AD_MISSING = ("forward AD", "forward-mode AD", "forward mode AD")
+
 
 def requires_grad_leaf(t: torch.Tensor) -> bool:
     """An exercise's inputs: the leaf tensors that require grad (its checked inputs)."""
     return t.is_leaf and t.requires_grad
 
 
-def one_of(inputs: Sequence[torch.Tensor]) -> Callable[[torch.Tensor], bool]:
-    """The inputs a caller named, by identity."""
-    return lambda t: any(t is i for i in inputs)
+def no_other(t: torch.Tensor) -> bool:
+    """No input beyond those given to the program (see run_forward_mode's `given`)."""
+    return False
 
 
 class _Parts:
@@ -54,13 +58,16 @@ class _Parts:
 
 
 def run_forward_mode(
-    program: Callable[[], Any],
+    program: Callable[..., Any],
     direction: Direction,
     is_input: Callable[[torch.Tensor], bool] = requires_grad_leaf,
     max_values: int = DEFAULT_MAX_VALUES,
+    given: Sequence[torch.Tensor] = (),
 ) -> ForwardMode:
     """Run `program` once in forward mode along `direction` and check the output's
-    tangent against reverse mode. The output is the tensor of the program's first
+    tangent against reverse mode. The inputs are those `is_input` picks, made dual at
+    their first use; `given` inputs are made dual first, in order, and passed to the
+    program (`program(*duals)`). The output is the tensor of the program's first
     backward call (not run), else what it returns. A TracerError in one line when the
     direction does not fit the inputs, no input is used, or torch's forward AD does not
     support an op the program runs."""
@@ -69,9 +76,9 @@ def run_forward_mode(
     with forward_ad.dual_level():
         try:
             with recorder:
-                result = program()
+                result = program(*(recorder.dual_of(t) for t in given))
         except (NotImplementedError, RuntimeError) as e:
-            if "forward AD" not in str(e) and "forward-mode AD" not in str(e):
+            if not any(says in str(e) for says in _FORWARD_AD_MISSING):
                 raise
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise TracerError(
@@ -129,7 +136,11 @@ def reverse_mode_jv(
                 allow_unused=True,
             )
             jv[i] = sum(
-                ((row * part).sum() for row, part in zip(rows, parts, strict=True) if row is not None),
+                (
+                    (row * part).sum()
+                    for row, part in zip(rows, parts, strict=True)
+                    if row is not None
+                ),
                 start=torch.zeros((), dtype=primal.dtype, device=primal.device),
             )
         return jv.reshape(primal.shape), primal.numel()

@@ -26,9 +26,10 @@ _BASIS = re.compile(r"^e(\d+)$")
 class Direction:
     """The direction `v` along the inputs, flattened and joined in the order the forward
     pass first uses them: the `basis` vector e_k (1-based), or the `values` themselves.
-    Its length is known only once the inputs are: `resolve` checks it then."""
+    Its length is known only once the inputs are: `resolve` checks it then. The default
+    is e1."""
 
-    basis: int | None = None
+    basis: int | None = 1
     values: tuple[float, ...] | None = None
 
     @classmethod
@@ -46,23 +47,22 @@ class Direction:
             values = tuple(float(v) for v in given.split(","))
         except ValueError:
             raise TracerError(
-                f"direction '{text}': give comma-separated numbers (0,1,0) or a basis "
-                "vector (e3)"
+                f"direction '{text}': give comma-separated numbers (0,1,0) or a basis vector (e3)"
             ) from None
-        return cls(values=values)
+        return cls(basis=None, values=values)
 
     @classmethod
     def of(cls, given: Any) -> Direction:
         """A direction from what a caller gave: None (e1), a Direction, text (see
         `parse`), or a sequence of numbers (a list, a tuple, a flat tensor's `tolist()`)."""
         if given is None:
-            return cls(basis=1)
+            return cls()
         if isinstance(given, Direction):
             return given
         if isinstance(given, str):
             return cls.parse(given)
         try:
-            return cls(values=tuple(float(v) for v in given))
+            return cls(basis=None, values=tuple(float(v) for v in given))
         except (TypeError, ValueError):
             raise TracerError(
                 f"direction {given!r}: give a sequence of numbers, or text such as 'e3'"

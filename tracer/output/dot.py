@@ -759,11 +759,8 @@ def _forward_lines(forward: ForwardMode, options: RenderOptions) -> list[str]:
     brief = not options.full
     check = forward.check
     fill = AGREE_FILL if check is None or check.passed else DISAGREE_FILL
-    title = (
-        f"<B>{text(forward_title(forward))}</B>"
-        + "".join(
-            f'<BR/><FONT POINT-SIZE="10">{text(line)}</FONT>' for line in forward_cost_lines(forward)
-        )
+    title = f"<B>{text(forward_title(forward))}</B>" + "".join(
+        f'<BR/><FONT POINT-SIZE="10">{text(line)}</FONT>' for line in forward_cost_lines(forward)
     )
     lines = [
         "\tsubgraph cluster_forward {",
@@ -777,7 +774,7 @@ def _forward_lines(forward: ForwardMode, options: RenderOptions) -> list[str]:
             _pair("tangent", given.tangent, TANGENT_COLOUR, brief),
         ]
         lines.append(
-            f"\t\tfwi{k} [label={_TABLE}{''.join(rows)}</TABLE>> color=\"#555555\" "
+            f'\t\tfwi{k} [label={_TABLE}{"".join(rows)}</TABLE>> color="#555555" '
             f'fillcolor="{LEAF_FILL}" shape=box style="rounded,filled"]'
         )
     for step in forward.steps:
@@ -788,7 +785,7 @@ def _forward_lines(forward: ForwardMode, options: RenderOptions) -> list[str]:
         rows.append(_pair("tangent", step.tangent, TANGENT_COLOUR, brief))
         width = 2 if step.id == forward.output else 1
         lines.append(
-            f"\t\tfws{step.id} [label={_TABLE}{''.join(rows)}</TABLE>> color=\"#555555\" "
+            f'\t\tfws{step.id} [label={_TABLE}{"".join(rows)}</TABLE>> color="#555555" '
             f'fillcolor="{OP_FILL}" penwidth={width} shape=box style="rounded,filled"]'
         )
     for step in forward.steps:

@@ -86,6 +86,7 @@ class TangentRecorder(TorchFunctionMode):
         self.output_step: int | None = None
         self.names: dict[int, str] = {}  # the code's variable names, by id (see _learn)
         self._duals: dict[int, torch.Tensor] = {}  # an input's id -> its dual tensor
+        self._input_of: dict[int, tuple[torch.Tensor, int]] = {}  # a dual's id -> its input
         self._made_by: dict[int, tuple[weakref.ref, int]] = {}  # a tensor's id -> its step
         self._step_tensors: list[weakref.ref] = []  # each step's output, for its name
         self.done = False
@@ -118,11 +119,18 @@ class TangentRecorder(TorchFunctionMode):
             return dual
         if not torch.is_grad_enabled() or not self.is_input(t):
             return None  # (a module's parameters are initialised in place under no_grad)
-        tangent = self.tangent_for(t)
-        dual = self._duals[id(t)] = forward_ad.make_dual(t, tangent)
-        self.inputs.append(t)
-        self.input_tangents.append(tangent)
-        self.input_data.append(summarise(tangent, self.max_values))
+        return self.dual_of(t)
+
+    def dual_of(self, t: torch.Tensor) -> torch.Tensor:
+        """Make input `t` dual now, with the next part of v: for a program given its inputs
+        (its first use may be in a call no mode sees, such as a custom Function's)."""
+        with torch._C.DisableTorchFunction():
+            tangent = self.tangent_for(t)
+            dual = self._duals[id(t)] = forward_ad.make_dual(t, tangent)
+            self._input_of[id(dual)] = (dual, len(self.inputs))
+            self.inputs.append(t)
+            self.input_tangents.append(tangent)
+            self.input_data.append(summarise(tangent, self.max_values))
         return dual
 
     def _dual_arguments(
@@ -133,16 +141,18 @@ class TangentRecorder(TorchFunctionMode):
         took: list[tuple[str, int]] = []
 
         def swap(value: Any) -> Any:
-            if isinstance(value, (list, tuple)) and any(
-                isinstance(v, torch.Tensor) for v in value
-            ):
+            if isinstance(value, (list, tuple)) and any(isinstance(v, torch.Tensor) for v in value):
                 return type(value)(swap(v) for v in value)
             if not isinstance(value, torch.Tensor):
                 return value
             dual = self._dual(value)
             if dual is not None:
-                took.append(("input", next(i for i, t in enumerate(self.inputs) if t is value)))
+                took.append(("input", self._input_of[id(dual)][1]))
                 return dual
+            given = self._input_of.get(id(value))
+            if given is not None and given[0] is value:  # a dual the program was given
+                took.append(("input", given[1]))
+                return value
             made = self._made_by.get(id(value))
             if made is not None and made[0]() is value:
                 took.append(("step", made[1]))

@@ -421,7 +421,6 @@ def module_title(
     return f"{name} · {call.cls}" if name else call.cls
 
 
-
 # -- forward mode beside reverse mode (tracer.model.forward) ------------------------------
 
 
