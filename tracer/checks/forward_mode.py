@@ -100,7 +100,8 @@ def run_forward_mode(
     forward_jv = torch.zeros_like(output) if tangent is None else tangent
     reverse_jv, passes = reverse_mode_jv(output, recorder.inputs, recorder.input_tangents)
     name = recorder.names.get(id(output))
-    check = compare("J·v", forward_jv, reverse_jv, max_values=max_values, of=name)
+    # Named "v" after the direction: the check reads "∂f/∂v", the directional derivative.
+    check = compare("v", forward_jv, reverse_jv, max_values=max_values, of=name)
     return ForwardMode(
         direction=v,
         given=direction.text(),

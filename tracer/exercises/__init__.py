@@ -46,6 +46,9 @@ class Exercise:
     shapes: str
     function: str  # "package.module:function", imported when the exercise runs
     explain: bool = False  # the gallery's slide picture shows each op's chain-rule step
+    # Forward mode beside reverse mode, always, along this direction ("e1"): the gallery's
+    # variant of an exercise (`exercise-a-forward`); `--forward` adds it to any exercise.
+    forward: str | None = None
 
     @property
     def fn(self) -> Callable[[], Manual]:
@@ -63,6 +66,8 @@ class Exercise:
         from tracer.checks.forward_mode import run_forward_mode
         from tracer.session import Trace
 
+        if forward is None and self.forward is not None:
+            forward = Direction.parse(self.forward)
         fn = self.fn
         with Trace.with_options(capture, self.title) as t:
             manual = fn()
