@@ -170,6 +170,21 @@ def test_forward_mode_on_a_small_module() -> None:
     assert x.grad is not None  # as after `model(x).backward(ones)`
 
 
+def test_forward_mode_leaves_the_random_generators_as_one_call_does() -> None:
+    x = torch.ones(3, dtype=f64, requires_grad=True)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return (x * torch.rand(3, dtype=f64)).sum()
+
+    torch.manual_seed(5)
+    noisy(x.detach())
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    t = tracer.forward_mode(noisy, x, direction="e2")
+    assert torch.equal(torch.rand(4), expected)
+    assert t.recording.passed  # J·v is checked on the forward-mode run's own graph
+
+
 def test_direction_is_checked_against_the_inputs() -> None:
     x = torch.ones(3, dtype=f64, requires_grad=True)
     with pytest.raises(TracerError, match=r"has 2 numbers, but the inputs \(x: 3\) have 3"):

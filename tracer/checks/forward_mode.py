@@ -16,6 +16,7 @@ import torch
 import torch.autograd.forward_ad as forward_ad
 
 from tracer.checks.compare import compare
+from tracer.checks.numeric import random_state_kept
 from tracer.errors import TracerError
 from tracer.model.forward import Direction, ForwardMode
 from tracer.model.options import DEFAULT_MAX_VALUES
@@ -73,7 +74,8 @@ def run_forward_mode(
     support an op the program runs."""
     parts = _Parts(direction)
     recorder = TangentRecorder(is_input, parts, max_values)
-    with forward_ad.dual_level():
+    # The program's second run leaves the global random generators as its first left them.
+    with forward_ad.dual_level(), random_state_kept():
         try:
             with recorder:
                 result = program(*(recorder.dual_of(t) for t in given))
