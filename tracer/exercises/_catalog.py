@@ -29,7 +29,7 @@ register(
     ),
     Exercise(
         "exercise-a-forward",
-        title="exercise-a in forward mode: f = log(1 + xᵀx), the tangent along e1",
+        title="exercise-a-forward: f = log(1 + xᵀx), forward mode along e1 beside reverse mode",
         source="MML ch. 5, lecture; forward mode as in §5.6",
         formula="f(z) = log(1 + z), z = xᵀx; tangents along v = e1",
         manual="∂f/∂x = 2x / (1 + xᵀx); J·v = ∇f·v",
