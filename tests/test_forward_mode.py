@@ -170,6 +170,29 @@ def test_forward_mode_on_a_small_module() -> None:
     assert x.grad is not None  # as after `model(x).backward(ones)`
 
 
+def test_in_place_ops_carry_the_tangent_on() -> None:
+    x = torch.tensor([0.5, 1.5], dtype=f64, requires_grad=True)
+
+    def f(x: torch.Tensor) -> torch.Tensor:
+        y = x * 2
+        y.mul_(3)
+        y.add_(x)
+        return y.sin().sum()
+
+    v = torch.tensor([1.0, 2.0], dtype=f64)
+    t = tracer.forward_mode(f, x, direction=v)
+    forward = t.recording.forward
+    assert forward is not None and forward.check is not None and forward.check.passed
+    assert [(s.op, s.after, s.inputs) for s in forward.steps] == [
+        ("mul", (), (0,)),
+        ("mul_", (0,), ()),
+        ("add_", (1,), (0,)),
+        ("sin", (2,), ()),
+        ("sum", (3,), ()),
+    ]
+    assert same_bits(tangent_of(t.recording), torch.func.jvp(f, (x.detach(),), (v,))[1])
+
+
 def test_forward_mode_leaves_the_random_generators_as_one_call_does() -> None:
     x = torch.ones(3, dtype=f64, requires_grad=True)
 

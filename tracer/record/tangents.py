@@ -6,9 +6,10 @@ user's traced code. Each input (a tensor `is_input` picks) is made a dual tensor
 time an op takes it, carrying its part of the direction v (inputs take their parts in the
 order the pass first uses them); each op whose output then carries a tangent is a step,
 kept as plain numbers at once (value and tangent, with tracer.record.summary). The first
-backward call marks the output (the tensor it differentiates) and ends the recording; it
-is not run: reverse mode is checked on the graph as it stands (tracer.checks.forward_mode),
-and the inputs' `.grad` stay as they were.
+backward call marks the output (the tensor it differentiates) and ends the recording; a
+`backward` is not run (reverse mode is checked on the graph as it stands, by
+tracer.checks.forward_mode, and the inputs' `.grad` stay as they were), an
+`autograd.grad` is (the program uses its result; it touches no `.grad`).
 """
 
 from __future__ import annotations
@@ -39,13 +40,14 @@ _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autogra
 
 
 def op_name(func: Any) -> str:
-    """torch's name of an op: "dot", "log", "add" (for `__add__`), "T" (a property)."""
+    """torch's name of an op: "dot", "log", "add" (for `__add__` and `__radd__`), "mul_"
+    (in place), "T" (a property)."""
     name = getattr(func, "__name__", None) or type(func).__name__
     if name in ("__get__", "__set__"):  # a property of Tensor: x.T, x.mT
         name = getattr(getattr(func, "__self__", None), "__name__", name)
     if name in _REFLECTED:
         name = "__" + name[3:]
-    return name.strip("_")
+    return name[2:-2] if name.startswith("__") and name.endswith("__") else name
 
 
 def _an_op(func: Any) -> bool:
@@ -54,9 +56,13 @@ def _an_op(func: Any) -> bool:
     name = getattr(func, "__name__", "")
     if name in ("__get__", "__set__", "__delete__"):
         return name == "__get__" and op_name(func) in _VIEW_PROPERTIES
-    # An in-place op on an input (an initialiser, under no_grad) changes the input itself.
-    in_place = name.endswith("_") and not name.endswith("__")
-    return not in_place and name not in _NOT_OPS
+    return name not in _NOT_OPS
+
+
+def _in_place(func: Any) -> bool:
+    """Whether `func` changes its first argument in place (`mul_`, `add_`)."""
+    name = getattr(func, "__name__", "")
+    return name.endswith("_") and not name.endswith("__")
 
 
 class TangentRecorder(TorchFunctionMode):
@@ -84,7 +90,7 @@ class TangentRecorder(TorchFunctionMode):
         self.steps: list[TangentStep] = []
         self.output: torch.Tensor | None = None
         self.output_step: int | None = None
-        self.names: dict[int, str] = {}  # the code's variable names, by id (see _learn)
+        self.names: dict[int, str] = {}  # the code's variable names, by id (see learn_names)
         self._duals: dict[int, torch.Tensor] = {}  # an input's id -> its dual tensor
         self._input_of: dict[int, tuple[torch.Tensor, int]] = {}  # a dual's id -> its input
         self._made_by: dict[int, tuple[weakref.ref, int]] = {}  # a tensor's id -> its step
@@ -98,11 +104,20 @@ class TangentRecorder(TorchFunctionMode):
         if func in _BACKWARD_CALLS:
             with torch._C.DisableTorchFunction():
                 self._finish(args[0] if args else kwargs.get("tensors", kwargs.get("outputs")))
-            return None if func is not torch.autograd.grad else ()
+            if func is torch.autograd.grad:  # its result is the program's: it runs (no .grad)
+                return func(*args, **kwargs)
+            return None
         if not _an_op(func):
             return func(*args, **kwargs)
+        # An in-place op changes its first argument: an input stays itself there (an
+        # initialiser's, under no_grad); an intermediate result carries its tangent on.
+        in_place = _in_place(func)
         with torch._C.DisableTorchFunction():
-            args, kwargs, took = self._dual_arguments(args, kwargs)
+            changed, rest = (args[:1], args[1:]) if in_place else ((), args)
+            rest, kwargs, took = self._dual_arguments(rest, kwargs)
+            if in_place and changed and isinstance(changed[0], torch.Tensor):
+                took += self._took(changed[0])
+            args = (*changed, *rest)
         out = func(*args, **kwargs)
         if took:
             with torch._C.DisableTorchFunction():
@@ -149,16 +164,21 @@ class TangentRecorder(TorchFunctionMode):
             if dual is not None:
                 took.append(("input", self._input_of[id(dual)][1]))
                 return dual
-            given = self._input_of.get(id(value))
-            if given is not None and given[0] is value:  # a dual the program was given
-                took.append(("input", given[1]))
-                return value
-            made = self._made_by.get(id(value))
-            if made is not None and made[0]() is value:
-                took.append(("step", made[1]))
+            took.extend(self._took(value))
             return value
 
         return tuple(swap(a) for a in args), {k: swap(v) for k, v in kwargs.items()}, took
+
+    def _took(self, value: torch.Tensor) -> list[tuple[str, int]]:
+        """What an op taking `value` takes: a dual the program was given ("input", k), an
+        earlier step's output ("step", id), or neither."""
+        given = self._input_of.get(id(value))
+        if given is not None and given[0] is value:
+            return [("input", given[1])]
+        made = self._made_by.get(id(value))
+        if made is not None and made[0]() is value:
+            return [("step", made[1])]
+        return []
 
     # -- the steps -------------------------------------------------------------------------
 
