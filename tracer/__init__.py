@@ -38,15 +38,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tracer.errors import TracerError
     from tracer.model.check import Check
+    from tracer.model.forward import Direction
     from tracer.model.graph import Edge, Graph, Node, Recording
     from tracer.model.tensor import TensorData
     from tracer.output.render import RenderOptions, render_dot, render_svg, write
-    from tracer.session import Trace, check, trace
+    from tracer.session import Trace, check, forward_mode, trace
 
 # Each public name and the module it lives in, imported on first use: `import tracer` (and
 # so `trace --help`, `trace list`) must not import torch, which takes seconds.
 _EXPORTS = {
     "Check": "tracer.model.check",
+    "Direction": "tracer.model.forward",
     "Edge": "tracer.model.graph",
     "Graph": "tracer.model.graph",
     "Node": "tracer.model.graph",
@@ -56,6 +58,7 @@ _EXPORTS = {
     "Trace": "tracer.session",
     "TracerError": "tracer.errors",
     "check": "tracer.session",
+    "forward_mode": "tracer.session",
     "render_dot": "tracer.output.render",
     "render_svg": "tracer.output.render",
     "trace": "tracer.session",
@@ -63,6 +66,7 @@ _EXPORTS = {
 }
 __all__ = [
     "Check",
+    "Direction",
     "Edge",
     "Graph",
     "Node",
@@ -72,6 +76,7 @@ __all__ = [
     "Trace",
     "TracerError",
     "check",
+    "forward_mode",
     "render_dot",
     "render_svg",
     "trace",

@@ -31,6 +31,7 @@ from typer.core import TyperCommand, TyperGroup
 from tracer import exercises
 from tracer.errors import TracerError
 from tracer.model.collector import paused_gc
+from tracer.model.forward import Direction
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.page import page_capture
 from tracer.output.pictures import PICTURE_FORMATS
@@ -395,10 +396,35 @@ def exercise_command(ex: exercises.Exercise) -> Callable[..., None]:
             FrameFormat,
             typer.Option("--format", "-f", help="The frames' format (with --frames)."),
         ] = FrameFormat.svg,  # type: ignore[attr-defined]
+        forward: Annotated[
+            bool,
+            typer.Option(
+                "--forward",
+                metavar="",
+                help="Also run it in forward mode (torch.autograd.forward_ad) along a "
+                "direction v: the tangent on every op, J·v checked against reverse mode.",
+            ),
+        ] = False,
+        direction: Annotated[
+            str | None,
+            typer.Option(
+                "--direction",
+                metavar="V",
+                show_default=False,
+                help="Forward mode's direction over the inputs: e3 (a basis vector) or "
+                "numbers (0,1,0,...); implies --forward. Default: e1.",
+            ),
+        ] = None,
     ) -> None:
         # Typer's click: the source is an enum whose DEFAULT means --out was not given.
         given = getattr(ctx.get_parameter_source("out"), "name", "DEFAULT") != "DEFAULT"
-        _trace_exercise(ex, view, out if frames is None or given else None, frames, frame_format)
+        picture = out if frames is None or given else None
+        try:
+            along = Direction.parse(direction) if direction is not None else None
+        except TracerError as e:
+            raise fail(f"--direction: {e}") from None
+        along = along or (Direction() if forward else None)
+        _trace_exercise(ex, view, picture, frames, frame_format, along)
 
     command.__doc__ = escape(
         f"{ex.formula}  —  {ex.source}. Trace, check against {ex.manual}, draw."
@@ -412,9 +438,11 @@ def _trace_exercise(
     picture: Path | None,
     frames: Path | None,
     frame_format: FrameFormat,
+    forward: Direction | None = None,
 ) -> None:
-    """Trace the exercise, print its report, write the picture and the frames asked for;
-    every target is checked before tracing. Exit 1 when a check disagrees."""
+    """Trace the exercise (and run it in forward mode along `forward`), print its report,
+    write the picture and the frames asked for; every target is checked before tracing.
+    Exit 1 when a check disagrees."""
     from tracer.output.frames import check_target, write_frames
 
     try:
@@ -424,7 +452,7 @@ def _trace_exercise(
             check_target(frames, frame_format.value)
         _import_torch()
         fmt = None if picture is None else picture.suffix.lower().lstrip(".")
-        recording = ex.run(page_capture(view.capture, fmt))
+        recording = ex.run(page_capture(view.capture, fmt), forward)
         typer.echo(format_report(recording))
         for graph in recording.backward_graphs() if len(recording.checks) > 1 else ():
             typer.echo(f"\ngrade sheet of backward pass {graph.number}")

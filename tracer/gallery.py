@@ -20,7 +20,7 @@ from tracer.model.graph import Recording
 from tracer.model.options import DEFAULT_CAPTURE
 from tracer.output.page import page_capture
 from tracer.output.render import RenderOptions, render_dot, write
-from tracer.view.text import check_line
+from tracer.view.text import check_line, forward_check_line
 
 README = "README.md"
 # The files each exercise gets, by suffix; the DOT source is the one compared by --check.
@@ -43,11 +43,22 @@ class Entry:
 
     @property
     def failures(self) -> list[str]:
-        return [
+        found = [
             f"{self.exercise.slug}: {check_line(c, 'exact')}"
             for c in self.recording.checks
             if not c.passed
         ]
+        forward = self.recording.forward
+        if forward is not None and forward.passed is False:
+            found.append(f"{self.exercise.slug}: {forward_check_line(forward)}")
+        return found
+
+    @property
+    def verdicts(self) -> list[str]:
+        """Each check in the picture's words, forward mode's J·v last."""
+        lines = [check_line(c, "picture") for c in self.recording.checks]
+        forward = self.recording.forward
+        return lines if forward is None else [*lines, forward_check_line(forward)]
 
 
 def run_all(exercises: Sequence[Exercise], progress: Progress | None = None) -> list[Entry]:
@@ -165,7 +176,7 @@ def readme(entries: Sequence[Entry]) -> str:
         ex = entry.exercise
         # The picture's wording: rounding-level errors read "< 1e-12", so the README, like
         # the DOT, is the same on every machine and `--check` can compare it.
-        verdicts = "; ".join(check_line(c, "picture") for c in entry.recording.checks)
+        verdicts = "; ".join(entry.verdicts)
         lines.append(f"| [{ex.slug}](#{ex.slug}) | {_cell(ex.source)} | {_cell(verdicts)} |")
     for entry in entries:
         ex = entry.exercise
@@ -182,7 +193,7 @@ def readme(entries: Sequence[Entry]) -> str:
             f"- Source: {ex.source}",
             f"- Shapes: {ex.shapes}",
         ]
-        lines += [f"- {check_line(c, 'picture')}" for c in entry.recording.checks]
+        lines += [f"- {verdict}" for verdict in entry.verdicts]
         lines.append(
             f"- Files: [{ex.slug}.svg]({ex.slug}.svg), [{ex.slug}.png]({ex.slug}.png), "
             f"[{ex.slug}.gv]({ex.slug}.gv) (DOT source)"

@@ -37,11 +37,13 @@ from tracer.checks.comparisons import (
     user_comparison,
     why_no_gradient,
 )
+from tracer.checks.forward_mode import no_other, run_forward_mode
 from tracer.checks.manual import Deciding, Recogniser
 from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
 from tracer.model.explain import InPlaceError
+from tracer.model.forward import Direction
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
@@ -670,3 +672,38 @@ def trace(
     >>> t.render("graph.svg")
     """
     return Trace(title, max_values=max_values, values=values, saved=saved, jacobians=jacobians)
+
+
+def forward_mode(
+    fn: Callable[..., torch.Tensor],
+    *inputs: torch.Tensor,
+    direction: Any = None,
+    title: str = "",
+    max_values: int = DEFAULT_MAX_VALUES,
+) -> Trace:
+    """Forward mode beside reverse mode: trace `fn(*inputs)` and its backward (seeded with
+    ones when the output is not a scalar), then run `fn` once more in forward mode
+    (`torch.autograd.forward_ad`) along `direction` over the inputs, and check the output's
+    tangent J·v against reverse mode's J·v (see tracer.checks.forward_mode).
+
+    `direction`: None (e1), "e3", or numbers (a list, a tensor) for the inputs flattened
+    and joined in the order `fn` first uses them. The inputs must require grad; their
+    `.grad` receive the one backward, as after `f.backward()`.
+
+    >>> t = tracer.forward_mode(lambda x: torch.log(1 + torch.dot(x, x)), x, direction="e2")
+    >>> t.render("forward.svg")
+    """
+    if isinstance(direction, torch.Tensor):
+        direction = direction.detach().flatten().tolist()
+    along = Direction.of(direction)
+    if not inputs or not all(isinstance(i, torch.Tensor) and i.requires_grad for i in inputs):
+        raise TracerError(
+            "forward_mode(fn, *inputs): give the inputs as tensors with requires_grad=True"
+        )
+    with Trace(title, max_values=max_values) as t:
+        output = t.call(fn, *inputs)
+        if not isinstance(output, torch.Tensor):
+            raise TracerError(f"forward_mode: fn returned {type(output).__name__}, not a tensor")
+        output.backward(torch.ones_like(output))
+    t.recording.forward = run_forward_mode(fn, along, no_other, max_values, given=inputs)
+    return t

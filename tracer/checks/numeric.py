@@ -16,7 +16,7 @@ Each element i of the gradient is (fn(x + ε eᵢ) − fn(x − ε eᵢ)) / 2ε,
 ε² times the third derivative plus rounding of about 1e-16/ε, so they are compared with
 looser tolerances than a closed form (`FD_TOLERANCES`). `fn` runs without gradient
 tracking, on copies: the user's tensors and their `.grad` are as they were, and so is
-every global random number generator `fn` may draw from or seed (`_random_state_kept`):
+every global random number generator `fn` may draw from or seed (`random_state_kept`):
 torch's CPU one; CUDA's, each device's (and, while CUDA is not initialised, the seed
 queued for it, which `torch.manual_seed` sets); Python's `random`; numpy's global one,
 when numpy was imported before the check. Generators the user's code made itself
@@ -41,7 +41,7 @@ MAX_ELEMENTS = 10_000
 
 
 @contextlib.contextmanager
-def _random_state_kept() -> Iterator[None]:
+def random_state_kept() -> Iterator[None]:
     """The global generators as they were (see the module docstring).
 
     CUDA not yet initialised has no state to save: the seed queued for it is kept
@@ -102,7 +102,7 @@ def finite_differences(
             )
         return float(out.detach().to(torch.float64).reshape(()))
 
-    with torch.no_grad(), torch._C.DisableTorchFunction(), _random_state_kept():
+    with torch.no_grad(), torch._C.DisableTorchFunction(), random_state_kept():
         for i in range(flat.numel()):
             original = float(flat[i])
             flat[i] = original + eps

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tracer.errors import TracerError
+from tracer.model.forward import Direction
 from tracer.model.graph import Recording
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 
@@ -45,6 +46,9 @@ class Exercise:
     shapes: str
     function: str  # "package.module:function", imported when the exercise runs
     explain: bool = False  # the gallery's slide picture shows each op's chain-rule step
+    # Forward mode beside reverse mode, always, along this direction ("e1"): the gallery's
+    # variant of an exercise (`exercise-a-forward`); `--forward` adds it to any exercise.
+    forward: str | None = None
 
     @property
     def fn(self) -> Callable[[], Manual]:
@@ -53,16 +57,24 @@ class Exercise:
         found: Any = getattr(importlib.import_module(module), name)
         return found
 
-    def run(self, capture: CaptureOptions = DEFAULT_CAPTURE) -> Recording:
+    def run(
+        self, capture: CaptureOptions = DEFAULT_CAPTURE, forward: Direction | None = None
+    ) -> Recording:
         """Trace the exercise, recording what `capture` says, and check every manual
-        gradient it returns."""
+        gradient it returns. With `forward`, run it once more in forward mode along that
+        direction, over its inputs that require grad (tracer.checks.forward_mode)."""
+        from tracer.checks.forward_mode import run_forward_mode
         from tracer.session import Trace
 
+        if forward is None and self.forward is not None:
+            forward = Direction.parse(self.forward)
         fn = self.fn
         with Trace.with_options(capture, self.title) as t:
             manual = fn()
             for tensor, formula in manual.items():
                 t.check(tensor, formula, quiet=True)
+        if forward is not None:
+            t.recording.forward = run_forward_mode(fn, forward, max_values=capture.max_values)
         return t.recording
 
 

@@ -28,6 +28,17 @@ register(
         explain=True,  # the lecture's pictures show why each node sends what it sends
     ),
     Exercise(
+        "exercise-a-forward",
+        title="exercise-a-forward: f = log(1 + xᵀx), forward mode along e1 beside reverse mode",
+        source="MML ch. 5, lecture; forward mode as in §5.6",
+        formula="f(z) = log(1 + z), z = xᵀx; tangents along v = e1",
+        manual="∂f/∂x = 2x / (1 + xᵀx); J·v = ∇f·v",
+        shapes="x ∈ ℝ¹⁰, v ∈ ℝ¹⁰",
+        function="tracer.exercises.lecture:exercise_a",
+        explain=True,
+        forward="e1",  # forward mode's cluster beside the reverse graph
+    ),
+    Exercise(
         "gaussian",
         title="gaussian (MML 5.8a): f = exp(−½ (x − μ)ᵀS⁻¹(x − μ))",
         source="MML ch. 5, exercise 5.8a",

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from tracer.errors import TracerError
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
+from tracer.model.forward import ForwardInput, ForwardMode, TangentStep
 from tracer.model.tensor import TensorData
 
 # "module": a collapsed module call, made only by the collapsed view (tracer.view.collapse).
@@ -194,6 +195,7 @@ class Recording:
     graphs: list[Graph] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     unrecorded: list[UnrecordedPasses] = field(default_factory=list)
+    forward: ForwardMode | None = None  # a forward-mode pass beside the reverse one
 
     def note_unrecorded(self, kind: UnrecordedKind, source: tuple[str, int] | None) -> None:
         """Count one more pass of `kind` not recorded at `source`."""
@@ -206,9 +208,12 @@ class Recording:
     @property
     def passed(self) -> bool | None:
         """True when every check agrees, False when one does not, None with no check."""
-        if not self.checks:
+        checks = [*self.checks]
+        if self.forward is not None and self.forward.check is not None:
+            checks.append(self.forward.check)  # J·v, forward mode against reverse mode
+        if not checks:
             return None
-        return all(c.passed for c in self.checks)
+        return all(c.passed for c in checks)
 
     def backward_graphs(self) -> list[Graph]:
         return [g for g in self.graphs if g.kind == "backward"]
@@ -263,6 +268,7 @@ class Recording:
                 graphs=[_graph_from(g) for g in raw["graphs"]],
                 checks=[_check_from(c) for c in raw["checks"]],
                 unrecorded=[_unrecorded_from(u) for u in raw.get("unrecorded", ())],
+                forward=_forward_from(raw.get("forward")),
             )
         except RecursionError:
             raise TracerError("not a tracer recording: the JSON is nested too deep") from None
@@ -302,6 +308,8 @@ def _finite_data(t: TensorData | None) -> bool:
 
 def _all_finite(recording: Recording) -> bool:
     """Whether every number in the recording is finite (JSON can then hold them as they are)."""
+    if recording.forward is not None:  # small: written through _json_default, whatever it holds
+        return False
     for check in recording.checks:
         if not (math.isfinite(check.max_abs) and math.isfinite(check.max_rel)):
             return False
@@ -460,4 +468,32 @@ def _check_from(raw: dict[str, Any]) -> Check:
         how=How(raw["how"]),
         also=tuple(How(h) for h in raw.get("also", ())),
         node=raw.get("node"),
+    )
+
+
+def _forward_from(raw: dict[str, Any] | None) -> ForwardMode | None:
+    if raw is None:
+        return None
+    check = raw["check"]
+    return ForwardMode(
+        direction=tuple(_number(v) for v in raw["direction"]),
+        given=str(raw["given"]),
+        inputs=[ForwardInput(i["name"], _tensor_from(i["tangent"])) for i in raw["inputs"]],  # type: ignore[arg-type]
+        steps=[
+            TangentStep(
+                id=s["id"],
+                op=s["op"],
+                name=s["name"],
+                value=_tensor_from(s["value"]),  # type: ignore[arg-type]
+                tangent=_tensor_from(s["tangent"]),  # type: ignore[arg-type]
+                after=tuple(s["after"]),
+                inputs=tuple(s["inputs"]),
+            )
+            for s in raw["steps"]
+        ],
+        output=raw["output"],
+        output_name=raw["output_name"],
+        outputs=int(raw["outputs"]),
+        backward_passes=int(raw["backward_passes"]),
+        check=None if check is None else _check_from(check),
     )

@@ -34,6 +34,7 @@ from tracer.derivatives.chainrule import EdgeIndex, slot_name, steps
 from tracer.errors import TracerError
 from tracer.model.check import Check
 from tracer.model.collector import paused_gc
+from tracer.model.forward import ForwardMode
 from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_BUDGET, Collapsed, collapse, collapse_manual, levels
@@ -57,6 +58,9 @@ from tracer.view.text import (
     checks_brief,
     edge_note,
     format_tensor,
+    forward_check_line,
+    forward_cost_lines,
+    forward_title,
     graph_title,
     module_title,
     repeated_modules,
@@ -74,6 +78,7 @@ CONSTANT_FILL = "#eeeeee"
 GRAD_COLOUR = "#c25a00"
 VALUE_COLOUR = "#1f4e79"
 SAVED_COLOUR = "#555555"
+TANGENT_COLOUR = "#2e7d32"  # forward mode's tangents, green as they flow the other way
 PROBLEM = "#d62728"
 AGREE_FILL = "#c9f2c7"
 DISAGREE_FILL = "#f7c6c5"
@@ -719,7 +724,7 @@ def _lines(recording: Recording, options: RenderOptions | None) -> list[str]:
     """The DOT source's lines (see `dot_source`), and an empty one for its final newline."""
     options = options or RenderOptions()
     shown = views(recording, options)
-    single = len(recording.graphs) == 1
+    single = len(recording.graphs) == 1 and recording.forward is None
     titles = [recording.title] if recording.title else []
     if single:
         titles.append(graph_title(recording.graphs[0]))
@@ -737,6 +742,56 @@ def _lines(recording: Recording, options: RenderOptions | None) -> list[str]:
     ]
     for i, view in enumerate(shown):
         lines += _graph_lines(view, i, options, not single, recording.checks)
+    if recording.forward is not None:
+        lines += _forward_lines(recording.forward, options)
     # The closing brace, and after it the final newline: in the one join.
     lines += ["}", ""]
+    return lines
+
+
+# -- forward mode beside reverse mode (tracer.model.forward) ----------------------------------
+
+
+def _forward_lines(forward: ForwardMode, options: RenderOptions) -> list[str]:
+    """Forward mode as a cluster beside the reverse graph, flowing forward: the inputs
+    at the top with their part of v, then each op in the order it ran with its value (full
+    view) and its `tangent`; the title states J·v's check and the cost contrast."""
+    brief = not options.full
+    check = forward.check
+    fill = AGREE_FILL if check is None or check.passed else DISAGREE_FILL
+    title = f"<B>{text(forward_title(forward))}</B>" + "".join(
+        f'<BR/><FONT POINT-SIZE="10">{text(line)}</FONT>' for line in forward_cost_lines(forward)
+    )
+    lines = [
+        "\tsubgraph cluster_forward {",
+        f'\t\tlabel=<<TABLE BORDER="0" CELLPADDING="3"><TR><TD>{title}</TD></TR>'
+        f'<TR><TD BGCOLOR="{fill}">{text(forward_check_line(forward))}</TD></TR></TABLE>>',
+        f'\t\tcolor="{TANGENT_COLOUR}" fontcolor="#333333" style="rounded,dashed"',
+    ]
+    for k, given in enumerate(forward.inputs):
+        rows = [
+            f'<TR><TD COLSPAN="2"><B>{text(given.name, NAME_LIMIT)}</B></TD></TR>',
+            _pair("tangent", given.tangent, TANGENT_COLOUR, brief),
+        ]
+        lines.append(
+            f'\t\tfwi{k} [label={_TABLE}{"".join(rows)}</TABLE>> color="#555555" '
+            f'fillcolor="{LEAF_FILL}" shape=box style="rounded,filled"]'
+        )
+    for step in forward.steps:
+        name = f"  <B>{text(step.name, NAME_LIMIT)}</B>" if step.name else ""
+        rows = [f'<TR><TD COLSPAN="2">{text(step.op)}{name}</TD></TR>']
+        if options.full:
+            rows.append(_pair("value", step.value, VALUE_COLOUR))
+        rows.append(_pair("tangent", step.tangent, TANGENT_COLOUR, brief))
+        width = 2 if step.id == forward.output else 1
+        lines.append(
+            f'\t\tfws{step.id} [label={_TABLE}{"".join(rows)}</TABLE>> color="#555555" '
+            f'fillcolor="{OP_FILL}" penwidth={width} shape=box style="rounded,filled"]'
+        )
+    for step in forward.steps:
+        for k in step.inputs:
+            lines.append(f'\t\tfwi{k} -> fws{step.id} [color="{TANGENT_COLOUR}"]')
+        for before in step.after:
+            lines.append(f'\t\tfws{before} -> fws{step.id} [color="{TANGENT_COLOUR}"]')
+    lines.append("\t}")
     return lines

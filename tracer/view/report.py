@@ -12,6 +12,7 @@ from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_ROWS, Collapsed
 from tracer.view.text import (
     format_check,
+    format_forward,
     graph_name,
     graph_title,
     module_title,
@@ -143,6 +144,8 @@ def format_report(recording: Recording) -> str:
     parts.extend(f"⚠ {p}" for p in problems(recording))
     parts.extend(f"⚠ {f}" for g in recording.graphs if (f := first_non_finite(g)) is not None)
     parts.extend(f"note: {n}" for n in unrecorded_notes(recording))
+    if recording.forward is not None:
+        parts.append(format_forward(recording.forward))
     return "\n".join(parts)
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
 from tracer.model.explain import InPlaceError
+from tracer.model.forward import ForwardMode
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
 from tracer.view.jacobian import JacobianStep
@@ -244,18 +245,18 @@ def checks_brief(checks: Sequence[Check]) -> str:
     return f"{len(checks)} checks: {', '.join(counts)}"
 
 
+def _block(title: str, t: TensorData | None, width: int = 10) -> list[str]:
+    """A titled tensor in the terminal report, its rows under its first one."""
+    body = ["(none)"] if t is None else format_tensor(t, per_line=5)
+    pad = " " * (width + 2)
+    return [f"  {title:<{width}}{body[0]}", *(pad + row for row in body[1:])]
+
+
 def format_check(check: Check) -> str:
     """The terminal report of one check: both gradients, the largest error, the verdict."""
-    pad = " " * 12
     lines = [check.derivative]
-
-    def block(title: str, t: TensorData | None) -> None:
-        body = ["(none)"] if t is None else format_tensor(t, per_line=5)
-        lines.append(f"  {title:<10}{body[0]}")
-        lines.extend(pad + row for row in body[1:])
-
-    block("autograd", check.autograd)
-    block("numeric" if check.how is How.FINITE_DIFFERENCES else "manual", check.manual)
+    lines += _block("autograd", check.autograd)
+    lines += _block("numeric" if check.how is How.FINITE_DIFFERENCES else "manual", check.manual)
     lines.append(f"  {check.problem or _largest_error(check)}")
     lines.append(f"  {verdict_text(check)}")
     return "\n".join(lines)
@@ -462,6 +463,52 @@ def vjp_verdict(step: JacobianStep) -> str:
             f"✓ the gradient sent = vᵀJ within rounding (largest difference {step.difference:.1e})"
         )
     return f"✗ the gradient sent ≠ vᵀJ: largest difference {step.difference:.2g}"
+
+
+# -- forward mode beside reverse mode (tracer.model.forward) ------------------------------
+
+
+def forward_title(forward: ForwardMode) -> str:
+    """ "forward mode: the tangent of f along v = e1 (x: 10)"."""
+    sizes = ", ".join(f"{i.name}: {i.tangent.numel}" for i in forward.inputs)
+    of = forward.output_name or "the output"
+    return f"forward mode: the tangent of {of} along v = {forward.given} ({sizes})"
+
+
+def forward_cost_lines(forward: ForwardMode) -> tuple[str, str]:
+    """The cost contrast (MML §5.6), one line per mode: forward mode gives J·v for one
+    input direction per pass, reverse mode vᵀJ for one output per pass."""
+    n, m = len(forward.direction), forward.outputs
+    return (
+        f"forward mode: one forward pass per input direction (here 1 of n = {n});",
+        f"reverse mode: one backward per output (here {forward.backward_passes} of m = {m})",
+    )
+
+
+def forward_check_line(forward: ForwardMode) -> str:
+    """ "J·v: forward mode vs reverse mode: ✓ agree (largest error < 1e-12)"."""
+    check = forward.check
+    if check is None:
+        return "J·v: not checked"
+    head = f"J·v: forward mode vs reverse mode: {verdict_text(check)}"
+    if check.problem:
+        return f"{head}: {check.problem}"
+    return f"{head} (largest error {format_error(check.max_abs)})"
+
+
+def format_forward(forward: ForwardMode) -> str:
+    """The terminal report of forward mode: v, J·v both ways, the verdict, the cost."""
+    lines = [forward_title(forward)]
+    for given in forward.inputs:
+        lines += _block(f"v ({given.name})", given.tangent, 12)
+    check = forward.check
+    if check is not None:
+        lines += _block("J·v forward", check.autograd, 12)
+        lines += _block("J·v reverse", check.manual, 12)
+        lines.append(f"  {check.problem or _largest_error(check)}")
+    lines.append(f"  {forward_check_line(forward)}")
+    lines.append("  " + " ".join(forward_cost_lines(forward)))
+    return "\n".join(lines)
 
 
 register_formatters(text=lambda check: check_line(check, "exact"), html=check_html)
