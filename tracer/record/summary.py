@@ -64,7 +64,7 @@ def _unreadable(t: torch.Tensor) -> str | None:
     if t.is_quantized:
         return "quantized tensor"
     # (A tensor batched by vmap is one of torch.func's wrapped tensors too.)
-    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+    if _functorch_wrapped(t):
         return "batched or transformed by torch.func (vmap, grad)"
     if type(t) not in _PLAIN_TYPES:
         return f"tensor subclass {type(t).__name__}"
@@ -175,8 +175,8 @@ class QuickSummary:
             and not t.is_neg()
             and not t.is_nested
             and not t._is_zerotensor()
-            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-            and not torch._C._len_torch_dispatch_stack()
+            and not _functorch_wrapped(t)
+            and not _dispatch_modes()
         ):
             return self._plain(t, numel)  # nearly every large tensor: the short way
         note = _unreadable(t)
@@ -208,27 +208,24 @@ class QuickSummary:
             stride = t.stride()
             flat = _dense(t.shape, stride)
             span = (
-                (t.data_ptr(), numel, dtype) if flat else (t.data_ptr(), dtype, tuple(t.shape), stride)
+                (t.data_ptr(), numel, dtype)
+                if flat
+                else (t.data_ptr(), dtype, tuple(t.shape), stride)
             )
         version = _safe_version(t)
         recent = self._recent.get(span)
         if recent is not None and recent[2] == version and recent[1]() is not None:
             return _with_shape(recent[0], t)
-        d = t.detach()  # a detached alias: the reductions build no graph
         try:
-            if _function_modes() and torch._C._is_torch_function_enabled():
+            if _function_modes() and _function_enabled():
                 with torch._C.DisableTorchFunction():  # ours, or the user's: not our calls
-                    if flat:
-                        d = d.as_strided((numel,), (1,), d.storage_offset())
-                    low, high = torch.aminmax(d)
-                    norm = torch.linalg.vector_norm(d).item()
+                    low, high, norm = _extremes_and_norm(t, numel, flat)
             else:
-                if flat:
-                    d = d.as_strided((numel,), (1,), d.storage_offset())
-                low, high = torch.aminmax(d)
-                norm = torch.linalg.vector_norm(d).item()
+                low, high, norm = _extremes_and_norm(t, numel, flat)
             if math.isfinite(norm):
-                data = TensorData(tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item())
+                data = TensorData(
+                    tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item()
+                )
             else:  # NaN or Inf somewhere (or a norm that overflowed): counted now
                 data = _reduced(t)
         except Exception:
@@ -277,15 +274,27 @@ class QuickSummary:
         self._recent.clear()
 
 
+def _extremes_and_norm(
+    t: torch.Tensor, numel: int, flat: bool
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Min and max (0-d tensors) and the norm of a plain real tensor; `flat`: reduced as
+    the one run of memory its dense view covers (see `QuickSummary._plain`)."""
+    d = t.detach()  # a detached alias: the reductions build no graph
+    if flat:
+        d = d.as_strided((numel,), (1,), d.storage_offset())
+    low, high = torch.aminmax(d)
+    return low, high, torch.linalg.vector_norm(d).item()
+
+
 def _reduced(t: torch.Tensor) -> TensorData:
     """`t`'s statistics, reduced now, hidden from every mode (ours, or the user's: they
     should see only the user's calls). Never raises: a tensor no reduction can read gets
     a note."""
     try:
-        if torch._C._len_torch_dispatch_stack():
+        if _dispatch_modes():
             with quiet_torch():
                 return _statistics(t)
-        if _function_modes() and torch._C._is_torch_function_enabled():
+        if _function_modes() and _function_enabled():
             with torch._C.DisableTorchFunction():
                 return _statistics(t)
         return _statistics(t)
@@ -347,10 +356,10 @@ def kept_alias(t: torch.Tensor, max_values: int) -> torch.Tensor:
 def _hidden(fn: Callable[..., _T], *args: Any) -> _T:
     """`fn(*args)`, hidden from every mode, ours or the user's (they see only the user's
     calls). It runs once per op: no context is entered that is not needed."""
-    if torch._C._len_torch_dispatch_stack():
+    if _dispatch_modes():
         with quiet_torch():
             return fn(*args)
-    if _function_modes() and torch._C._is_torch_function_enabled():
+    if _function_modes() and _function_enabled():
         with torch._C.DisableTorchFunction():
             return fn(*args)
     return fn(*args)
@@ -421,13 +430,17 @@ class Summariser:
         plain (see `QuickSummary`), and then a copy is kept (see `_now`). Never raises:
         it runs inside the user's backward."""
         try:
-            data, t = _hidden(self._now, t)  # one context for all of its calls
+            if _dispatch_modes() or _function_modes():
+                data, t = _hidden(self._now, t)  # one context for all of its calls
+            else:  # no mode to hide from: nearly every gradient inside the engine
+                data, t = self._now(t)
         except Exception:  # an odd tensor: `run` says what it can of it
             data = None
         if data is None:
             return self.add(t)
-        key = ("now", len(self._results))
-        self._results[key] = data
+        results = self._results
+        key = ("now", len(results))
+        results[key] = data
         return key
 
     def _now(self, t: torch.Tensor) -> tuple[TensorData | None, torch.Tensor]:
@@ -443,7 +456,8 @@ class Summariser:
             return data, t
         if t._is_zerotensor() or t.layout != torch.strided or t.is_meta:
             return None, t.detach()
-        return None, t.detach().clone()
+        # (a clone of a tensor that needs no grad needs no detach: one call, not two)
+        return None, t.detach().clone() if t.requires_grad else t.clone()
 
     @property
     def results(self) -> Mapping[Hashable, TensorData]:
@@ -613,8 +627,13 @@ def _dense(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
     return dense
 
 
-def _function_modes() -> int:
-    return torch._C._len_torch_function_stack()
+# How many torch-function and dispatch modes are on this thread's stack, whether torch
+# functions are on, whether a tensor is one of torch.func's wrappers: asked for every op
+# and every gradient, so bound once (C functions, no Python frame of ours around them).
+_function_modes: Callable[[], int] = torch._C._len_torch_function_stack
+_dispatch_modes: Callable[[], int] = torch._C._len_torch_dispatch_stack
+_function_enabled: Callable[[], bool] = torch._C._is_torch_function_enabled
+_functorch_wrapped: Callable[[torch.Tensor], bool] = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def _safe_version(t: torch.Tensor) -> int | None:
