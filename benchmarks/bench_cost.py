@@ -41,6 +41,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,6 +90,27 @@ def transformer() -> tuple[torch.nn.Module, torch.Tensor]:
     return model, torch.randn(4, 32, 64)
 
 
+def floor_walk(out: torch.Tensor) -> set[Any]:
+    """The floor's walk: every node of `out`'s graph, found with nothing made per node."""
+    nodes: set[Any] = {out.grad_fn}
+    queue: list[Any] = [out.grad_fn]
+    while queue:
+        for child, _ in queue.pop().next_functions:
+            if child is not None and child not in nodes:
+                nodes.add(child)
+                queue.append(child)
+    return nodes
+
+
+def floor_reductions(grads: tuple[torch.Tensor | None, ...]) -> None:
+    """The floor's pre-hook: norm, min and max of each arriving gradient, the least a
+    summary is."""
+    for g in grads:
+        if g is not None and g.numel():
+            low, high = torch.aminmax(g)
+            (torch.linalg.vector_norm(g).item(), low.item(), high.item())
+
+
 def bench_transformer() -> None:
     model, X = transformer()
 
@@ -110,22 +132,11 @@ def bench_transformer() -> None:
     # graph and hang a pre-hook on every node (that does nothing, or that takes the norm,
     # min and max of each gradient arriving, the least a summary is).
     def floor(reduce: bool) -> Callable[[], None]:
-        def summarise(grads: tuple[torch.Tensor | None, ...]) -> None:
-            for g in grads:
-                if g is not None and g.numel():
-                    low, high = torch.aminmax(g)
-                    (torch.linalg.vector_norm(g).item(), low.item(), high.item())
-
         def run() -> None:
             model.zero_grad(set_to_none=True)
             out = model(X).square().mean()
-            nodes, queue = {out.grad_fn}, [out.grad_fn]
-            while queue:
-                for child, _ in queue.pop().next_functions:
-                    if child is not None and child not in nodes:
-                        nodes.add(child)
-                        queue.append(child)
-            hook = summarise if reduce else (lambda grads: None)
+            nodes = floor_walk(out)
+            hook = floor_reductions if reduce else (lambda grads: None)
             handles = [node.register_prehook(hook) for node in nodes]
             out.backward()
             for handle in handles:
@@ -214,22 +225,10 @@ def bench_phases() -> None:
         out = model(X).square().mean()
         measured("floor: forward (plain)", start)
         start = time.thread_time()
-        nodes, queue = {out.grad_fn}, [out.grad_fn]
-        while queue:
-            for child, _ in queue.pop().next_functions:
-                if child is not None and child not in nodes:
-                    nodes.add(child)
-                    queue.append(child)
+        nodes = floor_walk(out)
         measured("floor: walk", start)
         start = time.thread_time()
-
-        def summarise(grads: tuple[torch.Tensor | None, ...]) -> None:
-            for g in grads:
-                if g is not None and g.numel():
-                    low, high = torch.aminmax(g)
-                    (torch.linalg.vector_norm(g).item(), low.item(), high.item())
-
-        handles = [node.register_prehook(summarise) for node in nodes]
+        handles = [node.register_prehook(floor_reductions) for node in nodes]
         measured("floor: hook", start)
         out.backward()
         for handle in handles:
@@ -240,7 +239,7 @@ def bench_phases() -> None:
     engine = torch.autograd._engine_run_backward
     which = ["floor"]
 
-    def timed_engine(*args: object, **kwargs: object) -> object:
+    def timed_engine(*args: Any, **kwargs: Any) -> Any:
         start = time.thread_time()
         try:
             return engine(*args, **kwargs)
