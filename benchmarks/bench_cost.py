@@ -2,7 +2,7 @@
 baseline measured the same way, so that they mean the same on any machine:
 
     .venv/bin/python benchmarks/bench_cost.py            # everything (~10 minutes)
-    .venv/bin/python benchmarks/bench_cost.py transformer dot startup chain memory
+    .venv/bin/python benchmarks/bench_cost.py transformer phases dot startup chain memory
 
 Method: one intra-op thread; each measurement's variants interleaved round by round; the
 first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The rows:
@@ -13,6 +13,8 @@ first round discarded (warm-up), then `gc.freeze()`; the median of 7 rounds. The
   and gradients only); the floors of any Python recorder: the graph walked and a pre-hook
   on every node, doing nothing or reducing each arriving gradient; tracer against the
   second floor (the targets); and the forward pass alone, traced with values / untraced.
+- phases: where that step's time goes with `values=False` (walk, hooks, engine, assembly)
+  beside the floor's, in thread CPU time: a profile, not a ratio.
 - dot: DOT text of that graph, ours / torchviz's `make_dot(...).source`, in the slide view
   (vs plain make_dot) and the full view (vs make_dot(show_attrs=True, show_saved=True)).
 - startup: `trace exercise-a --out a.svg`, `trace --help`, `trace list` / `python -c
@@ -39,6 +41,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,6 +90,27 @@ def transformer() -> tuple[torch.nn.Module, torch.Tensor]:
     return model, torch.randn(4, 32, 64)
 
 
+def floor_walk(out: torch.Tensor) -> set[Any]:
+    """The floor's walk: every node of `out`'s graph, found with nothing made per node."""
+    nodes: set[Any] = {out.grad_fn}
+    queue: list[Any] = [out.grad_fn]
+    while queue:
+        for child, _ in queue.pop().next_functions:
+            if child is not None and child not in nodes:
+                nodes.add(child)
+                queue.append(child)
+    return nodes
+
+
+def floor_reductions(grads: tuple[torch.Tensor | None, ...]) -> None:
+    """The floor's pre-hook: norm, min and max of each arriving gradient, the least a
+    summary is."""
+    for g in grads:
+        if g is not None and g.numel():
+            low, high = torch.aminmax(g)
+            (torch.linalg.vector_norm(g).item(), low.item(), high.item())
+
+
 def bench_transformer() -> None:
     model, X = transformer()
 
@@ -108,22 +132,11 @@ def bench_transformer() -> None:
     # graph and hang a pre-hook on every node (that does nothing, or that takes the norm,
     # min and max of each gradient arriving, the least a summary is).
     def floor(reduce: bool) -> Callable[[], None]:
-        def summarise(grads: tuple[torch.Tensor | None, ...]) -> None:
-            for g in grads:
-                if g is not None and g.numel():
-                    low, high = torch.aminmax(g)
-                    (torch.linalg.vector_norm(g).item(), low.item(), high.item())
-
         def run() -> None:
             model.zero_grad(set_to_none=True)
             out = model(X).square().mean()
-            nodes, queue = {out.grad_fn}, [out.grad_fn]
-            while queue:
-                for child, _ in queue.pop().next_functions:
-                    if child is not None and child not in nodes:
-                        nodes.add(child)
-                        queue.append(child)
-            hook = summarise if reduce else (lambda grads: None)
+            nodes = floor_walk(out)
+            hook = floor_reductions if reduce else (lambda grads: None)
             handles = [node.register_prehook(hook) for node in nodes]
             out.backward()
             for handle in handles:
@@ -168,6 +181,99 @@ def bench_transformer() -> None:
     row("traced / the floor, with forward values", t["values"] / t["reductions"], "≤ 1.3")
     row("traced / the floor, values=False", t["structure"] / t["reductions"], "≤ 1.1")
     row("its forward alone, with values / untraced", t["forward traced"] / t["forward"], "≤ 1.3")
+
+
+def bench_phases() -> None:
+    """Where a traced step's time goes (`values=False`) beside the floor's: thread CPU
+    time (what other processes on the machine take is not counted), the median of each
+    phase over `ROUNDS` steps after a warm-up. Not a ratio: a profile, for the README's
+    account of what is left above the floor."""
+    from tracer.record.capture import GraphCapture
+
+    model, X = transformer()
+    spent: dict[str, list[float]] = {}
+
+    def timed(name: str, fn: Callable[..., object]) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            start = time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent.setdefault(name, []).append(time.thread_time() - start)
+
+        return run
+
+    originals = {name: getattr(GraphCapture, name) for name in ("__init__", "hook", "finish")}
+    labels = {"__init__": "walk", "hook": "hook", "finish": "unhook, assemble, modules"}
+
+    def measured(name: str, start: float) -> None:
+        spent.setdefault(name, []).append(time.thread_time() - start)
+
+    def traced_step() -> None:
+        model.zero_grad(set_to_none=True)
+        start = time.thread_time()
+        with tracer.trace(values=False):
+            out = model(X).square().mean()
+            measured("traced: forward", start)
+            start = time.thread_time()
+            out.backward()
+            measured("traced: backward, all of it", start)
+
+    def floor_step() -> None:
+        model.zero_grad(set_to_none=True)
+        start = time.thread_time()
+        out = model(X).square().mean()
+        measured("floor: forward (plain)", start)
+        start = time.thread_time()
+        nodes = floor_walk(out)
+        measured("floor: walk", start)
+        start = time.thread_time()
+        handles = [node.register_prehook(floor_reductions) for node in nodes]
+        measured("floor: hook", start)
+        out.backward()
+        for handle in handles:
+            handle.remove()
+
+    # autograd's engine entry point, which tracer's own wrapper (installed while a trace is
+    # open) calls in turn: the engine with the hooks in it, timed alike in both steps.
+    engine = torch.autograd._engine_run_backward
+    which = ["floor"]
+
+    def timed_engine(*args: Any, **kwargs: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return engine(*args, **kwargs)
+        finally:
+            spent.setdefault(f"{which[0]}: the engine with the hooks", []).append(
+                time.thread_time() - start
+            )
+
+    torch.autograd._engine_run_backward = timed_engine
+    for name, fn in originals.items():
+        setattr(GraphCapture, name, timed(f"traced: {labels[name]}", fn))
+    try:
+        for round_ in range(ROUNDS + 1):
+            which[0] = "traced"
+            traced_step()
+            which[0] = "floor"
+            floor_step()
+            if round_ == 0:
+                spent.clear()
+                gc.collect()
+                gc.freeze()
+        gc.unfreeze()
+    finally:
+        torch.autograd._engine_run_backward = engine
+        for name, fn in originals.items():
+            setattr(GraphCapture, name, fn)
+    median = {name: statistics.median(values) * 1e3 for name, values in spent.items()}
+    parts = ("walk", "hook", "the engine with the hooks", "unhook, assemble, modules")
+    median["traced: the rest (the capture freed, the collector after its pause)"] = median[
+        "traced: backward, all of it"
+    ] - sum(median[f"traced: {part}"] for part in parts)
+    print("phases: a step's thread CPU time, values=False / the floor (ms, median)")
+    for name in sorted(median):
+        print(f"  {name:<58}{median[name]:>8.1f} ms", flush=True)
 
 
 def bench_dot() -> None:
@@ -374,6 +480,7 @@ def bench_models() -> None:
 
 BENCHES = {
     "transformer": bench_transformer,
+    "phases": bench_phases,
     "dot": bench_dot,
     "startup": bench_startup,
     "chain": bench_chain,

@@ -35,6 +35,16 @@ def _large_tensors() -> dict[str, torch.Tensor]:
     return {
         "float32": f32,
         "float64 transposed": f32.double().t(),
+        # Dense views that are not contiguous are reduced as the run of memory they cover
+        # (QuickSummary._plain); the careful way reduces the view itself.
+        "float32 permuted, at an offset into its storage": torch.randn(2, 8, 10, 12, generator=gen)[
+            1
+        ].permute(2, 0, 1),
+        "float32 permuted, with a dimension of size 1": torch.randn(
+            40, 1, 30, generator=gen
+        ).permute(2, 1, 0),
+        "float32 every other column (not dense)": f32[:, ::2],
+        "float32 expanded (a stride of 0)": torch.randn(30, generator=gen).expand(40, 30),
         "float16": f32.half(),
         "bfloat16": f32.bfloat16(),
         "complex64": c64,
@@ -77,6 +87,35 @@ def test_a_complex_tensors_statistics_are_those_of_its_parts() -> None:
     assert data is not None
     assert (data.min, data.max) == (-4.0, 3.0)  # conjugated: imaginary parts -4 and 2
     assert data.norm == pytest.approx(math.sqrt(40 * (25 + 5)))
+
+
+def test_a_dense_view_of_a_tensor_just_summarised_is_not_reduced_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A transpose or permutation of a tensor just summarised covers the same memory: its
+    summary is the tensor's, with its own shape, and no reduction runs for it; a view of
+    other memory of the same storage (another offset) is reduced."""
+    from tracer.record import summary
+
+    reduced: list[tuple[int, ...]] = []
+    reduce = summary._extremes_and_norm
+
+    def counted(t: torch.Tensor, numel: int, flat: bool) -> Any:
+        reduced.append(tuple(t.shape))
+        return reduce(t, numel, flat)
+
+    monkeypatch.setattr(summary, "_extremes_and_norm", counted)
+    base = torch.randn(2, 8, 10, 12, generator=torch.Generator().manual_seed(1))
+    quick = QuickSummary(max_values=64)
+    block = base[1]  # alive while its view is summarised (the cache holds it weakly)
+    first = quick.summarise(block)
+    view = quick.summarise(block.permute(2, 0, 1))
+    other = quick.summarise(base[0].permute(2, 0, 1))
+    assert reduced == [(8, 10, 12), (12, 8, 10)]  # base[1] and base[0]'s view, once each
+    assert first is not None and view is not None and other is not None
+    assert view.shape == (12, 8, 10)
+    assert (view.norm, view.min, view.max) == (first.norm, first.min, first.max)
+    assert (other.min, other.max) == (base[0].min().item(), base[0].max().item())
 
 
 class _Subclass(torch.Tensor):

@@ -223,7 +223,10 @@ class ForwardRecorder(TorchFunctionMode):
             # user's, where the recorder cannot step aside): record nothing, change
             # nothing, run no op the tracer would put in its graph.
             return func(*args, **kwargs)
-        changed = _inplace_name(func)
+        try:
+            changed = _INPLACE_NAMES[func]  # known after its first call: no frame of ours
+        except (KeyError, TypeError):
+            changed = _inplace_name(func)
         before = None
         if changed is not None and args and isinstance(args[0], torch.Tensor):
             with torch._C.DisableTorchFunction():
@@ -234,8 +237,15 @@ class ForwardRecorder(TorchFunctionMode):
         if before is not None:
             self._note_inplace(changed, before, args[0])
         try:
+            how = COMPARISONS.get(func)
+        except TypeError:  # an unhashable callable: none of them
+            how = None
+        if how is None and (
+            not isinstance(out, (torch.Tensor, tuple, list)) or type(out) is torch.Size
+        ):
+            return out  # a number, a size, a bool: nothing to record (about half the calls)
+        try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
-                how = COMPARISONS.get(func)
                 if how is not None:
                     self.on_comparison(how, args, kwargs, out, sys._getframe(1))
                 if (how is None or how is How.DIFFERENCE) and func not in _BACKWARD_CALLS:

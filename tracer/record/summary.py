@@ -64,7 +64,7 @@ def _unreadable(t: torch.Tensor) -> str | None:
     if t.is_quantized:
         return "quantized tensor"
     # (A tensor batched by vmap is one of torch.func's wrapped tensors too.)
-    if torch._C._functorch.is_functorch_wrapped_tensor(t):
+    if _functorch_wrapped(t):
         return "batched or transformed by torch.func (vmap, grad)"
     if type(t) not in _PLAIN_TYPES:
         return f"tensor subclass {type(t).__name__}"
@@ -175,8 +175,8 @@ class QuickSummary:
             and not t.is_neg()
             and not t.is_nested
             and not t._is_zerotensor()
-            and not torch._C._functorch.is_functorch_wrapped_tensor(t)
-            and not torch._C._len_torch_dispatch_stack()
+            and not _functorch_wrapped(t)
+            and not _dispatch_modes()
         ):
             return self._plain(t, numel)  # nearly every large tensor: the short way
         note = _unreadable(t)
@@ -193,21 +193,35 @@ class QuickSummary:
         return data
 
     def _plain(self, t: torch.Tensor, numel: int) -> TensorData:
-        """`summarise` for a plain real CPU tensor, with `_span`, `known` and `_reduced`
-        inline: this runs once per op and per node of a pass."""
-        span = (t.data_ptr(), numel, t.dtype) if t.is_contiguous() else _span(t)
+        """`summarise` for a plain real CPU tensor, with `_span`, `known`, `_remember` and
+        `_reduced` inline: this runs once per op and per node of a pass.
+
+        A dense view that is not contiguous (a transpose, a permutation: most gradients a
+        view node passes on) is reduced as the flat run of memory it covers, which holds
+        the same numbers: reductions over a permuted tensor take three to four times as
+        long as over contiguous memory."""
+        dtype = t.dtype
+        flat = False
+        if t.is_contiguous():
+            span: Hashable = (t.data_ptr(), numel, dtype)
+        else:
+            stride = t.stride()
+            flat = _dense(t.shape, stride)
+            span = (
+                (t.data_ptr(), numel, dtype)
+                if flat
+                else (t.data_ptr(), dtype, tuple(t.shape), stride)
+            )
+        version = _safe_version(t)
         recent = self._recent.get(span)
-        if recent is not None and recent[2] == _safe_version(t) and recent[1]() is not None:
+        if recent is not None and recent[2] == version and recent[1]() is not None:
             return _with_shape(recent[0], t)
-        d = t.detach()  # a detached alias: the reductions build no graph
         try:
-            if _function_modes() and torch._C._is_torch_function_enabled():
+            if _function_modes() and _function_enabled():
                 with torch._C.DisableTorchFunction():  # ours, or the user's: not our calls
-                    low, high = torch.aminmax(d)
-                    norm = torch.linalg.vector_norm(d).item()
+                    low, high, norm = _extremes_and_norm(t, numel, flat)
             else:
-                low, high = torch.aminmax(d)
-                norm = torch.linalg.vector_norm(d).item()
+                low, high, norm = _extremes_and_norm(t, numel, flat)
             if math.isfinite(norm):
                 data = TensorData(
                     tuple(t.shape), _dtype_name(t), None, norm, low.item(), high.item()
@@ -216,13 +230,16 @@ class QuickSummary:
                 data = _reduced(t)
         except Exception:
             data = _reduced(t)  # says what it can
-        self._remember(span, data, t)
+        if version is not None:
+            self._keep_recent(span, data, t, version)
         return data
 
     def _remember(self, span: Hashable, data: TensorData, t: torch.Tensor) -> None:
         version = _safe_version(t)
-        if version is None:  # (an inference tensor has no version)
-            return
+        if version is not None:  # (an inference tensor has no version)
+            self._keep_recent(span, data, t, version)
+
+    def _keep_recent(self, span: Hashable, data: TensorData, t: torch.Tensor, version: int) -> None:
         try:
             # A weak reference to the tensor: while it lives, its memory holds its numbers
             # (so a tensor over the same memory is a view of it, not a stranger at a reused
@@ -257,15 +274,27 @@ class QuickSummary:
         self._recent.clear()
 
 
+def _extremes_and_norm(
+    t: torch.Tensor, numel: int, flat: bool
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Min and max (0-d tensors) and the norm of a plain real tensor; `flat`: reduced as
+    the one run of memory its dense view covers (see `QuickSummary._plain`)."""
+    d = t.detach()  # a detached alias: the reductions build no graph
+    if flat:
+        d = d.as_strided((numel,), (1,), d.storage_offset())
+    low, high = torch.aminmax(d)
+    return low, high, torch.linalg.vector_norm(d).item()
+
+
 def _reduced(t: torch.Tensor) -> TensorData:
     """`t`'s statistics, reduced now, hidden from every mode (ours, or the user's: they
     should see only the user's calls). Never raises: a tensor no reduction can read gets
     a note."""
     try:
-        if torch._C._len_torch_dispatch_stack():
+        if _dispatch_modes():
             with quiet_torch():
                 return _statistics(t)
-        if _function_modes() and torch._C._is_torch_function_enabled():
+        if _function_modes() and _function_enabled():
             with torch._C.DisableTorchFunction():
                 return _statistics(t)
         return _statistics(t)
@@ -327,10 +356,10 @@ def kept_alias(t: torch.Tensor, max_values: int) -> torch.Tensor:
 def _hidden(fn: Callable[..., _T], *args: Any) -> _T:
     """`fn(*args)`, hidden from every mode, ours or the user's (they see only the user's
     calls). It runs once per op: no context is entered that is not needed."""
-    if torch._C._len_torch_dispatch_stack():
+    if _dispatch_modes():
         with quiet_torch():
             return fn(*args)
-    if _function_modes() and torch._C._is_torch_function_enabled():
+    if _function_modes() and _function_enabled():
         with torch._C.DisableTorchFunction():
             return fn(*args)
     return fn(*args)
@@ -401,13 +430,17 @@ class Summariser:
         plain (see `QuickSummary`), and then a copy is kept (see `_now`). Never raises:
         it runs inside the user's backward."""
         try:
-            data, t = _hidden(self._now, t)  # one context for all of its calls
+            if _dispatch_modes() or _function_modes():
+                data, t = _hidden(self._now, t)  # one context for all of its calls
+            else:  # no mode to hide from: nearly every gradient inside the engine
+                data, t = self._now(t)
         except Exception:  # an odd tensor: `run` says what it can of it
             data = None
         if data is None:
             return self.add(t)
-        key = ("now", len(self._results))
-        self._results[key] = data
+        results = self._results
+        key = ("now", len(results))
+        results[key] = data
         return key
 
     def _now(self, t: torch.Tensor) -> tuple[TensorData | None, torch.Tensor]:
@@ -423,7 +456,8 @@ class Summariser:
             return data, t
         if t._is_zerotensor() or t.layout != torch.strided or t.is_meta:
             return None, t.detach()
-        return None, t.detach().clone()
+        # (a clone of a tensor that needs no grad needs no detach: one call, not two)
+        return None, t.detach().clone() if t.requires_grad else t.clone()
 
     @property
     def results(self) -> Mapping[Hashable, TensorData]:
@@ -563,16 +597,43 @@ def _span(t: torch.Tensor) -> Hashable:
     ptr, dtype = t.data_ptr(), t.dtype
     if t.is_contiguous():
         return (ptr, t.numel(), dtype)
-    expected = 1
-    for stride, size in sorted(zip(t.stride(), t.shape, strict=True)):
-        if size != 1 and stride != expected:
-            return (ptr, dtype, tuple(t.shape), t.stride())  # this exact view
-        expected *= size
-    return (ptr, t.numel(), dtype)
+    stride = t.stride()
+    if _dense(t.shape, stride):
+        return (ptr, t.numel(), dtype)
+    return (ptr, dtype, tuple(t.shape), stride)  # this exact view
 
 
-def _function_modes() -> int:
-    return torch._C._len_torch_function_stack()
+# (shape, strides) -> whether a view of that layout covers its memory densely: a graph has
+# few distinct layouts, met at every pass (see `_dense`).
+_DENSE: dict[tuple[tuple[int, ...], tuple[int, ...]], bool] = {}
+_DENSE_KEPT = 4096
+
+
+def _dense(shape: tuple[int, ...], stride: tuple[int, ...]) -> bool:
+    """Whether a view of `shape` and `stride` holds `numel` elements in one run of memory
+    from its first (a permutation of contiguous strides, size-1 dimensions aside)."""
+    key = (shape, stride)  # a torch.Size hashes and compares as its tuple
+    dense = _DENSE.get(key)
+    if dense is None:
+        dense = True
+        expected = 1
+        for step, size in sorted(zip(stride, shape, strict=True)):
+            if size != 1 and step != expected:
+                dense = False
+                break
+            expected *= size
+        if len(_DENSE) < _DENSE_KEPT:
+            _DENSE[(tuple(shape), tuple(stride))] = dense
+    return dense
+
+
+# How many torch-function and dispatch modes are on this thread's stack, whether torch
+# functions are on, whether a tensor is one of torch.func's wrappers: asked for every op
+# and every gradient, so bound once (C functions, no Python frame of ours around them).
+_function_modes: Callable[[], int] = torch._C._len_torch_function_stack
+_dispatch_modes: Callable[[], int] = torch._C._len_torch_dispatch_stack
+_function_enabled: Callable[[], bool] = torch._C._is_torch_function_enabled
+_functorch_wrapped: Callable[[torch.Tensor], bool] = torch._C._functorch.is_functorch_wrapped_tensor
 
 
 def _safe_version(t: torch.Tensor) -> int | None:
