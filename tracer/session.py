@@ -41,7 +41,7 @@ from tracer.checks.manual import Deciding, Recogniser
 from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
-from tracer.model.explain import InPlaceError
+from tracer.model.explain import InPlaceError, NoGradient
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
@@ -49,8 +49,9 @@ from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, roo
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
-from tracer.record.names import Names, is_user_name, namespaces, user_frame
+from tracer.record.names import Names, is_user_name, namespaces, user_frame, variable_naming
 from tracer.record.summary import QuickSummary
+from tracer.view.report import no_gradient_line
 from tracer.view.text import format_check, node_title
 
 # When the recogniser of manual results acts: before a pass is recorded, after, at the end.
@@ -92,6 +93,10 @@ def _inside_torch_func(roots: list[Any]) -> bool:
     )
 
 
+# How many reads of a None .grad a trace records (each tensor on each line once).
+NONE_READS_KEPT = 200
+
+
 class Trace:
     """Records every backward pass run inside `with`, and the checks made against them.
 
@@ -128,6 +133,9 @@ class Trace:
         self._depth = 0  # how many `with` blocks of this trace are open
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
+        # The tensors whose .grad the user's code read as None, by id, with the lines
+        # that read it (each line once: a loop reading it again adds nothing).
+        self._none_reads: dict[int, tuple[weakref.ref, set[tuple[str, int]]]] = {}
 
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
@@ -144,7 +152,11 @@ class Trace:
         self._token = open_trace(self)
         if self.options.values:
             self.forward_recorder = ForwardRecorder(
-                self._quick, self.module_calls, self._note_comparison, self.warn
+                self._quick,
+                self.module_calls,
+                self._note_comparison,
+                self.warn,
+                on_none_grad=self._note_none_grad,
             )
             self.forward_recorder.__enter__()
         return self
@@ -164,6 +176,7 @@ class Trace:
             self._names.clear()
             self._grad_results.clear()
             self._made_checks.clear()
+            self._none_reads.clear()
             self._latest_nodes = None
             self._quick.clear()
 
@@ -472,8 +485,7 @@ class Trace:
             node = self._latest_nodes.node_of(of_tensor)
         no_gradient = None
         if grad is None and of_tensor is not None:
-            in_latest = None if self._latest_nodes is None else node is not None
-            no_gradient = why_no_gradient(of_tensor, name, after, in_latest)
+            no_gradient = no_gradient_line(self._why_no_gradient(of_tensor, name, node))
         result = judge(
             self.recording,
             name,
@@ -511,6 +523,33 @@ class Trace:
             self.recording.graphs.append(graph)
         self.recording.checks.append(result)
         return result
+
+    def _why_no_gradient(self, t: torch.Tensor, name: str, node: int | None) -> NoGradient:
+        """Why `t.grad` is None now; `node`: its node in the latest pass, when in it."""
+        passes = self.recording.backward_graphs()
+        in_latest = None if self._latest_nodes is None else node is not None
+        had_grad = node is not None and passes[-1].node(node).leaf_grad is not None
+        recorder = self.forward_recorder
+        cut = None if recorder is None else recorder.cuts.of(t)
+        return why_no_gradient(t, name, len(passes), in_latest, had_grad=had_grad, cut=cut)
+
+    def _note_none_grad(self, t: torch.Tensor, frame: FrameType) -> None:
+        """The user's code read `t.grad` and got None (the forward recorder saw it): the
+        first read of each tensor is recorded with why."""
+        where = (frame.f_code.co_filename, frame.f_lineno)
+        seen = self._none_reads.get(id(t))
+        again = seen is not None and seen[0]() is t
+        if seen is None or not again:
+            seen = self._none_reads[id(t)] = (weakref.ref(t), set())
+        if where in seen[1] or len(self.recording.no_gradients) >= NONE_READS_KEPT:
+            return
+        seen[1].add(where)
+        name = self.name_of(t) or variable_naming(frame)(t) or "a tensor"
+        node = None
+        if self._latest_nodes is not None:
+            node = self._latest_nodes.node_of(t)
+        why = self._why_no_gradient(t, name, node)
+        self.recording.no_gradients.append(replace(why, where=where, again=again))
 
     def _note_comparison(
         self, how: How, args: tuple, kwargs: dict, out: Any, frame: FrameType
@@ -630,7 +669,8 @@ def check(
     manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
     no_gradient = None
     if tensor.grad is None:  # outside a trace: what passes ran is not known
-        no_gradient = why_no_gradient(tensor, name or "the tensor", None, None)
+        why = why_no_gradient(tensor, name or "the tensor", 1, None)
+        no_gradient = no_gradient_line(why)
     result = compare(
         name or "input", tensor.grad, manual, rtol=rtol, atol=atol, no_gradient=no_gradient
     )

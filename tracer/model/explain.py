@@ -1,9 +1,11 @@
-"""Errors explained: what tracer can say of an error the traced code raised, as plain data
-(the words are tracer.view.text's `inplace_error_text`)."""
+"""Explanations as plain data: an error the traced code raised (the words are
+tracer.view.text's `inplace_error_text`), and why a tensor's `.grad` is None
+(`no_gradient_text`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -24,3 +26,53 @@ class InPlaceError:
     needed_by: str | None
     expected: int
     actual: int
+
+
+# How the path from a tensor to what backward differentiated was cut: `x.detach()`,
+# `x.data`, or an op run on `x` under `torch.no_grad()` (or `inference_mode`).
+CutKind = Literal["detach", "data", "no_grad"]
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where the user's code cut a tensor off the graph: `kind` (see CutKind), `op` the op
+    that ran ("detach", "data", "mul" under no_grad), `where` the user's line (file name as
+    in the code, line), None when not seen."""
+
+    kind: CutKind
+    op: str
+    where: tuple[str, int] | None
+
+
+# Why a tensor's `.grad` is None (the words are tracer.view.text's `no_gradient_text`):
+# "dtype": an integer or bool tensor, which has no gradient; "not-leaf": made by an op,
+# and not asked to retain its gradient; "no-requires-grad": needs no gradient (made
+# without requires_grad=True, or by a cut); "no-backward": no backward pass has run;
+# "not-reached": not in what the latest pass differentiated; "cleared": it was in the
+# latest pass, and its .grad was set to None after (zero_grad); "none": none of these.
+NoGradientReason = Literal[
+    "dtype", "not-leaf", "no-requires-grad", "no-backward", "not-reached", "cleared", "none"
+]
+
+
+@dataclass(frozen=True)
+class NoGradient:
+    """A tensor whose `.grad` is None, and why (see NoGradientReason).
+
+    `name` is the tensor's variable name, `made_by` the op that made a non-leaf
+    ("MulBackward0"), `dtype` an integer tensor's ("int64"), `after` how many backward
+    passes had run, `cut` where its path to the loss was cut (or the cut that made it,
+    for "no-requires-grad"), `where` the user's line that read the `.grad` (None for a
+    check, which says where it is itself). `again`: the same tensor read as None before,
+    on another line (the report tells each tensor once; an error on this line is still
+    explained with it).
+    """
+
+    name: str
+    reason: NoGradientReason
+    after: int = 0
+    made_by: str | None = None
+    dtype: str | None = None
+    cut: Cut | None = None
+    where: tuple[str, int] | None = None
+    again: bool = False

@@ -48,7 +48,7 @@ from tracer.view.report import (
     bad_gradient,
     bad_value,
     collapse_note,
-    first_non_finite,
+    explanations,
     problems,
 )
 from tracer.view.text import (
@@ -520,10 +520,8 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
         rows.append(f'<TR><TD BGCOLOR="{fill}">{text(line)}</TD></TR>')
     for first in firsts:
         rows.append(f"<TR><TD><B>{text(first_disagreement_text(first))}</B></TD></TR>")
-    for graph in recording.graphs:
-        start = first_non_finite(graph)
-        if start is not None:
-            rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}"><B>{text(start)}</B></FONT></TD></TR>')
+    for explained in explanations(recording):  # a None .grad, the first NaN: what and why
+        rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}"><B>{text(explained)}</B></FONT></TD></TR>')
     found = problems(recording)
     for problem in found[:PROBLEM_ROWS]:
         rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}">⚠ {text(problem)}</FONT></TD></TR>')

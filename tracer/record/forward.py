@@ -9,6 +9,10 @@ inside a trace (with `values=True`, the default).
   one summarised at once and then held only weakly: the op may not have saved it).
 - The user's own comparisons of a gradient (allclose, ==, equal, isclose) are handed to
   `on_comparison`, which decides whether they are checks (tracer.checks.comparisons).
+- Where the user's code reads a `.grad` that is None, it tells `on_none_grad` (a mode sees
+  that read: torch's getter asks for a torch function while a mode is on the stack); where
+  the user's code cuts a tensor off the graph (`detach()`, `.data`, an op under
+  `no_grad`), it keeps where, in `cuts`: what a None `.grad` is explained with.
 - It steps aside (leaves the mode stack) for a module call that can record nothing: one
   made while grad mode is off (`no_grad`, `inference_mode`), or an evaluation fast path's
   module (`nn.MultiheadAttention`, the Transformer encoder and its layer, in `eval()`) that
@@ -43,6 +47,8 @@ from torch.overrides import (
 )
 
 from tracer.model.check import How
+from tracer.model.explain import Cut, CutKind
+from tracer.model.location import is_user_file
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import user_frame
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
@@ -70,6 +76,40 @@ _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autogra
 
 # (how, args, kwargs, result, the frame that called the comparison)
 OnComparison = Callable[[How, tuple, dict, Any, FrameType], None]
+# (the tensor whose .grad the user's code read as None, the user's frame that read it)
+OnNoneGrad = Callable[[torch.Tensor, FrameType], None]
+
+# A property read (`t.grad`, `t.data`) reaches a mode as its descriptor's bound `__get__`,
+# a method-wrapper, made anew for each read: known by the descriptor it is bound to.
+_GETTER = type(torch.Tensor.grad.__get__)
+_GRAD = torch.Tensor.grad
+_DATA = torch.Tensor.data
+_DETACH, _TORCH_DETACH = torch.Tensor.detach, torch.detach
+# How many cuts a trace remembers (the latest; see Cuts).
+CUTS_KEPT = 256
+
+
+class Cuts:
+    """Where the user's code cut tensors off the graph: for the input of each cut (the
+    tensor whose path to the loss it cut) and for its output (a tensor that then needs no
+    gradient), the first cut seen, for the latest CUTS_KEPT tensors. Weak references:
+    no tensor lives longer for it, and a reused id is told apart."""
+
+    def __init__(self) -> None:
+        self._cuts: dict[int, tuple[weakref.ref, Cut]] = {}
+
+    def note(self, t: torch.Tensor, cut: Cut) -> None:
+        entry = self._cuts.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return  # the first cut of a tensor is where its path was cut
+        if len(self._cuts) >= CUTS_KEPT:
+            del self._cuts[next(iter(self._cuts))]
+        self._cuts[id(t)] = (weakref.ref(t), cut)
+
+    def of(self, t: torch.Tensor) -> Cut | None:
+        entry = self._cuts.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
 
 # Modules whose forward, in eval(), takes a fast path when nothing needs a gradient and no
 # tensor argument has a __torch_function__ (or a mode is active).
@@ -153,11 +193,14 @@ class ForwardRecorder(TorchFunctionMode):
         modules: ModuleTracker,
         on_comparison: OnComparison,
         warn: Callable[[str], None],
+        on_none_grad: OnNoneGrad | None = None,
     ) -> None:
         super().__init__()
         self.quick = quick
         self.modules = modules
         self.on_comparison = on_comparison
+        self.on_none_grad = on_none_grad
+        self.cuts = Cuts()
         self.warn = warn
         self._aside = _Aside()
         self.closed = False  # closed from another thread: inert where it is left
@@ -235,6 +278,12 @@ class ForwardRecorder(TorchFunctionMode):
             self._note_inplace(changed, before, args[0])
         try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
+                if type(func) is _GETTER:
+                    self._note_read(func.__self__, args, out)
+                elif func is _DETACH or func is _TORCH_DETACH:
+                    self._note_cut("detach", "detach", args, out)
+                elif changed is None and not torch.is_grad_enabled():
+                    self._note_cut("no_grad", getattr(func, "__name__", "op"), args, out)
                 how = COMPARISONS.get(func)
                 if how is not None:
                     self.on_comparison(how, args, kwargs, out, sys._getframe(1))
@@ -243,6 +292,31 @@ class ForwardRecorder(TorchFunctionMode):
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
         return out
+
+    def _note_read(self, attribute: Any, args: tuple, out: Any) -> None:
+        """A property read: `t.grad` read as None, or `t.data` (a cut)."""
+        if attribute is _GRAD and out is None and self.on_none_grad is not None and args:
+            frame = sys._getframe(2)  # this, __torch_function__, the code that read it
+            if is_user_file(frame.f_code.co_filename):
+                self.on_none_grad(args[0], frame)
+        elif attribute is _DATA:
+            self._note_cut("data", "data", args, out, depth=3)
+
+    def _note_cut(self, kind: CutKind, op: str, args: tuple, out: Any, depth: int = 2) -> None:
+        """An op that made a tensor needing no gradient from one that needs it, run by the
+        user's own code (`depth`: how far up its frame is): the cut is kept for both."""
+        if not isinstance(out, torch.Tensor) or out.requires_grad:
+            return
+        frame = sys._getframe(depth)
+        if not is_user_file(frame.f_code.co_filename):
+            return  # torch's own detach() and no_grad code is not where the user cut
+        cut = None
+        for t in tensor_arguments(args, {}):
+            if t.requires_grad:
+                cut = cut or Cut(kind, op, (frame.f_code.co_filename, frame.f_lineno))
+                self.cuts.note(t, cut)
+        if cut is not None:
+            self.cuts.note(out, cut)
 
     def _note_inplace(self, op: Any, before: tuple[str, int], t: torch.Tensor) -> None:
         try:

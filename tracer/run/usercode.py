@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from tracer.model.explain import InPlaceError
+from tracer.model.explain import InPlaceError, NoGradient
 from tracer.model.graph import UnrecordedPasses
 from tracer.model.location import Location, Locator, error_location, is_user_file
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.model.passes import Pass, passes
+from tracer.view.report import explanations, no_gradient_line
 from tracer.view.text import inplace_error_text
 
 _FREED_GRAPH = "Trying to backward through the graph a second time"
@@ -41,6 +42,9 @@ class RunResult:
     older_pictures: list[Path] = field(default_factory=list)
     # Passes seen but not recorded, with where the user's code made them.
     unrecorded: list[tuple[UnrecordedPasses, Location | None]] = field(default_factory=list)
+    # What the trace explains, one line each: a .grad read as None and why, where a
+    # gradient first became NaN or Inf (tracer.view.report.explanations).
+    explained: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool | None:
@@ -110,6 +114,18 @@ def describe_error(
     return f"{prefix}{kind}" + (f": {first}" if first else "")
 
 
+def _none_read_at(error: BaseException, reads: list[NoGradient], locate: Locator) -> str:
+    """ "; w.grad is None: …" when `error` (an AttributeError or TypeError, as using None
+    raises) comes from a line of the user's code that read a `.grad` as None; else ""."""
+    if not isinstance(error, (AttributeError, TypeError)):
+        return ""
+    where = error_location(error.__traceback__, locate)
+    for why in reversed(reads):
+        if why.where is not None and where is not None and locate(*why.where) == where:
+            return f" ({no_gradient_line(replace(why, where=None), locate)})"
+    return ""
+
+
 def end_forked_child(raised: BaseException | None) -> NoReturn:
     """End a process the user's code forked, which came back out of that code having
     `raised` (or not), as Python ends a program: SystemExit as it is (its status, or its
@@ -158,10 +174,12 @@ def run_traced(
             raised, error, exit_code = e, e.message, e.exit_code
         except BaseException as e:  # the user's code may raise anything, GeneratorExit too
             raised, error = e, describe_error(e, locate, t.explain(e))
+            error += _none_read_at(e, t.recording.no_gradients, locate)
     if os.getpid() != process:
         end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)
     result = RunResult(source, passes(t.recording, locate), error, exit_code, stray)
+    result.explained = explanations(t.recording, locate)
     result.unrecorded = [
         (entry, None if entry.source is None else locate(*entry.source))
         for entry in t.recording.unrecorded

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 from tracer.derivatives.chainrule import EdgeIndex, steps
+from tracer.model.explain import NoGradient
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.location import Locator
 from tracer.model.tensor import TensorData
@@ -15,6 +16,7 @@ from tracer.view.text import (
     graph_name,
     graph_title,
     module_title,
+    no_gradient_text,
     node_title,
     unrecorded_text,
 )
@@ -136,12 +138,33 @@ def unrecorded_notes(recording: Recording, locate: Locator | None = None) -> lis
     return notes
 
 
+def no_gradient_line(why: NoGradient, locate: Locator | None = None) -> str:
+    """Why a `.grad` is None, with the lines of the cut and of the read spoken as the user
+    knows them ("train.py:4", "cell 2, line 3")."""
+    locate = locate or Locator()
+    cut_at = None if why.cut is None or why.cut.where is None else locate(*why.cut.where)
+    read_at = None if why.where is None else locate(*why.where)
+    return no_gradient_text(
+        why,
+        None if cut_at is None else cut_at.spoken(),
+        None if read_at is None else read_at.spoken(),
+    )
+
+
+def explanations(recording: Recording, locate: Locator | None = None) -> list[str]:
+    """What the recording explains beyond its problems: each `.grad` the user's code read
+    as None, with why (and, see first_non_finite, where a gradient became NaN or Inf)."""
+    found = [no_gradient_line(why, locate) for why in recording.no_gradients if not why.again]
+    found.extend(f for g in recording.graphs if (f := first_non_finite(g)) is not None)
+    return found
+
+
 def format_report(recording: Recording) -> str:
     """Every check, then every problem, then what was not recorded: what the CLI prints
     after a trace."""
     parts = [format_check(c) for c in recording.checks]
     parts.extend(f"⚠ {p}" for p in problems(recording))
-    parts.extend(f"⚠ {f}" for g in recording.graphs if (f := first_non_finite(g)) is not None)
+    parts.extend(f"⚠ {f}" for f in explanations(recording))
     parts.extend(f"note: {n}" for n in unrecorded_notes(recording))
     return "\n".join(parts)
 
