@@ -76,3 +76,44 @@ class NoGradient:
     cut: Cut | None = None
     where: tuple[str, int] | None = None
     again: bool = False
+
+
+@dataclass(frozen=True)
+class Element:
+    """One number of a tensor the recording holds, named as torch's formula names it:
+    "result = 0 at [0]" (`name` "result", `value` 0.0, `index` (0,))."""
+
+    name: str
+    value: float
+    index: tuple[int, ...]
+
+
+# What starts where (see Start): "gradient": the first NaN or Inf gradient; "value": the
+# first NaN forward value; "zero": the first all-zero gradient.
+StartKind = Literal["gradient", "value", "zero"]
+# Why a node sent an all-zero gradient, where the recording tells: "inputs ≤ 0": a ReLU
+# (or threshold) whose every input was ≤ 0, so its result is all zero.
+ZeroCause = Literal["inputs ≤ 0"]
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where a problem starts in a backward pass (the words are tracer.view.text's
+    `start_text`; tracer.view.report finds them).
+
+    `node` is the node that made it: for a gradient, the earliest node in the engine's
+    order that sent a NaN, Inf or all-zero gradient (to `to`) while what it received was
+    finite (not all zero); for a value, the op whose output holds a NaN while its inputs
+    held none. `nan` and `inf` count what it made, `formula` is torch's chain-rule step
+    for that input (a gradient), `elements` the values that explain it (the formula's
+    names, or the op's inputs, at the first bad element), `cause` why a gradient is zero.
+    """
+
+    kind: StartKind
+    node: int
+    to: int | None = None
+    nan: int = 0
+    inf: int = 0
+    formula: str | None = None
+    elements: tuple[Element, ...] = ()
+    cause: ZeroCause | None = None

@@ -82,6 +82,9 @@ class Node:
     # A leaf the pass was not asked for: backward(inputs=...) or autograd.grad(out, inputs)
     # named other tensors, so the engine stopped at them and this one was not to be reached.
     outside_pass: bool = False
+    # The user's line that ran the op (file name as in the code, line), when the forward
+    # recorder saw it run there (not inside a module's or a library's own code).
+    where: tuple[str, int] | None = None
 
     @property
     def received_no_gradient(self) -> bool:
@@ -387,6 +390,7 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             module=n.get("module"),
             grad_before=_tensor_from(n.get("grad_before")),
             outside_pass=bool(n.get("outside_pass", False)),
+            where=_where(n.get("where")),
         )
         for n in raw["nodes"]
     ]

@@ -174,6 +174,19 @@ class _Aside(threading.local):
     depth = 0
 
 
+def _user_line(frame: FrameType) -> tuple[str, int] | None:
+    """The user's line that called an op: `frame` (the op's caller) or, for an op written
+    in Python (`F.relu`), its caller; None inside a module's or a library's own code.
+    Two frames at most: a line is kept for every op, and must cost next to nothing."""
+    code = frame.f_code
+    if not is_user_file(code.co_filename):
+        back = frame.f_back
+        if back is None or not is_user_file(back.f_code.co_filename):
+            return None
+        frame, code = back, back.f_code
+    return (code.co_filename, frame.f_lineno)
+
+
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     found = []
     for value in (*args, *kwargs.values()):
@@ -185,7 +198,12 @@ def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 
 
 class ForwardRecorder(TorchFunctionMode):
-    """Keeps each op's output value on its grad_fn; notes constants and comparisons."""
+    """Keeps each op's output value on its grad_fn, and the user's line that ran it; notes
+    constants and comparisons."""
+
+    # Whether each node keeps the user's line that ran its op (what a first NaN is placed
+    # by): on; benchmarks/bench_explain.py turns it off to measure what it costs.
+    lines = True
 
     def __init__(
         self,
@@ -338,6 +356,7 @@ class ForwardRecorder(TorchFunctionMode):
         else:
             return
         first: NodeRecord | None = None
+        where = None
         for o in outputs:
             if not isinstance(o, torch.Tensor):
                 continue
@@ -345,6 +364,8 @@ class ForwardRecorder(TorchFunctionMode):
             if fn is None:
                 continue
             record = record_of(fn)
+            if first is None and self.lines:  # the op's caller: past this, __torch_function__
+                where = _user_line(sys._getframe(2))
             summary = self.quick.summarise(o)  # a large value: at once, so it is not kept
             if summary is None:
                 kept = kept_alias(o, self.quick.max_values)
@@ -352,6 +373,7 @@ class ForwardRecorder(TorchFunctionMode):
             else:
                 record.keep_summary(o.output_nr, summary)
             self.modules.stamp(record)
+            record.where = where
             first = first or record
         if first is None or first.constants is not None:
             return

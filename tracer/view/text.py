@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
-from tracer.model.explain import Cut, InPlaceError, NoGradient
+from tracer.model.explain import Cut, Element, InPlaceError, NoGradient, Start
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
 
@@ -414,6 +414,41 @@ def _no_gradient_reason(why: NoGradient, cut_at: str | None) -> str:
             "after (optimizer.zero_grad() does that)"
         )
     return f"{head}autograd gave it no gradient"
+
+
+def element_text(element: Element) -> str:
+    """ "result = 0 at [0]", "self = -1 at [1, 2]"."""
+    value = element.value
+    number = str(int(value)) if value.is_integer() else _one_number(value)
+    index = ", ".join(map(str, element.index))
+    return f"{element.name} = {number} at [{index}]"
+
+
+def counts_text(nan: int, inf: int) -> str:
+    """ "1 NaN", "2 NaN and 1 Inf"."""
+    return " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+
+
+def start_text(start: Start, graph: Graph, at: str | None) -> str:
+    """Where a problem starts (see tracer.model.explain.Start), `at` the node's line spoken:
+    "first non-finite gradient: SqrtBackward0 (y) at nan.py:4 (step 5) sent 1 Inf to x;
+    torch used ∂/∂self: grad / (2 · result)   (self = x, result = y); result = 0 at [0]",
+    "first NaN value: LogBackward0 (l) at nan.py:5 made 1 NaN; self = -1 at [0]",
+    "zero gradient from ReluBackward0 (h) at mlp.py:7 (step 3) down: every input ≤ 0"."""
+    node = graph.nodes[start.node]
+    place = node_title(node) + (f" at {at}" if at else "")
+    if node.step is not None and start.kind != "value":
+        place += f" (step {node.step})"
+    elements = "; " + ", ".join(map(element_text, start.elements)) if start.elements else ""
+    if start.kind == "value":
+        return f"first NaN value: {place} made {counts_text(start.nan, start.inf)}{elements}"
+    used = f"; torch used {start.formula}" if start.formula else ""
+    if start.kind == "zero":
+        why = ": every input ≤ 0" if start.cause == "inputs ≤ 0" else f"{used}{elements}"
+        return f"zero gradient from {place} down{why}"
+    to = "" if start.to is None else f" to {node_title(graph.nodes[start.to])}"
+    sent = counts_text(start.nan, start.inf)
+    return f"first non-finite gradient: {place} sent {sent}{to}{used}{elements}"
 
 
 def node_title(node: Node) -> str:

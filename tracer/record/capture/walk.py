@@ -208,6 +208,8 @@ class GraphWalk:
         if self._saved:
             self.saved_keys[node_id] = self._read_saved(fn)
         node = Node(node_id, "op", op, name, shape, dtype)
+        if record is not None:
+            node.where = record.where
         if self._origins is not None:
             unseen = record is None or not (record.seen_forward or record.captured)
             node.made_by = self._origins.made_by(fn, unseen)
