@@ -81,9 +81,9 @@ OnNoneGrad = Callable[[torch.Tensor, FrameType], None]
 
 # A property read (`t.grad`, `t.data`) reaches a mode as its descriptor's bound `__get__`,
 # a method-wrapper, made anew for each read: known by the descriptor it is bound to.
-_GETTER = type(torch.Tensor.grad.__get__)
-_GRAD = torch.Tensor.grad
-_DATA = torch.Tensor.data
+_GRAD: Any = vars(torch._C.TensorBase)["grad"]  # the descriptors (typed as tensors)
+_DATA: Any = vars(torch._C.TensorBase)["data"]
+_GETTER = type(_GRAD.__get__)
 _DETACH, _TORCH_DETACH = torch.Tensor.detach, torch.detach
 # How many cuts a trace remembers (the latest; see Cuts).
 CUTS_KEPT = 256
