@@ -43,6 +43,7 @@ from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
 from tracer.model.explain import InPlaceError, NoGradient
 from tracer.model.graph import Graph, Node, Recording
+from tracer.model.location import is_user_file
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
@@ -422,12 +423,22 @@ class Trace:
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"an in-place error was not explained ({type(e).__name__}: {e})")
 
-    def explain(self, error: BaseException) -> InPlaceError | None:
-        """What tracer can say of an error the traced code raised, beyond its message
-        (a backward failing on an in-place change), or None."""
-        if self._explained is None or self._explained[0] != id(error):
+    def explain(self, error: BaseException) -> InPlaceError | NoGradient | None:
+        """What tracer can say of an error the traced code raised, beyond its message (a
+        backward failing on an in-place change; an AttributeError or TypeError on a line
+        that read a `.grad` as None: why it is None), or None."""
+        if self._explained is not None and self._explained[0] == id(error):
+            return self._explained[1]
+        if not isinstance(error, (AttributeError, TypeError)):  # what using None raises
             return None
-        return self._explained[1]
+        where, tb = None, error.__traceback__
+        while tb is not None:  # the innermost line of the user's code
+            code = tb.tb_frame.f_code
+            if is_user_file(code.co_filename):
+                where = (code.co_filename, tb.tb_lineno)
+            tb = tb.tb_next
+        reads = reversed(self.recording.no_gradients)
+        return next((why for why in reads if where is not None and why.where == where), None)
 
     # -- checks ------------------------------------------------------------------------
 

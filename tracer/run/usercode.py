@@ -78,11 +78,11 @@ def _text(value: object, fallback: str) -> str:
 
 # What the trace can say of an error the user's code raised (tracer.session.Trace.explain):
 # handed to the code's runner, which describes its own errors (a notebook's cells).
-Explain = Callable[[BaseException], InPlaceError | None]
+Explain = Callable[[BaseException], InPlaceError | NoGradient | None]
 
 
 def describe_error(
-    error: BaseException, locate: Locator, explained: InPlaceError | None = None
+    error: BaseException, locate: Locator, explained: InPlaceError | NoGradient | None = None
 ) -> str:
     """One line: where in the user's code, and what went wrong (`explained`: what the
     trace could say of it, see tracer.session.Trace.explain)."""
@@ -100,10 +100,14 @@ def describe_error(
         except BaseException:
             code = f"<unprintable {type(error.code).__name__}>"
         return f"{prefix}the code called exit({code})"
-    if explained is not None:
+    if isinstance(explained, InPlaceError):
         at = None if explained.where is None else locate(*explained.where).spoken()
         return f"{prefix}{kind}: {inplace_error_text(explained, at)}"
     text = _text(error, f"<unprintable {kind}>").strip()
+    if isinstance(explained, NoGradient):  # the error's own line read that .grad
+        first = text.splitlines()[0].strip() if text else kind
+        why = no_gradient_line(replace(explained, where=None), locate)
+        return f"{prefix}{kind}: {first} ({why})"
     if isinstance(error, RuntimeError) and _FREED_GRAPH in text:
         return (
             f"{prefix}backward through a graph that was already freed: the first backward() "
@@ -112,18 +116,6 @@ def describe_error(
         )
     first = text.splitlines()[0].strip() if text else ""
     return f"{prefix}{kind}" + (f": {first}" if first else "")
-
-
-def _none_read_at(error: BaseException, reads: list[NoGradient], locate: Locator) -> str:
-    """ "; w.grad is None: …" when `error` (an AttributeError or TypeError, as using None
-    raises) comes from a line of the user's code that read a `.grad` as None; else ""."""
-    if not isinstance(error, (AttributeError, TypeError)):
-        return ""
-    where = error_location(error.__traceback__, locate)
-    for why in reversed(reads):
-        if why.where is not None and where is not None and locate(*why.where) == where:
-            return f" ({no_gradient_line(replace(why, where=None), locate)})"
-    return ""
 
 
 def end_forked_child(raised: BaseException | None) -> NoReturn:
@@ -174,7 +166,6 @@ def run_traced(
             raised, error, exit_code = e, e.message, e.exit_code
         except BaseException as e:  # the user's code may raise anything, GeneratorExit too
             raised, error = e, describe_error(e, locate, t.explain(e))
-            error += _none_read_at(e, t.recording.no_gradients, locate)
     if os.getpid() != process:
         end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)
