@@ -115,6 +115,16 @@ def test_a_grad_set_to_none_after_backward_says_so_and_each_tensor_is_told_once(
     )
 
 
+def test_a_loop_reading_a_new_tensors_grad_on_every_step_says_it_once() -> None:
+    w = torch.ones(2, dtype=f64, requires_grad=True)
+    with tracer.trace() as t:
+        for _ in range(5):
+            y = w * 2
+            y.sum().backward()
+            assert y.grad is None
+    assert [(r.name, r.reason, r.after) for r in t.recording.no_gradients] == [("y", "not-leaf", 1)]
+
+
 def test_reading_a_grad_is_the_same_traced_and_untraced() -> None:
     def program() -> tuple[object, ...]:
         x = torch.tensor([1.0, 2.0], dtype=f64, requires_grad=True)

@@ -38,6 +38,7 @@ from tracer.checks.comparisons import (
     why_no_gradient,
 )
 from tracer.checks.manual import Deciding, Recogniser
+from tracer.checks.none_reads import NoneReads
 from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
@@ -94,10 +95,6 @@ def _inside_torch_func(roots: list[Any]) -> bool:
     )
 
 
-# How many reads of a None .grad a trace records (each tensor on each line once).
-NONE_READS_KEPT = 200
-
-
 class Trace:
     """Records every backward pass run inside `with`, and the checks made against them.
 
@@ -134,9 +131,7 @@ class Trace:
         self._depth = 0  # how many `with` blocks of this trace are open
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
-        # The tensors whose .grad the user's code read as None, by id, with the lines
-        # that read it (each line once: a loop reading it again adds nothing).
-        self._none_reads: dict[int, tuple[weakref.ref, set[tuple[str, int]]]] = {}
+        self._none_reads = NoneReads()  # the .grads the user's code read as None
 
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
@@ -545,22 +540,13 @@ class Trace:
         return why_no_gradient(t, name, len(passes), in_latest, had_grad=had_grad, cut=cut)
 
     def _note_none_grad(self, t: torch.Tensor, frame: FrameType) -> None:
-        """The user's code read `t.grad` and got None (the forward recorder saw it): the
-        first read of each tensor is recorded with why."""
-        where = (frame.f_code.co_filename, frame.f_lineno)
-        seen = self._none_reads.get(id(t))
-        again = seen is not None and seen[0]() is t
-        if seen is None or not again:
-            seen = self._none_reads[id(t)] = (weakref.ref(t), set())
-        if where in seen[1] or len(self.recording.no_gradients) >= NONE_READS_KEPT:
-            return
-        seen[1].add(where)
+        """The user's code read `t.grad` and got None (the forward recorder saw it)."""
+        self._none_reads.note(t, frame, self._why_none_read, self.recording.no_gradients)
+
+    def _why_none_read(self, t: torch.Tensor, frame: FrameType) -> NoGradient:
         name = self.name_of(t) or variable_naming(frame)(t) or "a tensor"
-        node = None
-        if self._latest_nodes is not None:
-            node = self._latest_nodes.node_of(t)
-        why = self._why_no_gradient(t, name, node)
-        self.recording.no_gradients.append(replace(why, where=where, again=again))
+        node = None if self._latest_nodes is None else self._latest_nodes.node_of(t)
+        return self._why_no_gradient(t, name, node)
 
     def _note_comparison(
         self, how: How, args: tuple, kwargs: dict, out: Any, frame: FrameType

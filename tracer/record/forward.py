@@ -34,7 +34,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
 import torch
@@ -48,7 +48,7 @@ from torch.overrides import (
 
 from tracer.model.check import How
 from tracer.model.explain import Cut, CutKind
-from tracer.model.location import is_user_file
+from tracer.model.location import code_place, is_user_file
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import user_frame
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
@@ -174,17 +174,18 @@ class _Aside(threading.local):
     depth = 0
 
 
-def _user_line(frame: FrameType) -> tuple[str, int] | None:
-    """The user's line that called an op: `frame` (the op's caller) or, for an op written
-    in Python (`F.relu`), its caller; None inside a module's or a library's own code.
-    Two frames at most: a line is kept for every op, and must cost next to nothing."""
+def _user_line(frame: FrameType) -> tuple[CodeType, int] | None:
+    """Where the user's code called an op: `frame` (the op's caller) or, for an op written
+    in Python (`F.relu`), its caller, as (code, offset: see tracer.model.location.code_line);
+    None inside a module's or a library's own code. A line is kept for every op and must
+    cost next to nothing: two frames at most, and the line looked up only at capture."""
     code = frame.f_code
     if not is_user_file(code.co_filename):
         back = frame.f_back
         if back is None or not is_user_file(back.f_code.co_filename):
             return None
         frame, code = back, back.f_code
-    return (code.co_filename, frame.f_lineno)
+    return (code, frame.f_lasti)
 
 
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -331,7 +332,7 @@ class ForwardRecorder(TorchFunctionMode):
         cut = None
         for t in tensor_arguments(args, {}):
             if t.requires_grad:
-                cut = cut or Cut(kind, op, (frame.f_code.co_filename, frame.f_lineno))
+                cut = cut or Cut(kind, op, code_place(frame.f_code, frame.f_lasti))
                 self.cuts.note(t, cut)
         if cut is not None:
             self.cuts.note(out, cut)
