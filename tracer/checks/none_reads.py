@@ -6,7 +6,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
-from types import CodeType, FrameType
+from types import FrameType
 
 import torch
 
@@ -27,7 +27,8 @@ class NoneReads:
     before on another line is marked `again` (the report tells each name once)."""
 
     def __init__(self) -> None:
-        self._seen: dict[tuple[int, CodeType, int], weakref.ref] = {}
+        # (tensor, code, offset) by id: a code object's hash is computed from its contents
+        self._seen: dict[tuple[int, int, int], weakref.ref] = {}
         self._told: set[tuple[str, str, tuple[str, int] | None]] = set()
         self._names: set[str] = set()
 
@@ -40,7 +41,7 @@ class NoneReads:
     ) -> None:
         """`t.grad` was read as None by `frame`: `why` says why, and a new one is added to
         `into` with the line that read it."""
-        key = (id(t), frame.f_code, frame.f_lasti)
+        key = (id(t), id(frame.f_code), frame.f_lasti)
         seen = self._seen.get(key)
         if (seen is not None and seen() is t) or len(into) >= NONE_READS_KEPT:
             return

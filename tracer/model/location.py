@@ -14,7 +14,7 @@ import re
 import site
 import sysconfig
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from types import CodeType, TracebackType
 
@@ -70,14 +70,25 @@ def is_user_file(filename: str) -> bool:
     return not (absolute.startswith(_library_dirs()) or str(path).startswith(_library_dirs()))
 
 
-@lru_cache(maxsize=1024)
+# Line tables by code object's id, with the code (which tells a reused id apart). By id:
+# a code object's hash is computed from its contents on every call.
+_LINE_TABLES: dict[int, tuple[CodeType, list[int], list[int | None]]] = {}
+LINE_TABLES_KEPT = 1024
+
+
 def _line_table(code: CodeType) -> tuple[list[int], list[int | None]]:
     """Where each range of `code`'s bytecode starts, and its line (None: no line)."""
+    found = _LINE_TABLES.get(id(code))
+    if found is not None and found[0] is code:
+        return found[1], found[2]
     starts: list[int] = []
     lines: list[int | None] = []
     for start, _end, line in code.co_lines():
         starts.append(start)
         lines.append(line)
+    if len(_LINE_TABLES) >= LINE_TABLES_KEPT:
+        _LINE_TABLES.clear()
+    _LINE_TABLES[id(code)] = (code, starts, lines)
     return starts, lines
 
 
