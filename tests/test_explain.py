@@ -281,3 +281,19 @@ def test_the_first_non_finite_gradient_of_a_model_names_the_module_line_it_can()
     assert graph.nodes[start.node].where[0] == __file__  # type: ignore[index]
     assert start.elements and start.elements[0].name == "result"
     assert start.elements[0].value == 0.0
+
+
+def test_the_readmes_example_prints_what_the_readme_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(
+        app, ["run", "examples/why.py", "--out", str(tmp_path / "pics")], env={"COLUMNS": "200"}
+    )
+    assert result.exit_code == 2, result.output
+    readme = (root / "README.md").read_text(encoding="utf-8").splitlines()
+    said = [line for line in result.stdout.splitlines() if line.startswith("⚠")]
+    said += [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(said) == 5
+    assert all(line in readme for line in said), said
