@@ -135,15 +135,26 @@ def test_reading_a_grad_is_the_same_traced_and_untraced() -> None:
         y.sum().backward()
         grad = x.grad
         assert grad is not None
-        return before, non_leaf, grad is x.grad, grad.clone(), [str(w.message) for w in caught]
+        said = [(str(w.message), w.category, w.filename, w.lineno) for w in caught]
+        return before, non_leaf, grad is x.grad, grad.clone(), said
 
     plain = program()
     with tracer.trace() as t:
         traced = program()
     assert plain[:3] == traced[:3] == (None, None, True)
     assert torch.equal(plain[3], traced[3])  # type: ignore[arg-type]
+    # torch's warning, at the line that read y.grad, traced as untraced.
     assert plain[4] == traced[4] and len(plain[4]) == 1  # type: ignore[arg-type]
+    assert plain[4][0][2] == __file__  # type: ignore[index]
     assert {w.name for w in t.recording.no_gradients} == {"x", "y"}
+    with warnings.catch_warnings():  # a warning made an error: raised as untraced
+        warnings.simplefilter("error")
+        y = torch.ones(1, requires_grad=True) * 2
+        with pytest.raises(UserWarning) as untraced:
+            y.grad  # noqa: B018
+        with tracer.trace(), pytest.raises(UserWarning) as under_trace:
+            y.grad  # noqa: B018
+    assert str(under_trace.value) == str(untraced.value)
     # Nothing of the trace is left on the mode stack.
     assert torch.overrides._get_current_function_mode_stack() == []
 

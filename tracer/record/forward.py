@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -174,6 +175,28 @@ class _Aside(threading.local):
     depth = 0
 
 
+def _warns_on_read(args: tuple) -> bool:
+    """Whether reading `args[0].grad` makes torch warn: a non-leaf that does not retain
+    its gradient."""
+    with torch._C.DisableTorchFunction():
+        t = args[0] if args else None
+        return isinstance(t, torch.Tensor) and t.grad_fn is not None and not t.retains_grad
+
+
+def _read_warning_as_untraced(func: Any, args: tuple, kwargs: dict) -> Any:
+    """Read a non-leaf's `.grad` with torch's warning about it issued at the line of the
+    code that read it, as untraced: torch warns from C++, at the innermost Python frame,
+    which under a mode is the recorder's. Caught, and issued again two frames up (this,
+    `__torch_function__`, the reader), through the reader's filters and registry. The
+    filters are swapped meanwhile (`catch_warnings`: not thread-safe), only for this read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = func(*args, **kwargs)
+    for warning in caught:
+        warnings.warn(warning.message, warning.category, stacklevel=3)
+    return out
+
+
 def _user_line(frame: FrameType) -> tuple[CodeType, int] | None:
     """Where the user's code called an op: `frame` (the op's caller) or, for an op written
     in Python (`F.relu`), its caller, as (code, offset: see tracer.model.location.code_line);
@@ -292,7 +315,10 @@ class ForwardRecorder(TorchFunctionMode):
                 fn = args[0].grad_fn
                 if fn is not None:
                     before = (type(fn).__name__, args[0].output_nr)
-        out = func(*args, **kwargs)
+        if type(func) is _GETTER and func.__self__ is _GRAD and _warns_on_read(args):
+            out = _read_warning_as_untraced(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         if before is not None:
             self._note_inplace(changed, before, args[0])
         try:
