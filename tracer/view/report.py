@@ -9,7 +9,7 @@ from typing import Literal
 
 from tracer.derivatives.chainrule import EdgeIndex, formula_names, slot_names, steps
 from tracer.model.explain import Element, NoGradient, Start, ZeroCause
-from tracer.model.graph import Graph, Node, Recording
+from tracer.model.graph import Edge, Graph, Node, Recording
 from tracer.model.location import Locator
 from tracer.model.tensor import TensorData
 from tracer.view.collapse import SLIDE_ROWS, Collapsed
@@ -144,6 +144,27 @@ def _elements(
     return tuple(found)
 
 
+def _first_sent(
+    graph: Graph,
+    bad: Callable[[TensorData | None], bool],
+    received_fine: Callable[[Node], bool],
+) -> Edge | None:
+    """The edge down which the earliest node in the engine's order sent a gradient `bad`
+    says is bad, while what the node received was fine (`received_fine`)."""
+    nodes = graph.nodes
+    made = [
+        edge
+        for edge in graph.edges
+        if bad(edge.grad) and nodes[edge.src].step is not None and received_fine(nodes[edge.src])
+    ]
+    return min(made, key=lambda e: nodes[e.src].step or 0) if made else None
+
+
+def _formula(node: Node, index: EdgeIndex, slot: int) -> str | None:
+    """torch's chain-rule step for `slot` of `node`, bound to the user's names."""
+    return next((s.line for s in steps(node, index) or () if s.slot == slot), None)
+
+
 def first_non_finite(graph: Graph) -> Start | None:
     """Where a backward pass's first NaN or Inf gradient was made: the earliest node in
     the engine's order that sent one while every gradient it received was finite, with
@@ -151,20 +172,12 @@ def first_non_finite(graph: Graph) -> Start | None:
     at [0]), where the recording has them."""
     if graph.kind != "backward":
         return None
-    nodes = graph.nodes
-    made = [
-        edge
-        for edge in graph.edges
-        if bad_gradient(edge.grad)
-        and nodes[edge.src].step is not None
-        and not any(map(bad_gradient, nodes[edge.src].grads))
-    ]
-    if not made:
+    edge = _first_sent(graph, bad_gradient, lambda n: not any(map(bad_gradient, n.grads)))
+    if edge is None:
         return None
-    edge = min(made, key=lambda e: nodes[e.src].step or 0)
-    sender, grad, index = nodes[edge.src], edge.grad, EdgeIndex.of(graph)
+    sender, grad, index = graph.nodes[edge.src], edge.grad, EdgeIndex.of(graph)
     assert grad is not None
-    formula = next((s.line for s in steps(sender, index) or () if s.slot == edge.slot), None)
+    formula = _formula(sender, index, edge.slot)
     elements: tuple[Element, ...] = ()
     at = None if grad.values is None else _first_index(grad.values, _not_finite)
     if at is not None:
@@ -218,24 +231,20 @@ def first_zero(graph: Graph) -> Start | None:
     no leaf's gradient is all zero: a zero on one path among others is no problem."""
     if graph.kind != "backward":
         return None
-    nodes = graph.nodes
-    if not any(n.kind == "leaf" and n.step is not None and all_zero(n.grads[0]) for n in nodes):
+    if not any(
+        n.kind == "leaf" and n.step is not None and any(map(all_zero, n.grads)) for n in graph.nodes
+    ):
         return None
-    made = [
-        edge
-        for edge in graph.edges
-        if all_zero(edge.grad)
-        and nodes[edge.src].step is not None
-        and any(g is not None and not all_zero(g) for g in nodes[edge.src].grads)
-    ]
-    if not made:
+    edge = _first_sent(
+        graph, all_zero, lambda n: any(g is not None and not all_zero(g) for g in n.grads)
+    )
+    if edge is None:
         return None
-    edge = min(made, key=lambda e: nodes[e.src].step or 0)
-    sender, index = nodes[edge.src], EdgeIndex.of(graph)
+    sender = graph.nodes[edge.src]
     cause: ZeroCause | None = None
     if sender.op == "ReluBackward0" and sender.forward and all_zero(sender.forward[0]):
         cause = "inputs ≤ 0"
-    formula = next((s.line for s in steps(sender, index) or () if s.slot == edge.slot), None)
+    formula = _formula(sender, EdgeIndex.of(graph), edge.slot)
     return Start("zero", sender.id, edge.dst, formula=formula, cause=cause)
 
 
