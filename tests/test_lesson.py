@@ -11,6 +11,7 @@ import torch
 
 import tracer
 from tracer.model.check import How
+from tracer.model.explain import InPlaceError
 
 
 def cmp(name: str, manual: torch.Tensor, t: torch.Tensor) -> tuple[bool, bool, float]:
@@ -295,7 +296,7 @@ def test_a_backward_broken_by_an_in_place_change_is_explained_and_unchanged() ->
         program()
     assert str(traced.value) == str(untraced.value)  # the user's error, as it was
     explained = t.explain(traced.value)
-    assert explained is not None
+    assert isinstance(explained, InPlaceError)
     assert (explained.name, explained.op, explained.needed_by) == ("b", "mul_", "SigmoidBackward0")
     assert explained.where is not None and explained.where[0] == __file__
     assert (explained.expected, explained.actual) == (0, 1)

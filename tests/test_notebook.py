@@ -189,3 +189,22 @@ def test_a_cells_in_place_error_is_explained(tmp_path: Path) -> None:
         "error: cell 3, line 1: RuntimeError: b was changed in place by mul_ at cell 2, "
         "line 1 after SigmoidBackward0 saved it for backward (version 0, now 1)"
     )
+
+
+def test_a_cells_use_of_a_none_grad_is_explained(tmp_path: Path) -> None:
+    path = notebook(
+        tmp_path,
+        "import torch\nw = torch.tensor([0.5, -1.0], requires_grad=True)\ny = w * 3",
+        "y.sum().backward()",
+        "y.grad.norm()",
+    )
+    result = cli("notebook", path, "--out", tmp_path / "o")
+    assert one_error_line(result) == (
+        "error: cell 3, line 1: AttributeError: 'NoneType' object has no attribute 'norm' "
+        "(y.grad is None: y is not a leaf (made by MulBackward0); call y.retain_grad() before "
+        "backward)"
+    )
+    assert (
+        "⚠ y.grad is None: y is not a leaf (made by MulBackward0); call y.retain_grad() before "
+        "backward (read at cell 3, line 1)" in result.stdout.splitlines()
+    )

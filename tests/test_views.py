@@ -3,6 +3,7 @@ second order — on graphs whose values and order are known by hand."""
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -11,9 +12,11 @@ import torch
 
 import tracer
 from tracer.exercises import get
+from tracer.model.explain import Element
+from tracer.model.location import Locator
 from tracer.output.render import RenderOptions, render_dot
 from tracer.view.report import format_report, problems
-from tracer.view.text import graph_title
+from tracer.view.text import graph_title, start_text
 
 f64 = torch.float64
 
@@ -316,17 +319,24 @@ def test_the_first_non_finite_gradient_is_named_with_the_formula_that_made_it() 
 
     x = torch.tensor([0.0, 4.0], dtype=f64, requires_grad=True)
     with tracer.trace() as t:
+        sqrt_line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
         y = torch.sqrt(x)
         z = y * 2
         (z * z.detach()).sum().backward()  # 0 / (2 · 0) at sqrt: a NaN starts there
     (graph,) = t.graphs
     found = first_non_finite(graph)
-    assert found is not None
-    assert found.startswith("first non-finite gradient: SqrtBackward0 (y) (step ")
-    assert found.endswith(
-        "sent 1 NaN to x; torch used ∂/∂self: grad / (2 · result)   (self = x, result = y)"
+    assert found is not None and graph.nodes[found.node].op == "SqrtBackward0"
+    assert graph.nodes[found.node].where == (__file__, sqrt_line)
+    # The value in torch's formula that explains the NaN: 0 / (2 · 0) at element 0.
+    assert found.elements == (Element("result", 0.0, (0,)),)
+    at = Locator()(__file__, sqrt_line).spoken()
+    text = start_text(found, graph, at)
+    assert text.startswith(f"first non-finite gradient: SqrtBackward0 (y) at {at} (step ")
+    assert text.endswith(
+        "sent 1 NaN to x; torch used ∂/∂self: grad / (2 · result)   (self = x, result = y); "
+        "result = 0 at [0]"
     )
-    assert found in format_report(t.recording) and found in render_dot(t.recording)
+    assert text in format_report(t.recording) and text in render_dot(t.recording)
     with tracer.trace() as fine:
         (x * 2).sum().backward()
     assert first_non_finite(fine.graphs[0]) is None

@@ -555,6 +555,8 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         )
     for entry, where in result.unrecorded:
         typer.echo(f"note: {unrecorded_text(entry, where.spoken() if where else None)}")
+    for explained in result.explained:  # a None .grad and why, the first NaN gradient
+        typer.echo(f"⚠ {explained}")
     if result.older_pictures:
         typer.echo(f"note: {out} also holds {len(result.older_pictures)} older picture(s)")
     for failed, why in drawn.failed:

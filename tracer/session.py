@@ -39,20 +39,23 @@ from tracer.checks.comparisons import (
 )
 from tracer.checks.forward_mode import no_other, run_forward_mode
 from tracer.checks.manual import Deciding, Recogniser
+from tracer.checks.none_reads import NoneReads
 from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
-from tracer.model.explain import InPlaceError
+from tracer.model.explain import InPlaceError, NoGradient
 from tracer.model.forward import Direction
 from tracer.model.graph import Graph, Node, Recording
+from tracer.model.location import is_user_file
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
-from tracer.record.names import Names, is_user_name, namespaces, user_frame
+from tracer.record.names import Names, is_user_name, namespaces, user_frame, variable_naming
 from tracer.record.summary import QuickSummary
+from tracer.view.report import no_gradient_line
 from tracer.view.text import format_check, node_title
 
 # When the recogniser of manual results acts: before a pass is recorded, after, at the end.
@@ -133,6 +136,7 @@ class Trace:
         self._depth = 0  # how many `with` blocks of this trace are open
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
+        self._none_reads = NoneReads()  # the .grads the user's code read as None
 
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
@@ -155,7 +159,11 @@ class Trace:
         self._token = open_trace(self)
         if self.options.values:
             self.forward_recorder = ForwardRecorder(
-                self._quick, self.module_calls, self._note_comparison, self.warn
+                self._quick,
+                self.module_calls,
+                self._note_comparison,
+                self.warn,
+                on_none_grad=self._note_none_grad,
             )
             self.forward_recorder.__enter__()
         return self
@@ -175,6 +183,7 @@ class Trace:
             self._names.clear()
             self._grad_results.clear()
             self._made_checks.clear()
+            self._none_reads.clear()
             self._latest_nodes = None
             self._quick.clear()
 
@@ -420,12 +429,22 @@ class Trace:
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"an in-place error was not explained ({type(e).__name__}: {e})")
 
-    def explain(self, error: BaseException) -> InPlaceError | None:
-        """What tracer can say of an error the traced code raised, beyond its message
-        (a backward failing on an in-place change), or None."""
-        if self._explained is None or self._explained[0] != id(error):
+    def explain(self, error: BaseException) -> InPlaceError | NoGradient | None:
+        """What tracer can say of an error the traced code raised, beyond its message (a
+        backward failing on an in-place change; an AttributeError or TypeError on a line
+        that read a `.grad` as None: why it is None), or None."""
+        if self._explained is not None and self._explained[0] == id(error):
+            return self._explained[1]
+        if not isinstance(error, (AttributeError, TypeError)):  # what using None raises
             return None
-        return self._explained[1]
+        where, tb = None, error.__traceback__
+        while tb is not None:  # the innermost line of the user's code
+            code = tb.tb_frame.f_code
+            if is_user_file(code.co_filename):
+                where = (code.co_filename, tb.tb_lineno)
+            tb = tb.tb_next
+        reads = reversed(self.recording.no_gradients)
+        return next((why for why in reads if where is not None and why.where == where), None)
 
     # -- checks ------------------------------------------------------------------------
 
@@ -483,8 +502,7 @@ class Trace:
             node = self._latest_nodes.node_of(of_tensor)
         no_gradient = None
         if grad is None and of_tensor is not None:
-            in_latest = None if self._latest_nodes is None else node is not None
-            no_gradient = why_no_gradient(of_tensor, name, after, in_latest)
+            no_gradient = no_gradient_line(self._why_no_gradient(of_tensor, name, node))
         result = judge(
             self.recording,
             name,
@@ -522,6 +540,24 @@ class Trace:
             self.recording.graphs.append(graph)
         self.recording.checks.append(result)
         return result
+
+    def _why_no_gradient(self, t: torch.Tensor, name: str, node: int | None) -> NoGradient:
+        """Why `t.grad` is None now; `node`: its node in the latest pass, when in it."""
+        passes = self.recording.backward_graphs()
+        in_latest = None if self._latest_nodes is None else node is not None
+        had_grad = node is not None and passes[-1].node(node).leaf_grad is not None
+        recorder = self.forward_recorder
+        cut = None if recorder is None else recorder.cuts.of(t)
+        return why_no_gradient(t, name, len(passes), in_latest, had_grad=had_grad, cut=cut)
+
+    def _note_none_grad(self, t: torch.Tensor, frame: FrameType) -> None:
+        """The user's code read `t.grad` and got None (the forward recorder saw it)."""
+        self._none_reads.note(t, frame, self._why_none_read, self.recording.no_gradients)
+
+    def _why_none_read(self, t: torch.Tensor, frame: FrameType) -> NoGradient:
+        name = self.name_of(t) or variable_naming(frame)(t) or "a tensor"
+        node = None if self._latest_nodes is None else self._latest_nodes.node_of(t)
+        return self._why_no_gradient(t, name, node)
 
     def _note_comparison(
         self, how: How, args: tuple, kwargs: dict, out: Any, frame: FrameType
@@ -641,7 +677,8 @@ def check(
     manual, rtol, atol, how = oracle(tensor, manual, fn, rtol, atol)
     no_gradient = None
     if tensor.grad is None:  # outside a trace: what passes ran is not known
-        no_gradient = why_no_gradient(tensor, name or "the tensor", None, None)
+        why = why_no_gradient(tensor, name or "the tensor", 1, None)
+        no_gradient = no_gradient_line(why)
     result = compare(
         name or "input", tensor.grad, manual, rtol=rtol, atol=atol, no_gradient=no_gradient
     )

@@ -20,6 +20,7 @@ import torch
 from tracer.checks.compare import compare
 from tracer.checks.numeric import FD_TOLERANCES, finite_differences
 from tracer.model.check import Check, How
+from tracer.model.explain import Cut, NoGradient
 from tracer.model.graph import Recording
 from tracer.record.names import in_torch, is_user_name, namespaces, outward, user_frame
 
@@ -27,31 +28,33 @@ from tracer.record.names import in_torch, is_user_name, namespaces, outward, use
 GradResults = Mapping[int, tuple[weakref.ref, str]]
 
 
-def why_no_gradient(t: torch.Tensor, name: str, passes: int | None, in_latest: bool | None) -> str:
-    """Why `t.grad` is None, in words a student can act on. `passes`: how many backward
-    passes ran; `in_latest`: whether `t` is in the latest one (None: not known, as
-    outside a trace)."""
+def why_no_gradient(
+    t: torch.Tensor,
+    name: str,
+    passes: int,
+    in_latest: bool | None,
+    *,
+    had_grad: bool = False,
+    cut: Cut | None = None,
+) -> NoGradient:
+    """Why `t.grad` is None (the words are tracer.view.text's `no_gradient_text`).
+    `passes`: how many backward passes ran; `in_latest`: whether `t` is in the latest one
+    (None: not known, as outside a trace); `had_grad`: whether its `.grad` was set after
+    that pass; `cut`: where the user's code cut `t` off the graph (or made it by a cut)."""
     if not (t.is_floating_point() or t.is_complex()):
         dtype = str(t.dtype).removeprefix("torch.")
-        return f"{name} is {dtype}: only floating-point and complex tensors have gradients"
+        return NoGradient(name, "dtype", passes, dtype=dtype)
     if t.grad_fn is not None and not t.retains_grad:
-        return (
-            f"{name}.grad is None: {name} is not a leaf (made by {type(t.grad_fn).__name__}); "
-            f"call {name}.retain_grad() before backward"
-        )
+        return NoGradient(name, "not-leaf", passes, made_by=type(t.grad_fn).__name__)
     if not t.requires_grad:
-        return (
-            f"{name}.grad is None: {name} does not require grad (made without "
-            "requires_grad=True, under torch.no_grad(), or by .detach() or .data)"
-        )
+        return NoGradient(name, "no-requires-grad", passes, cut=cut)
     if passes == 0:
-        return f"{name}.grad is None: no backward pass has run yet"
+        return NoGradient(name, "no-backward", passes)
     if in_latest is False and t.grad_fn is None:
-        return (
-            f"{name}.grad is None: {name} does not reach what backward pass {passes} "
-            "differentiated (is it used in the loss?)"
-        )
-    return f"{name}.grad is None: autograd gave it no gradient"
+        return NoGradient(name, "not-reached", passes, cut=cut)
+    if in_latest and had_grad:
+        return NoGradient(name, "cleared", passes)
+    return NoGradient(name, "none", passes)
 
 
 def judge(

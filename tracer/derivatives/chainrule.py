@@ -31,6 +31,7 @@ cached here, and the facts of one graph in an `EdgeIndex` built once per drawing
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -191,3 +192,27 @@ def _explain(
     except Exception:
         return None
     return None if found is None else tuple(found)
+
+
+def formula_names(node: Node, index: EdgeIndex, slot: int) -> tuple[str, ...]:
+    """The names torch's formula for the gradient `node` sends down `slot` reads, in order
+    ("grad", "result"; "grad", "other" for ∂/∂self of a product); () without a formula."""
+    return _formula_names(node.op, slot_count(node, index), slot)
+
+
+@lru_cache(maxsize=4096)
+def _formula_names(op: str, count: int | None, slot: int) -> tuple[str, ...]:
+    from tracer.derivatives import formulas
+
+    try:
+        found = formulas.formula_for(op, None if formulas.slot_names(op) else count)
+    except Exception:  # a table that does not load: no names, never a failed picture
+        return ()
+    if found is None or slot >= len(found.inputs):
+        return ()
+    return tuple(dict.fromkeys(re.findall(r"[A-Za-z_][A-Za-z_0-9]*", found.inputs[slot].formula)))
+
+
+def slot_names(node: Node, index: EdgeIndex) -> tuple[str, ...] | None:
+    """The formula's name for each input slot of `node` ("self", "other"); None without."""
+    return _slot_names(node.op, slot_count(node, index))

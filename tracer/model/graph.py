@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, is_dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from tracer.errors import TracerError
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
+from tracer.model.explain import Cut, CutKind, NoGradient, NoGradientReason
 from tracer.model.forward import ForwardInput, ForwardMode, TangentStep
 from tracer.model.tensor import TensorData
 
@@ -98,6 +99,9 @@ class Node:
     outside_pass: bool = False
     # Its local Jacobians, per input slot, when the trace was asked for them (small ops).
     jacobians: tuple[Jacobian, ...] = ()
+    # The user's line that ran the op (file name as in the code, line), when the forward
+    # recorder saw it run there (not inside a module's or a library's own code).
+    where: tuple[str, int] | None = None
 
     @property
     def received_no_gradient(self) -> bool:
@@ -188,14 +192,16 @@ class UnrecordedPasses:
 
 @dataclass
 class Recording:
-    """Everything one trace produced: its graphs in capture order, its checks, and the
-    passes it saw but did not record."""
+    """Everything one trace produced: its graphs in capture order, its checks, the
+    passes it saw but did not record, and the `.grad`s the user's code read as None
+    (each tensor once, with why)."""
 
     title: str = ""
     graphs: list[Graph] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     unrecorded: list[UnrecordedPasses] = field(default_factory=list)
     forward: ForwardMode | None = None  # a forward-mode pass beside the reverse one
+    no_gradients: list[NoGradient] = field(default_factory=list)
 
     def note_unrecorded(self, kind: UnrecordedKind, source: tuple[str, int] | None) -> None:
         """Count one more pass of `kind` not recorded at `source`."""
@@ -220,9 +226,10 @@ class Recording:
 
     def per_pass(self) -> list[Recording]:
         """One Recording per backward pass, with this one's title: the pass's graph, the
-        manual graphs captured after it (before the next pass), and the checks made after it.
+        manual graphs captured after it (before the next pass), and the checks made and
+        the `.grad`s read as None after it.
 
-        Manual graphs and checks from before the first pass are in none.
+        Manual graphs, checks and reads from before the first pass are in none.
         """
         parts: list[Recording] = []
         for graph in self.graphs:
@@ -233,6 +240,9 @@ class Recording:
         for check in self.checks:
             if 0 < check.after <= len(parts):
                 parts[check.after - 1].checks.append(check)
+        for read in self.no_gradients:
+            if 0 < read.after <= len(parts):
+                parts[read.after - 1].no_gradients.append(read)
         return parts
 
     def to_json(self) -> str:
@@ -269,6 +279,7 @@ class Recording:
                 checks=[_check_from(c) for c in raw["checks"]],
                 unrecorded=[_unrecorded_from(u) for u in raw.get("unrecorded", ())],
                 forward=_forward_from(raw.get("forward")),
+                no_gradients=[_no_gradient_from(n) for n in raw.get("no_gradients", ())],
             )
         except RecursionError:
             raise TracerError("not a tracer recording: the JSON is nested too deep") from None
@@ -413,6 +424,7 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
             grad_before=_tensor_from(n.get("grad_before")),
             outside_pass=bool(n.get("outside_pass", False)),
             jacobians=tuple(_jacobian_from(j) for j in n.get("jacobians", ())),
+            where=_where(n.get("where")),
         )
         for n in raw["nodes"]
     ]
@@ -447,6 +459,28 @@ def _unrecorded_from(raw: dict[str, Any]) -> UnrecordedPasses:
         kind="torch.func",
         source=None if source is None else (str(source[0]), int(source[1])),
         passes=int(raw["passes"]),
+    )
+
+
+def _where(raw: Any) -> tuple[str, int] | None:
+    return None if raw is None else (str(raw[0]), int(raw[1]))
+
+
+def _no_gradient_from(raw: dict[str, Any]) -> NoGradient:
+    cut = raw["cut"]
+    if raw["reason"] not in get_args(NoGradientReason):
+        raise ValueError(f"unknown reason for a missing gradient {raw['reason']!r}")
+    if cut is not None and cut["kind"] not in get_args(CutKind):
+        raise ValueError(f"unknown kind of cut {cut['kind']!r}")
+    return NoGradient(
+        name=str(raw["name"]),
+        reason=raw["reason"],
+        after=int(raw["after"]),
+        made_by=raw["made_by"],
+        dtype=raw["dtype"],
+        cut=None if cut is None else Cut(cut["kind"], str(cut["op"]), _where(cut["where"])),
+        where=_where(raw["where"]),
+        again=bool(raw.get("again", False)),
     )
 
 

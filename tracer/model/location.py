@@ -8,6 +8,7 @@ into a `Location` the user recognises ("lecture.py:12", "cell 3, line 5").
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import site
@@ -15,7 +16,7 @@ import sysconfig
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from types import TracebackType
+from types import CodeType, TracebackType
 
 # `trace notebook` names its cells "<cell 3>"; IPython names them "<ipython-input-3-…>"
 # (ipykernel instead writes them to files under a temporary folder: plain paths).
@@ -67,6 +68,43 @@ def is_user_file(filename: str) -> bool:
         return path.parent == _EXERCISES_DIR and not path.name.startswith("_")
     absolute = os.path.abspath(filename)
     return not (absolute.startswith(_library_dirs()) or str(path).startswith(_library_dirs()))
+
+
+# Line tables by code object's id, with the code (which tells a reused id apart). By id:
+# a code object's hash is computed from its contents on every call.
+_LINE_TABLES: dict[int, tuple[CodeType, list[int], list[int | None]]] = {}
+LINE_TABLES_KEPT = 1024
+
+
+def _line_table(code: CodeType) -> tuple[list[int], list[int | None]]:
+    """Where each range of `code`'s bytecode starts, and its line (None: no line)."""
+    found = _LINE_TABLES.get(id(code))
+    if found is not None and found[0] is code:
+        return found[1], found[2]
+    starts: list[int] = []
+    lines: list[int | None] = []
+    for start, _end, line in code.co_lines():
+        starts.append(start)
+        lines.append(line)
+    if len(_LINE_TABLES) >= LINE_TABLES_KEPT:
+        _LINE_TABLES.clear()
+    _LINE_TABLES[id(code)] = (code, starts, lines)
+    return starts, lines
+
+
+def code_line(code: CodeType, offset: int) -> int | None:
+    """The line of the instruction at byte `offset` of `code` (a frame's `f_lasti`): what
+    the frame's `f_lineno` said when it ran there. Reading `f_lasti` as code runs costs
+    next to nothing, `f_lineno` a scan of the line table; this looks it up once per code."""
+    starts, lines = _line_table(code)
+    found = bisect.bisect_right(starts, offset) - 1
+    return lines[found] if found >= 0 else None
+
+
+def code_place(code: CodeType, offset: int) -> tuple[str, int] | None:
+    """(file name as in the code, line) of byte `offset` of `code`; None without a line."""
+    line = code_line(code, offset)
+    return None if line is None else (code.co_filename, line)
 
 
 @dataclass(frozen=True)

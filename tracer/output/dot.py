@@ -49,8 +49,9 @@ from tracer.view.report import (
     bad_gradient,
     bad_value,
     collapse_note,
-    first_non_finite,
+    explanations,
     problems,
+    starts,
 )
 from tracer.view.text import (
     check_badge,
@@ -424,7 +425,7 @@ def node_label(node: Node, drawn: Drawn, options: RenderOptions) -> str:
     return "".join(parts)
 
 
-def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
+def _node_attributes(node: Node, graph: Graph, highlighted: bool, starts_here: bool) -> str:
     if node.kind == "leaf":
         fill = LEAF_FILL
     elif node.kind == "constant":
@@ -442,6 +443,8 @@ def _node_attributes(node: Node, graph: Graph, highlighted: bool) -> str:
     style = "rounded,filled,dashed" if unused else "rounded,filled"
     if highlighted:
         colour, width = "#000000", "6"
+    elif starts_here:  # where a NaN, an Inf or an all-zero gradient starts (the heading says)
+        colour, width = PROBLEM, "5"
     elif problem or unused:
         colour, width = PROBLEM, "2"
     else:
@@ -525,10 +528,8 @@ def _heading(recording: Recording, titles: list[str], notes: Sequence[str] = ())
         rows.append(f'<TR><TD BGCOLOR="{fill}">{text(line)}</TD></TR>')
     for first in firsts:
         rows.append(f"<TR><TD><B>{text(first_disagreement_text(first))}</B></TD></TR>")
-    for graph in recording.graphs:
-        start = first_non_finite(graph)
-        if start is not None:
-            rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}"><B>{text(start)}</B></FONT></TD></TR>')
+    for explained in explanations(recording):  # a None .grad, the first NaN: what and why
+        rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}"><B>{text(explained)}</B></FONT></TD></TR>')
     found = problems(recording)
     for problem in found[:PROBLEM_ROWS]:
         rows.append(f'<TR><TD><FONT COLOR="{PROBLEM}">⚠ {text(problem)}</FONT></TD></TR>')
@@ -591,6 +592,7 @@ def _graph_lines(
             f'fontcolor="{colour}" label={_edge_label(seed, not options.full)}]'
         )
     highlight = options.highlight
+    started = set() if view.collapsed else {s.node for s in starts(graph)}
     drawn = Drawn.of(view, checks)
     # Each node's line is made with its final indentation, one tab deeper than the module
     # cluster it sits in (nested as the calls were: a call of level L is L - 1 tabs in).
@@ -598,7 +600,7 @@ def _graph_lines(
     node_lines: dict[int | None, list[str]] = {}  # by the cluster (module call) they are in
     for node in graph.nodes:
         full = view.origin[node.id]
-        attributes = _node_attributes(node, graph, (index, full) in highlight)
+        attributes = _node_attributes(node, graph, (index, full) in highlight, node.id in started)
         label = node_label(node, drawn, options)
         home = _home(node, graph, view)
         pad = indent if home is None else pads[home]

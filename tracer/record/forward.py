@@ -9,6 +9,10 @@ inside a trace (with `values=True`, the default).
   one summarised at once and then held only weakly: the op may not have saved it).
 - The user's own comparisons of a gradient (allclose, ==, equal, isclose) are handed to
   `on_comparison`, which decides whether they are checks (tracer.checks.comparisons).
+- Where the user's code reads a `.grad` that is None, it tells `on_none_grad` (a mode sees
+  that read: torch's getter asks for a torch function while a mode is on the stack); where
+  the user's code cuts a tensor off the graph (`detach()`, `.data`, an op under
+  `no_grad`), it keeps where, in `cuts`: what a None `.grad` is explained with.
 - It steps aside (leaves the mode stack) for a module call that can record nothing: one
   made while grad mode is off (`no_grad`, `inference_mode`), or an evaluation fast path's
   module (`nn.MultiheadAttention`, the Transformer encoder and its layer, in `eval()`) that
@@ -26,11 +30,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
 import torch
@@ -43,6 +48,8 @@ from torch.overrides import (
 )
 
 from tracer.model.check import How
+from tracer.model.explain import Cut, CutKind
+from tracer.model.location import code_place, is_user_file
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import user_frame
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
@@ -70,6 +77,40 @@ _BACKWARD_CALLS = {torch.Tensor.backward, torch.autograd.backward, torch.autogra
 
 # (how, args, kwargs, result, the frame that called the comparison)
 OnComparison = Callable[[How, tuple, dict, Any, FrameType], None]
+# (the tensor whose .grad the user's code read as None, the user's frame that read it)
+OnNoneGrad = Callable[[torch.Tensor, FrameType], None]
+
+# A property read (`t.grad`, `t.data`) reaches a mode as its descriptor's bound `__get__`,
+# a method-wrapper, made anew for each read: known by the descriptor it is bound to.
+_GRAD: Any = vars(torch._C.TensorBase)["grad"]  # the descriptors (typed as tensors)
+_DATA: Any = vars(torch._C.TensorBase)["data"]
+_GETTER = type(_GRAD.__get__)
+_DETACH, _TORCH_DETACH = torch.Tensor.detach, torch.detach
+# How many cuts a trace remembers (the latest; see Cuts).
+CUTS_KEPT = 256
+
+
+class Cuts:
+    """Where the user's code cut tensors off the graph: for the input of each cut (the
+    tensor whose path to the loss it cut) and for its output (a tensor that then needs no
+    gradient), the first cut seen, for the latest CUTS_KEPT tensors. Weak references:
+    no tensor lives longer for it, and a reused id is told apart."""
+
+    def __init__(self) -> None:
+        self._cuts: dict[int, tuple[weakref.ref, Cut]] = {}
+
+    def note(self, t: torch.Tensor, cut: Cut) -> None:
+        entry = self._cuts.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return  # the first cut of a tensor is where its path was cut
+        if len(self._cuts) >= CUTS_KEPT:
+            del self._cuts[next(iter(self._cuts))]
+        self._cuts[id(t)] = (weakref.ref(t), cut)
+
+    def of(self, t: torch.Tensor) -> Cut | None:
+        entry = self._cuts.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
 
 # Modules whose forward, in eval(), takes a fast path when nothing needs a gradient and no
 # tensor argument has a __torch_function__ (or a mode is active).
@@ -134,6 +175,42 @@ class _Aside(threading.local):
     depth = 0
 
 
+def _warns_on_read(args: tuple) -> bool:
+    """Whether reading `args[0].grad` makes torch warn: a non-leaf that does not retain
+    its gradient."""
+    with torch._C.DisableTorchFunction():
+        t = args[0] if args else None
+        return isinstance(t, torch.Tensor) and t.grad_fn is not None and not t.retains_grad
+
+
+def _read_warning_as_untraced(func: Any, args: tuple, kwargs: dict) -> Any:
+    """Read a non-leaf's `.grad` with torch's warning about it issued at the line of the
+    code that read it, as untraced: torch warns from C++, at the innermost Python frame,
+    which under a mode is the recorder's. Caught, and issued again two frames up (this,
+    `__torch_function__`, the reader), through the reader's filters and registry. The
+    filters are swapped meanwhile (`catch_warnings`: not thread-safe), only for this read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        out = func(*args, **kwargs)
+    for warning in caught:
+        warnings.warn(warning.message, warning.category, stacklevel=3)
+    return out
+
+
+def _user_line(frame: FrameType) -> tuple[CodeType, int] | None:
+    """Where the user's code called an op: `frame` (the op's caller) or, for an op written
+    in Python (`F.relu`), its caller, as (code, offset: see tracer.model.location.code_line);
+    None inside a module's or a library's own code. A line is kept for every op and must
+    cost next to nothing: two frames at most, and the line looked up only at capture."""
+    code = frame.f_code
+    if not is_user_file(code.co_filename):
+        back = frame.f_back
+        if back is None or not is_user_file(back.f_code.co_filename):
+            return None
+        frame, code = back, back.f_code
+    return (code, frame.f_lasti)
+
+
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
     found = []
     for value in (*args, *kwargs.values()):
@@ -145,7 +222,12 @@ def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
 
 
 class ForwardRecorder(TorchFunctionMode):
-    """Keeps each op's output value on its grad_fn; notes constants and comparisons."""
+    """Keeps each op's output value on its grad_fn, and the user's line that ran it; notes
+    constants and comparisons."""
+
+    # Whether each node keeps the user's line that ran its op (what a first NaN is placed
+    # by): on; benchmarks/bench_explain.py turns it off to measure what it costs.
+    lines = True
 
     def __init__(
         self,
@@ -153,11 +235,14 @@ class ForwardRecorder(TorchFunctionMode):
         modules: ModuleTracker,
         on_comparison: OnComparison,
         warn: Callable[[str], None],
+        on_none_grad: OnNoneGrad | None = None,
     ) -> None:
         super().__init__()
         self.quick = quick
         self.modules = modules
         self.on_comparison = on_comparison
+        self.on_none_grad = on_none_grad
+        self.cuts = Cuts()
         self.warn = warn
         self._aside = _Aside()
         self.closed = False  # closed from another thread: inert where it is left
@@ -233,19 +318,30 @@ class ForwardRecorder(TorchFunctionMode):
                 fn = args[0].grad_fn
                 if fn is not None:
                     before = (type(fn).__name__, args[0].output_nr)
-        out = func(*args, **kwargs)
+        if type(func) is _GETTER and func.__self__ is _GRAD and _warns_on_read(args):
+            out = _read_warning_as_untraced(func, args, kwargs)
+        else:
+            out = func(*args, **kwargs)
         if before is not None:
             self._note_inplace(changed, before, args[0])
         try:
             how = COMPARISONS.get(func)
         except TypeError:  # an unhashable callable: none of them
             how = None
-        if how is None and (
-            not isinstance(out, (torch.Tensor, tuple, list)) or type(out) is torch.Size
+        if (
+            how is None
+            and (not isinstance(out, (torch.Tensor, tuple, list)) or type(out) is torch.Size)
+            and type(func) is not _GETTER  # a `.grad` read as None is noted below
         ):
             return out  # a number, a size, a bool: nothing to record (about half the calls)
         try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
+                if type(func) is _GETTER:
+                    self._note_read(func.__self__, args, out)
+                elif func is _DETACH or func is _TORCH_DETACH:
+                    self._note_cut("detach", "detach", args, out)
+                elif changed is None and not torch.is_grad_enabled():
+                    self._note_cut("no_grad", getattr(func, "__name__", "op"), args, out)
                 if how is not None:
                     self.on_comparison(how, args, kwargs, out, sys._getframe(1))
                 if (how is None or how is How.DIFFERENCE) and func not in _BACKWARD_CALLS:
@@ -253,6 +349,31 @@ class ForwardRecorder(TorchFunctionMode):
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
         return out
+
+    def _note_read(self, attribute: Any, args: tuple, out: Any) -> None:
+        """A property read: `t.grad` read as None, or `t.data` (a cut)."""
+        if attribute is _GRAD and out is None and self.on_none_grad is not None and args:
+            frame = sys._getframe(2)  # this, __torch_function__, the code that read it
+            if is_user_file(frame.f_code.co_filename):
+                self.on_none_grad(args[0], frame)
+        elif attribute is _DATA:
+            self._note_cut("data", "data", args, out, depth=3)
+
+    def _note_cut(self, kind: CutKind, op: str, args: tuple, out: Any, depth: int = 2) -> None:
+        """An op that made a tensor needing no gradient from one that needs it, run by the
+        user's own code (`depth`: how far up its frame is): the cut is kept for both."""
+        if not isinstance(out, torch.Tensor) or out.requires_grad:
+            return
+        frame = sys._getframe(depth)
+        if not is_user_file(frame.f_code.co_filename):
+            return  # torch's own detach() and no_grad code is not where the user cut
+        cut = None
+        for t in tensor_arguments(args, {}):
+            if t.requires_grad:
+                cut = cut or Cut(kind, op, code_place(frame.f_code, frame.f_lasti))
+                self.cuts.note(t, cut)
+        if cut is not None:
+            self.cuts.note(out, cut)
 
     def _note_inplace(self, op: Any, before: tuple[str, int], t: torch.Tensor) -> None:
         try:
@@ -274,6 +395,7 @@ class ForwardRecorder(TorchFunctionMode):
         else:
             return
         first: NodeRecord | None = None
+        where = None
         for o in outputs:
             if not isinstance(o, torch.Tensor):
                 continue
@@ -281,6 +403,8 @@ class ForwardRecorder(TorchFunctionMode):
             if fn is None:
                 continue
             record = record_of(fn)
+            if first is None and self.lines:  # the op's caller: past this, __torch_function__
+                where = _user_line(sys._getframe(2))
             summary = self.quick.summarise(o)  # a large value: at once, so it is not kept
             if summary is None:
                 kept = kept_alias(o, self.quick.max_values)
@@ -288,6 +412,7 @@ class ForwardRecorder(TorchFunctionMode):
             else:
                 record.keep_summary(o.output_nr, summary)
             self.modules.stamp(record)
+            record.where = where
             first = first or record
         if first is None or first.constants is not None:
             return

@@ -101,6 +101,7 @@ class NodeRecord:
         "summaries",
         "value",
         "version",
+        "where",
     )
 
     def __init__(self, children: Any) -> None:
@@ -113,6 +114,8 @@ class NodeRecord:
         self.captured = 0  # how many backward passes captured this node
         self.names: tuple[str, ...] = ()  # the variables the user's code bound its outputs to
         self.module: Any = None  # the module call that made it (a tracer.record.modules.Call)
+        # Where the user's code ran its op: (code, offset), read as a line at capture.
+        self.where: tuple[Any, int] | None = None
 
     def keep(self, output_nr: int, value: torch.Tensor, version: int) -> None:
         if output_nr == 0:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
 
-from tracer.model.explain import InPlaceError
+from tracer.model.explain import InPlaceError, NoGradient
 from tracer.model.graph import UnrecordedPasses
 from tracer.model.location import Location, Locator, error_location, is_user_file
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
 from tracer.model.passes import Pass, passes
+from tracer.view.report import explanations, no_gradient_line
 from tracer.view.text import inplace_error_text
 
 _FREED_GRAPH = "Trying to backward through the graph a second time"
@@ -41,6 +42,9 @@ class RunResult:
     older_pictures: list[Path] = field(default_factory=list)
     # Passes seen but not recorded, with where the user's code made them.
     unrecorded: list[tuple[UnrecordedPasses, Location | None]] = field(default_factory=list)
+    # What the trace explains, one line each: a .grad read as None and why, where a
+    # gradient first became NaN or Inf (tracer.view.report.explanations).
+    explained: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool | None:
@@ -74,11 +78,11 @@ def _text(value: object, fallback: str) -> str:
 
 # What the trace can say of an error the user's code raised (tracer.session.Trace.explain):
 # handed to the code's runner, which describes its own errors (a notebook's cells).
-Explain = Callable[[BaseException], InPlaceError | None]
+Explain = Callable[[BaseException], InPlaceError | NoGradient | None]
 
 
 def describe_error(
-    error: BaseException, locate: Locator, explained: InPlaceError | None = None
+    error: BaseException, locate: Locator, explained: InPlaceError | NoGradient | None = None
 ) -> str:
     """One line: where in the user's code, and what went wrong (`explained`: what the
     trace could say of it, see tracer.session.Trace.explain)."""
@@ -96,10 +100,14 @@ def describe_error(
         except BaseException:
             code = f"<unprintable {type(error.code).__name__}>"
         return f"{prefix}the code called exit({code})"
-    if explained is not None:
+    if isinstance(explained, InPlaceError):
         at = None if explained.where is None else locate(*explained.where).spoken()
         return f"{prefix}{kind}: {inplace_error_text(explained, at)}"
     text = _text(error, f"<unprintable {kind}>").strip()
+    if isinstance(explained, NoGradient):  # the error's own line read that .grad
+        first = text.splitlines()[0].strip() if text else kind
+        why = no_gradient_line(replace(explained, where=None), locate)
+        return f"{prefix}{kind}: {first} ({why})"
     if isinstance(error, RuntimeError) and _FREED_GRAPH in text:
         return (
             f"{prefix}backward through a graph that was already freed: the first backward() "
@@ -162,6 +170,7 @@ def run_traced(
         end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)
     result = RunResult(source, passes(t.recording, locate), error, exit_code, stray)
+    result.explained = explanations(t.recording, locate)
     result.unrecorded = [
         (entry, None if entry.source is None else locate(*entry.source))
         for entry in t.recording.unrecorded

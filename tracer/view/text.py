@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
-from tracer.model.explain import InPlaceError
+from tracer.model.explain import Cut, Element, InPlaceError, NoGradient, Start
 from tracer.model.forward import ForwardMode
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.tensor import TensorData
@@ -365,6 +365,92 @@ def inplace_error_text(error: InPlaceError, where: str | None) -> str:
         f"{error.expected}, now {error.actual}): change a copy ({name}.clone()), or make "
         "the change before the op that saves it"
     )
+
+
+def cut_text(cut: Cut, where: str | None) -> str:
+    """ "detach() at train.py:4", ".data at cell 2, line 3", "mul under torch.no_grad() at
+    train.py:7"; `where`: the cut's line, spoken."""
+    at = f" at {where}" if where else ""
+    if cut.kind == "detach":
+        return f"{cut.op}(){at}"
+    if cut.kind == "data":
+        return f".data{at}"
+    return f"{cut.op} under torch.no_grad(){at}"
+
+
+def no_gradient_text(why: NoGradient, cut_at: str | None = None, read_at: str | None = None) -> str:
+    """ "y.grad is None: y is not a leaf (made by MulBackward0); call y.retain_grad() before
+    backward", and the like for each reason (see tracer.model.explain.NoGradientReason);
+    `cut_at`: the line of `why.cut`, `read_at`: the line that read the `.grad`, spoken
+    ("… (read at train.py:9)")."""
+    text = _no_gradient_reason(why, cut_at)
+    return text + (f" (read at {read_at})" if read_at else "")
+
+
+def _no_gradient_reason(why: NoGradient, cut_at: str | None) -> str:
+    name = why.name
+    head = f"{name}.grad is None: "
+    cut = None if why.cut is None else cut_text(why.cut, cut_at)
+    if why.reason == "dtype":
+        return f"{name} is {why.dtype}: only floating-point and complex tensors have gradients"
+    if why.reason == "not-leaf":
+        return (
+            f"{head}{name} is not a leaf (made by {why.made_by}); "
+            f"call {name}.retain_grad() before backward"
+        )
+    if why.reason == "no-requires-grad":
+        if cut is not None:
+            return f"{head}{name} does not require grad: it was made by {cut}"
+        return (
+            f"{head}{name} does not require grad (made without requires_grad=True, under "
+            "torch.no_grad(), or by .detach() or .data)"
+        )
+    if why.reason == "no-backward":
+        return f"{head}no backward pass has run yet"
+    if why.reason == "not-reached":
+        text = f"{head}{name} does not reach what backward pass {why.after} differentiated"
+        return text + (f"; the path is cut by {cut}" if cut else " (is it used in the loss?)")
+    if why.reason == "cleared":
+        return (
+            f"{head}backward pass {why.after} gave it a gradient, and it was set to None "
+            "after (optimizer.zero_grad() does that)"
+        )
+    return f"{head}autograd gave it no gradient"
+
+
+def element_text(element: Element) -> str:
+    """ "result = 0 at [0]", "self = -1 at [1, 2]"."""
+    value = element.value
+    number = str(int(value)) if value.is_integer() else _one_number(value)
+    index = ", ".join(map(str, element.index))
+    return f"{element.name} = {number} at [{index}]"
+
+
+def counts_text(nan: int, inf: int) -> str:
+    """ "1 NaN", "2 NaN and 1 Inf"."""
+    return " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "Inf")) if n)
+
+
+def start_text(start: Start, graph: Graph, at: str | None) -> str:
+    """Where a problem starts (see tracer.model.explain.Start), `at` the node's line spoken:
+    "first non-finite gradient: SqrtBackward0 (y) at nan.py:4 (step 5) sent 1 Inf to x;
+    torch used ∂/∂self: grad / (2 · result)   (self = x, result = y); result = 0 at [0]",
+    "first NaN value: LogBackward0 (l) at nan.py:5 made 1 NaN; self = -1 at [0]",
+    "zero gradient from ReluBackward0 (h) at mlp.py:7 (step 3) down: every input ≤ 0"."""
+    node = graph.nodes[start.node]
+    place = node_title(node) + (f" at {at}" if at else "")
+    if node.step is not None and start.kind != "value":
+        place += f" (step {node.step})"
+    elements = "; " + ", ".join(map(element_text, start.elements)) if start.elements else ""
+    if start.kind == "value":
+        return f"first NaN value: {place} made {counts_text(start.nan, start.inf)}{elements}"
+    used = f"; torch used {start.formula}" if start.formula else ""
+    if start.kind == "zero":
+        why = ": every input ≤ 0" if start.cause == "inputs ≤ 0" else f"{used}{elements}"
+        return f"zero gradient from {place} down{why}"
+    to = "" if start.to is None else f" to {node_title(graph.nodes[start.to])}"
+    sent = counts_text(start.nan, start.inf)
+    return f"first non-finite gradient: {place} sent {sent}{to}{used}{elements}"
 
 
 def node_title(node: Node) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from tracer.model.graph import Node
+from tracer.model.location import code_place
 from tracer.model.tensor import TensorData
 from tracer.record.node_record import ConstantInput, NodeRecord, record_of
 from tracer.record.summary import Summariser
@@ -208,6 +209,8 @@ class GraphWalk:
         if self._saved:
             self.saved_keys[node_id] = self._read_saved(fn)
         node = Node(node_id, "op", op, name, shape, dtype)
+        if record is not None and record.where is not None:
+            node.where = code_place(*record.where)
         if self._origins is not None:
             unseen = record is None or not (record.seen_forward or record.captured)
             node.made_by = self._origins.made_by(fn, unseen)
