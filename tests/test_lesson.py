@@ -321,6 +321,6 @@ def test_trace_run_names_the_in_place_change_in_one_line(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {script}:5: RuntimeError: b was changed in place by mul_ at {script}:4 after "
-        "SigmoidBackward0 saved it for backward (version 0, now 1): change a copy "
+        f"SigmoidBackward0 saved it at {script}:3 for backward (version 0, now 1): change a copy "
         "(b.clone()), or make the change before the op that saves it"
     ]

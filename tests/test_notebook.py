@@ -187,7 +187,8 @@ def test_a_cells_in_place_error_is_explained(tmp_path: Path) -> None:
     result = cli("notebook", path, "--out", tmp_path / "o")
     assert one_error_line(result).startswith(
         "error: cell 3, line 1: RuntimeError: b was changed in place by mul_ at cell 2, "
-        "line 1 after SigmoidBackward0 saved it for backward (version 0, now 1)"
+        "line 1 after SigmoidBackward0 saved it at cell 1, line 3 for backward (version 0, "
+        "now 1)"
     )
 
 

@@ -424,6 +424,7 @@ class Trace:
                     needed_by=None if needer is None else node_title(needer),
                     expected=expected,
                     actual=actual,
+                    saved_where=None if needer is None else needer.where,
                 ),
             )
         except Exception as e:  # tracer's problem, never the user's

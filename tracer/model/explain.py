@@ -16,7 +16,8 @@ class InPlaceError:
     and `where` the user's line that ran it (file name as in the code, line), each None
     when not seen (with `values=False` the forward is not watched). `made_by` is the op
     that made the tensor ("SigmoidBackward0"), `needed_by` the node that saved it and
-    needed it as it was when it ran, `expected` and `actual` its versions then and now.
+    needed it as it was when it ran, `saved_where` the user's line that ran that node's op
+    (None when not seen), `expected` and `actual` its versions then and now.
     """
 
     name: str | None
@@ -26,6 +27,7 @@ class InPlaceError:
     needed_by: str | None
     expected: int
     actual: int
+    saved_where: tuple[str, int] | None = None
 
 
 # How the path from a tensor to what backward differentiated was cut: `x.detach()`,

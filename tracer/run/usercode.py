@@ -101,8 +101,11 @@ def describe_error(
             code = f"<unprintable {type(error.code).__name__}>"
         return f"{prefix}the code called exit({code})"
     if isinstance(explained, InPlaceError):
-        at = None if explained.where is None else locate(*explained.where).spoken()
-        return f"{prefix}{kind}: {inplace_error_text(explained, at)}"
+        at, saved_at = (
+            None if place is None else locate(*place).spoken()
+            for place in (explained.where, explained.saved_where)
+        )
+        return f"{prefix}{kind}: {inplace_error_text(explained, at, saved_at)}"
     text = _text(error, f"<unprintable {kind}>").strip()
     if isinstance(explained, NoGradient):  # the error's own line read that .grad
         first = text.splitlines()[0].strip() if text else kind

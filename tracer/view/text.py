@@ -353,17 +353,19 @@ def edge_note(edge: Edge, graph: Graph) -> str | None:
     return f"summed over {which}: {shape_text(before)} → {shape_text(after)}"
 
 
-def inplace_error_text(error: InPlaceError, where: str | None) -> str:
-    """ "b was changed in place by mul_ at train.py:4 after SigmoidBackward0 saved it for
-    backward (version 0, now 1): …"; `where`: the in-place op's line."""
+def inplace_error_text(error: InPlaceError, where: str | None, saved_where: str | None) -> str:
+    """ "b was changed in place by mul_ at train.py:4 after SigmoidBackward0 saved it at
+    train.py:3 for backward (version 0, now 1): …"; `where`: the in-place op's line,
+    `saved_where`: the line of the op whose node saved it."""
     name = error.name or f"an output of {error.made_by}"
     by = f" by {error.op}" if error.op else ""
     at = f" at {where}" if where else ""
     saver = error.needed_by or "a node"
+    saved_at = f" at {saved_where}" if saved_where else ""
     return (
-        f"{name} was changed in place{by}{at} after {saver} saved it for backward (version "
-        f"{error.expected}, now {error.actual}): change a copy ({name}.clone()), or make "
-        "the change before the op that saves it"
+        f"{name} was changed in place{by}{at} after {saver} saved it{saved_at} for backward "
+        f"(version {error.expected}, now {error.actual}): change a copy ({name}.clone()), or "
+        "make the change before the op that saves it"
     )
 
 
