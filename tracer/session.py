@@ -44,12 +44,13 @@ from tracer.model.collector import paused_gc
 from tracer.model.explain import InPlaceError
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
+from tracer.model.selection import PassSelection, selection_of
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
-from tracer.record.names import Names, is_user_name, namespaces, user_frame
+from tracer.record.names import Names, caller_and_library, is_user_name, namespaces, user_frame
 from tracer.record.summary import QuickSummary
 from tracer.view.text import format_check, node_title
 
@@ -106,8 +107,11 @@ class Trace:
         max_values: int = DEFAULT_MAX_VALUES,
         values: bool = True,
         saved: bool = False,
+        passes: str | PassSelection | None = None,
     ) -> None:
-        self.options = CaptureOptions(max_values=max_values, values=values, saved=saved)
+        self.options = CaptureOptions(
+            max_values=max_values, values=values, saved=saved, passes=selection_of(passes)
+        )
         self.recording = Recording(title=title)
         self.module_calls = ModuleTracker()  # module calls and qualified parameter names
         self.forward_recorder: ForwardRecorder | None = None  # while open, with values
@@ -132,7 +136,13 @@ class Trace:
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
         """A trace that records what `options` say."""
-        return cls(title, max_values=options.max_values, values=options.values, saved=options.saved)
+        return cls(
+            title,
+            max_values=options.max_values,
+            values=options.values,
+            saved=options.saved,
+            passes=options.passes,
+        )
 
     # -- the block ---------------------------------------------------------------------
 
@@ -147,6 +157,8 @@ class Trace:
                 self._quick, self.module_calls, self._note_comparison, self.warn
             )
             self.forward_recorder.__enter__()
+            first = self.recording.passes_run + 1
+            self.forward_recorder.paused = not self.options.passes.wants(first, first)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -154,6 +166,8 @@ class Trace:
         if self._depth > 0:
             return
         self._recognise("close")
+        with self._recording:
+            self._drop_unselected(self.recording.passes_run, ended=True)
         try:
             if self.forward_recorder is not None:
                 recorder, self.forward_recorder = self.forward_recorder, None
@@ -258,12 +272,21 @@ class Trace:
         roots = _tensors(t_outputs)
         if not roots or any(isinstance(r, torch.Tensor) and not r.requires_grad for r in roots):
             return engine(t_outputs, *args, **kwargs)  # torch raises its own, clear error
-        if _inside_torch_func(roots):
-            user = user_frame(sys._getframe(1))
+        user, library = caller_and_library(sys._getframe(1))
+        if library is not None or _inside_torch_func(roots):  # passes of a library's own
             source = None if user is None else (user.f_code.co_filename, user.f_lineno)
             with self._recording:
-                self.recording.note_unrecorded("torch.func", source)
+                if library is None:
+                    self.recording.note_unrecorded("torch.func", source)
+                else:
+                    self.recording.note_unrecorded("library", source, library)
             return engine(t_outputs, *args, **kwargs)
+        number = self.recording.passes_run + 1  # as the engine ends in this thread
+        if not self.options.passes.wants(number, number):
+            # Not selected: the engine as untraced, with nothing installed on any node.
+            result = engine(t_outputs, *args, **kwargs)
+            self._pass_ran(None, None)
+            return result
         busy.active = True
         try:
             # One pause for the whole pass: capture makes many small objects, and the end of
@@ -274,7 +297,9 @@ class Trace:
                     capture, source = self._prepare(roots, params)
                 except Exception as e:
                     self.warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
-                    return engine(t_outputs, *args, **kwargs)
+                    result = engine(t_outputs, *args, **kwargs)
+                    self._pass_ran(None, None)
+                    return result
                 first = _next_sequence_nr()
                 try:
                     result = engine(t_outputs, *args, **kwargs)
@@ -284,10 +309,13 @@ class Trace:
                 finally:
                     capture.unhook()  # whatever raised: nothing of ours stays in the graph
                 made = (first, _next_sequence_nr(), _all_on_cpu(roots) and capture.on_cpu())
+                counted = self.recording.passes_run
                 try:
                     self._finish(capture, source, params, result, made)
                 except Exception as e:
                     self.warn(f"a backward pass is not recorded ({type(e).__name__}: {e})")
+                    if self.recording.passes_run == counted:  # it ran all the same
+                        self._pass_ran(None, None)
                 # What the capture keeps besides the recording (its edges, the summaries by
                 # key) goes now, before the pause ends: else the collection that ends it
                 # walks all of it once more.
@@ -354,19 +382,61 @@ class Trace:
             graph = capture.finish(seeds, returned)
         graph.source = source
         graph.create_graph = bool(params.get("create_graph"))
+        if self._origins.any:  # else no node was made by a pass (see BackwardOrigins)
+            graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
+        self._pass_ran(graph, capture.nodes, made)
+
+    def _pass_ran(
+        self,
+        graph: Graph | None,
+        nodes: NodeFinder | None,
+        made: tuple[int, int, bool] | None = None,
+    ) -> None:
+        """Every backward pass counted ends here, recorded (`graph`, and the capture's
+        `nodes`) or not (None): it gets its number, the passes no longer selected are
+        dropped, and the forward recorder is told whether the next pass is wanted."""
+        selection = self.options.passes
         # Passes may end in several threads at once: each gets its own number, in the
-        # order they are recorded.
+        # order they end.
         with self._recording:
-            number = graph.number = len(self.recording.backward_graphs()) + 1
-            if self._origins.any:  # else no node was made by a pass (see BackwardOrigins)
-                graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
-            if graph.create_graph:
-                first, end, in_this_thread = made
-                self._origins.add(number, first, end, in_this_thread=in_this_thread)
-            self._recognise("before")
-            self.recording.graphs.append(graph)
-            self._latest_nodes = capture.nodes
-            self._recognise("after", number)
+            number = self.recording.passes_run + 1
+            if graph is not None and not selection.wants(number, number):
+                graph = nodes = None  # another thread's pass took the number it expected
+            recognising = graph is not None or bool(self._recogniser.candidates)
+            if recognising:
+                self._recognise("before")
+            if graph is not None:
+                graph.number = number
+                if graph.create_graph and made is not None:
+                    first, end, in_this_thread = made
+                    self._origins.add(number, first, end, in_this_thread=in_this_thread)
+                self.recording.graphs.append(graph)
+            self._latest_nodes = nodes
+            self.recording.passes_run = number
+            if recognising:
+                self._recognise("after", number)
+            self._made_checks.clear()  # keyed by pass: none of them can be made again
+            self._drop_unselected(number)
+            if self.forward_recorder is not None:
+                self.forward_recorder.paused = not selection.wants(number + 1, number + 1)
+
+    def _drop_unselected(self, passes_run: int, *, ended: bool = False) -> None:
+        """Forget the recorded passes that can no longer be selected after `passes_run`
+        passes (one that might have been the last, when another came; when the trace has
+        `ended`, any not selected), and the checks made after a pass not recorded: what
+        the trace holds is bounded by the selection."""
+        selection = self.options.passes
+        if selection.records_every_pass:
+            return
+        held = self.recording.recorded_passes()
+        self.recording.drop_passes(
+            {n for n in held if not selection.wants(n, passes_run, ended=ended)}
+        )
+        kept = set(self.recording.recorded_passes())
+        if any(c.after and c.after not in kept for c in self.recording.checks):
+            self.recording.checks = [
+                c for c in self.recording.checks if not c.after or c.after in kept
+            ]
 
     # -- errors explained ---------------------------------------------------------------
 
@@ -464,7 +534,7 @@ class Trace:
         when known: the check is placed on its node. The same gradient compared with the
         same manual result again in the same pass (`cmp` helpers compare exactly, then
         closely) adds its way to the check made first instead of a second check."""
-        after = len(self.recording.backward_graphs())
+        after = self.recording.passes_run
         key = (name, id(manual), after)
         made = self._made_checks.get(key)
         node = None
@@ -544,7 +614,7 @@ class Trace:
         (the rule is tracer.checks.manual's). Never raises into the user's code."""
         try:
             with torch._C.DisableTorchFunction():
-                self._recogniser.offer(tensor, source, len(self.recording.backward_graphs()))
+                self._recogniser.offer(tensor, source, self.recording.passes_run)
         except Exception as e:
             self.warn(f"a shown result was not considered ({type(e).__name__}: {e})")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracer.model.selection import DEFAULT_PASSES, PassSelection
+
 # Tensors of at most this many elements keep their values (TensorData.values).
 DEFAULT_MAX_VALUES = 64
 
@@ -13,11 +15,13 @@ DEFAULT_MAX_VALUES = 64
 class CaptureOptions:
     """What a trace records (see `tracer.trace`): values of tensors with at most
     `max_values` elements; each op's forward value (`values=False`: structure and
-    gradients only, the cheapest); what autograd saved for backward (`saved`)."""
+    gradients only, the cheapest); what autograd saved for backward (`saved`); which
+    backward passes (`passes`, see tracer.model.selection)."""
 
     max_values: int = DEFAULT_MAX_VALUES
     values: bool = True
     saved: bool = False
+    passes: PassSelection = DEFAULT_PASSES
 
 
 DEFAULT_CAPTURE = CaptureOptions()

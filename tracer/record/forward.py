@@ -162,6 +162,11 @@ class ForwardRecorder(TorchFunctionMode):
         self._aside = _Aside()
         self.closed = False  # closed from another thread: inert where it is left
         self.inplace: deque[InPlace] = deque(maxlen=INPLACE_KEPT)  # the latest, in order
+        # Set while the next backward pass will not be recorded (tracer.model.selection):
+        # no op's value is kept, only the user's comparisons are seen (they may check the
+        # pass before, which was recorded). A flag, not a step off the mode stack: it is
+        # set at the end of a backward call, which runs inside this mode's own dispatch.
+        self.paused = False
 
     # -- stepping aside for module calls that record nothing (see the module docstring) --
 
@@ -223,6 +228,8 @@ class ForwardRecorder(TorchFunctionMode):
             # user's, where the recorder cannot step aside): record nothing, change
             # nothing, run no op the tracer would put in its graph.
             return func(*args, **kwargs)
+        if self.paused and func not in COMPARISONS:
+            return func(*args, **kwargs)
         changed = _inplace_name(func)
         before = None
         if changed is not None and args and isinstance(args[0], torch.Tensor):
@@ -238,7 +245,11 @@ class ForwardRecorder(TorchFunctionMode):
                 how = COMPARISONS.get(func)
                 if how is not None:
                     self.on_comparison(how, args, kwargs, out, sys._getframe(1))
-                if (how is None or how is How.DIFFERENCE) and func not in _BACKWARD_CALLS:
+                if (
+                    (how is None or how is How.DIFFERENCE)
+                    and func not in _BACKWARD_CALLS
+                    and not self.paused
+                ):
                     self.note_forward(out, args, kwargs)
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")
