@@ -716,16 +716,20 @@ def trace(
     max_values: int = DEFAULT_MAX_VALUES,
     values: bool = True,
     saved: bool = False,
+    passes: str | PassSelection | None = None,
 ) -> Trace:
-    """Trace every backward pass run inside the `with` block.
+    """Trace the backward passes run inside the `with` block.
 
     `values=False` records structure and gradients only (no forward values, constants or
     allclose checks): the cheapest way to watch a large model. `saved=True` also records
-    what autograd saved for backward on each node.
+    what autograd saved for backward on each node. `passes` selects the passes recorded
+    (see tracer.model.selection): "1,2,-1", "1-5", "every 100", "all"; by default every
+    pass when the block makes at most 10, else the first 3 and the last. A pass not
+    selected runs with nothing of tracer's on its nodes.
 
     >>> with tracer.trace() as t:
     ...     f = torch.log(1 + torch.dot(x, x))
     ...     f.backward()
     >>> t.render("graph.svg")
     """
-    return Trace(title, max_values=max_values, values=values, saved=saved)
+    return Trace(title, max_values=max_values, values=values, saved=saved, passes=passes)

@@ -67,8 +67,9 @@ class PassSelection:
         return max(counted, self.all_up_to or 0)
 
 
-ALL_PASSES = PassSelection(every=1, spec="all")
-DEFAULT_PASSES = PassSelection(numbers=(1, 2, 3), from_end=(1,), all_up_to=SMALL_RUN, spec="default")
+DEFAULT_PASSES = PassSelection(
+    numbers=(1, 2, 3), from_end=(1,), all_up_to=SMALL_RUN, spec="default"
+)
 
 _NUMBER = re.compile(r"^-?\d+$")
 _RANGE = re.compile(r"^(\d+)\s*-\s*(\d+)$")

@@ -41,6 +41,7 @@ class RunResult:
     older_pictures: list[Path] = field(default_factory=list)
     # Passes seen but not recorded, with where the user's code made them.
     unrecorded: list[tuple[UnrecordedPasses, Location | None]] = field(default_factory=list)
+    passes_run: int = 0  # the backward passes counted, recorded or not (see model.selection)
 
     @property
     def passed(self) -> bool | None:
@@ -166,4 +167,5 @@ def run_traced(
         (entry, None if entry.source is None else locate(*entry.source))
         for entry in t.recording.unrecorded
     ]
+    result.passes_run = t.recording.passes_run
     return result
