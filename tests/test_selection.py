@@ -4,6 +4,7 @@ holds bounded by the selection, not by its steps."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import textwrap
 from contextlib import redirect_stdout
@@ -311,3 +312,42 @@ def test_the_cell_magic_records_the_passes_asked_for() -> None:
     t = shell.user_ns["kept"]
     assert t.recording.recorded_passes() == [12]
     assert "recorded pass 12 of 12; 11 ran unrecorded" in out.getvalue()
+
+
+def test_a_paused_recorder_leaves_the_users_own_mode_seeing_what_it_sees_untraced() -> None:
+    from torch.overrides import TorchFunctionMode, _get_current_function_mode_stack
+
+    class Noting(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            self.seen.append(getattr(func, "__name__", "?"))
+            return func(*args, **(kwargs or {}))
+
+    def run(traced: bool) -> tuple[list[str], torch.Tensor]:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+        x = torch.randn(5, 3)
+        outer = Noting()
+        with outer:
+            trace = tracer.trace(passes="2,4") if traced else None
+            if trace is not None:
+                trace.__enter__()
+            inner = Noting()
+            try:
+                for step in range(6):
+                    with inner if step % 2 else contextlib.nullcontext():
+                        model(x).sum().backward()
+            finally:
+                if trace is not None:
+                    trace.__exit__(None, None, None)
+        assert _get_current_function_mode_stack() == []
+        if trace is not None:
+            assert trace.recording.recorded_passes() == [2, 4]
+        return [*outer.seen, "|", *inner.seen], model[0].weight.grad.clone()
+
+    plain, traced = run(False), run(True)
+    assert plain[0] == traced[0]
+    assert torch.equal(plain[1], traced[1])

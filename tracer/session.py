@@ -158,7 +158,7 @@ class Trace:
             )
             self.forward_recorder.__enter__()
             first = self.recording.passes_run + 1
-            self.forward_recorder.paused = not self.options.passes.wants(first, first)
+            self.forward_recorder.pause(not self.options.passes.wants(first, first))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -418,7 +418,7 @@ class Trace:
             self._made_checks.clear()  # keyed by pass: none of them can be made again
             self._drop_unselected(number)
             if self.forward_recorder is not None:
-                self.forward_recorder.paused = not selection.wants(number + 1, number + 1)
+                self.forward_recorder.pause(not selection.wants(number + 1, number + 1))
 
     def _drop_unselected(self, passes_run: int, *, ended: bool = False) -> None:
         """Forget the recorded passes that can no longer be selected after `passes_run`

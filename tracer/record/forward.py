@@ -129,9 +129,11 @@ def records_nothing(module: torch.nn.Module, args: tuple) -> bool:
 
 class _Aside(threading.local):
     """How deep this thread is inside module calls the recorder stepped aside for (0: not
-    aside). Modes are per thread, and so is this."""
+    aside), and whether it is off this thread's stack while paused (`off`: the mode it was
+    above, and the stack's length then). Modes are per thread, and so is this."""
 
     depth = 0
+    off: tuple[Any, int] | None = None
 
 
 def tensor_arguments(args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -164,13 +166,40 @@ class ForwardRecorder(TorchFunctionMode):
         self.inplace: deque[InPlace] = deque(maxlen=INPLACE_KEPT)  # the latest, in order
         # Set while the next backward pass will not be recorded (tracer.model.selection):
         # no op's value is kept, only the user's comparisons are seen (they may check the
-        # pass before, which was recorded). A flag, not a step off the mode stack: it is
-        # set at the end of a backward call, which runs inside this mode's own dispatch.
+        # pass before, which was recorded). See `pause`.
         self.paused = False
 
     # -- stepping aside for module calls that record nothing (see the module docstring) --
 
+    def pause(self, paused: bool) -> None:
+        """Keep no values (`paused`) or keep them again, from the next op on.
+
+        Paused, the recorder also leaves this thread's mode stack, so that an op costs
+        nothing of its dispatch, at the first point where that is safe: not inside a
+        dispatch of the recorder, which would push it back on its return (a backward
+        call is one), but here, when it is the innermost mode, or at the next module
+        call. It comes back as soon as it is unpaused, where the stack is as it left it
+        (else at the next module call)."""
+        self.paused = paused
+        self._settle()
+
+    def _settle(self) -> None:
+        """Off this thread's stack while paused, back on when not (see `pause`)."""
+        aside = self._aside
+        if self.paused:
+            if aside.off is None and not aside.depth and _get_current_function_mode() is self:
+                _pop_mode()
+                aside.off = (_get_current_function_mode(), len(_get_current_function_mode_stack()))
+        elif aside.off is not None and not self.closed:
+            below, depth = aside.off
+            stack = _get_current_function_mode_stack()
+            if len(stack) == depth and _get_current_function_mode() is below:
+                _push_mode(self)
+                aside.off = None
+
     def module_entered(self, module: torch.nn.Module, args: tuple) -> None:
+        if self.paused or self._aside.off is not None:
+            self._settle()
         aside = self._aside
         if aside.depth:
             aside.depth += 1
@@ -209,8 +238,8 @@ class ForwardRecorder(TorchFunctionMode):
         already. Called in another thread than the one it was entered in, which holds its
         own stack, it cannot leave that stack: it turns inert there (records nothing)."""
         self.closed = True
-        if self._aside.depth:
-            self._aside.depth = 0
+        if self._aside.depth or self._aside.off is not None:  # off the stack already
+            self._aside.depth, self._aside.off = 0, None
             return
         stack = _get_current_function_mode_stack()
         if not any(mode is self for mode in stack):
