@@ -267,8 +267,6 @@ class Trace:
     ) -> Any:
         """Run autograd's engine with this pass captured: tracer.record.interception hands
         every backward call made inside the trace here."""
-        names = ("grad_tensors", "keep_graph", "create_graph", "inputs", "allow_unreachable")
-        params = dict(zip(names, args, strict=False)) | kwargs
         roots = _tensors(t_outputs)
         if not roots or any(isinstance(r, torch.Tensor) and not r.requires_grad for r in roots):
             return engine(t_outputs, *args, **kwargs)  # torch raises its own, clear error
@@ -287,6 +285,8 @@ class Trace:
             result = engine(t_outputs, *args, **kwargs)
             self._pass_ran(None, None)
             return result
+        names = ("grad_tensors", "keep_graph", "create_graph", "inputs", "allow_unreachable")
+        params = dict(zip(names, args, strict=False)) | kwargs
         busy.active = True
         try:
             # One pause for the whole pass: capture makes many small objects, and the end of
@@ -416,7 +416,10 @@ class Trace:
             if recognising:
                 self._recognise("after", number)
             self._made_checks.clear()  # keyed by pass: none of them can be made again
-            self._drop_unselected(number)
+            # A pass is dropped only when a later one is recorded (it was recorded while
+            # it might be the last, or one of the first ten): its checks go with it.
+            if graph is not None or self.recording.checks:
+                self._drop_unselected(number)
             if self.forward_recorder is not None:
                 self.forward_recorder.pause(not selection.wants(number + 1, number + 1))
 
@@ -428,15 +431,14 @@ class Trace:
         selection = self.options.passes
         if selection.records_every_pass:
             return
-        held = self.recording.recorded_passes()
-        self.recording.drop_passes(
-            {n for n in held if not selection.wants(n, passes_run, ended=ended)}
-        )
-        kept = set(self.recording.recorded_passes())
-        if any(c.after and c.after not in kept for c in self.recording.checks):
-            self.recording.checks = [
-                c for c in self.recording.checks if not c.after or c.after in kept
-            ]
+        recording = self.recording
+        held = [g.number for g in recording.graphs if g.kind == "backward"]
+        dropped = {n for n in held if not selection.wants(n, passes_run, ended=ended)}
+        recording.drop_passes(dropped)
+        if recording.checks:
+            kept = set(held) - dropped
+            if any(c.after and c.after not in kept for c in recording.checks):
+                recording.checks = [c for c in recording.checks if not c.after or c.after in kept]
 
     # -- errors explained ---------------------------------------------------------------
 

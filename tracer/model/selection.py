@@ -40,17 +40,22 @@ class PassSelection:
     def wants(self, number: int, passes_run: int, *, ended: bool = False) -> bool:
         """Whether pass `number` is (when the run has `ended` after `passes_run` passes)
         or may still be (while it runs, `passes_run` so far) one of the selection."""
+        # Plain loops, no generators: this runs at the end of every pass, selected or not.
         if self.all_up_to is not None and passes_run <= self.all_up_to:
             return True
-        if number in self.numbers or (self.every and (number - 1) % self.every == 0):
+        if self.every and (number - 1) % self.every == 0:
             return True
-        if any(first <= number <= last for first, last in self.ranges):
+        if number in self.numbers:
             return True
-        if ended:
-            return any(number == passes_run + 1 - k for k in self.from_end)
-        # Counted from the end: pass `number` is the k-th last if the run ends now or
-        # up to k - 1 passes later.
-        return any(number > passes_run - k for k in self.from_end)
+        for first, last in self.ranges:
+            if first <= number <= last:
+                return True
+        for k in self.from_end:
+            # Counted from the end: while the run goes on, pass `number` is the k-th last
+            # if the run ends now or up to k - 1 passes later.
+            if (number == passes_run + 1 - k) if ended else (number > passes_run - k):
+                return True
+        return False
 
     @property
     def records_every_pass(self) -> bool:

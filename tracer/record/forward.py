@@ -180,6 +180,8 @@ class ForwardRecorder(TorchFunctionMode):
         call is one), but here, when it is the innermost mode, or at the next module
         call. It comes back as soon as it is unpaused, where the stack is as it left it
         (else at the next module call)."""
+        if paused == self.paused and (not paused or self._aside.off is not None):
+            return  # as it is, off the stack where paused (every pass of a long run)
         self.paused = paused
         self._settle()
 
