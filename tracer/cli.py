@@ -576,8 +576,9 @@ _RUN_HELP = (
     "Run your script as `python SCRIPT ARGS` would; draw each backward call and its checks."
     "\n\nThe script is executed, unchanged, in this process, in the current directory. "
     "Its own arguments go after `--`:  trace run train.py --out pics -- --lr 0.1 --epochs 3"
-    "\n\nOne picture per backward call (01-line12.svg, ...) goes to --out, with the checks "
-    "made after it: tracer.check(...), and torch.allclose(...) on a gradient."
+    "\n\nOne picture per backward call recorded (01-line12.svg, ...) goes to --out, with the "
+    "checks made after it: tracer.check(...), and torch.allclose(...) on a gradient. "
+    "--passes picks the calls recorded (a long training loop: the first 3 and the last)."
     "\n\n" + _EXIT_STATUS
 )
 _NOTEBOOK_HELP = (
