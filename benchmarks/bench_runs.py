@@ -113,9 +113,11 @@ def _child(command: list[str]) -> tuple[float, int]:
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     _, status, usage = os.wait4(process.pid, 0)
     took = time.perf_counter() - start
+    errors = process.stderr
+    assert errors is not None
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()}")
-    process.stderr.close()
+        raise SystemExit(f"{' '.join(command)} failed: {errors.read().decode()}")
+    errors.close()
     return took, usage.ru_maxrss
 
 

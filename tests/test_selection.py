@@ -322,7 +322,7 @@ def test_a_paused_recorder_leaves_the_users_own_mode_seeing_what_it_sees_untrace
             super().__init__()
             self.seen: list[str] = []
 
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_function__(self, func, types, args=(), kwargs=None):
             self.seen.append(getattr(func, "__name__", "?"))
             return func(*args, **(kwargs or {}))
 
@@ -346,8 +346,24 @@ def test_a_paused_recorder_leaves_the_users_own_mode_seeing_what_it_sees_untrace
         assert _get_current_function_mode_stack() == []
         if trace is not None:
             assert trace.recording.recorded_passes() == [2, 4]
-        return [*outer.seen, "|", *inner.seen], model[0].weight.grad.clone()
+        first = model[0]
+        assert isinstance(first, torch.nn.Linear) and first.weight.grad is not None
+        return [*outer.seen, "|", *inner.seen], first.weight.grad.clone()
 
     plain, traced = run(False), run(True)
     assert plain[0] == traced[0]
     assert torch.equal(plain[1], traced[1])
+
+
+def test_a_pass_is_drawn_by_its_number_and_an_unrecorded_one_is_named_so() -> None:
+    t = _loop(12, None)
+    assert t.pass_recording(12).graphs[0].number == 12
+    with pytest.raises(
+        tracer.TracerError,
+        match=r"pass 5 recorded \(see passes=\): this trace has passes 1, 2, 3, 12",
+    ):
+        t.pass_recording(5)
+    with pytest.raises(
+        tracer.TracerError, match="no backward pass 13: this trace has passes 1, 2, 3, 12"
+    ):
+        t.pass_recording(13)

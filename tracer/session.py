@@ -656,11 +656,21 @@ class Trace:
         for None; a TracerError saying which passes exist for any other number."""
         if pass_ is None:
             return self.recording
-        parts = self.recording.per_pass()
-        if not 1 <= pass_ <= len(parts):
-            have = f"passes 1 to {len(parts)}" if parts else "no backward pass"
-            raise TracerError(f"there is no backward pass {pass_}: this trace has {have}")
-        return parts[pass_ - 1]
+        parts = {part.graphs[0].number: part for part in self.recording.per_pass()}
+        if pass_ not in parts:
+            numbers = list(parts)
+            have = (
+                "no backward pass"
+                if not numbers
+                else f"passes 1 to {len(numbers)}"
+                if numbers == list(range(1, len(numbers) + 1))
+                else "passes " + ", ".join(map(str, numbers))
+            )
+            unrecorded = "" if pass_ > self.recording.passes_run else " recorded (see passes=)"
+            raise TracerError(
+                f"there is no backward pass {pass_}{unrecorded}: this trace has {have}"
+            )
+        return parts[pass_]
 
     def _repr_svg_(self) -> str | None:
         """Jupyter's picture of the trace; None (Jupyter then shows the text) with no graph."""
