@@ -253,13 +253,15 @@ class ForwardRecorder(TorchFunctionMode):
             _push_mode(mode)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.paused and func not in COMPARISONS:
+            # First, the shortest way through: a paused recorder still on the stack (no
+            # module call came since it paused, see `pause`) does nothing else per op.
+            return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         if self.closed or torch.compiler.is_compiling() or torch._C._is_tracing():
             # Inside torch.compile's or torch.jit.trace's tracing (under a mode of the
             # user's, where the recorder cannot step aside): record nothing, change
             # nothing, run no op the tracer would put in its graph.
-            return func(*args, **kwargs)
-        if self.paused and func not in COMPARISONS:
             return func(*args, **kwargs)
         changed = _inplace_name(func)
         before = None
