@@ -477,7 +477,7 @@ def test_a_training_loop_keeps_no_graph_alive() -> None:
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     counts = []
-    with tracer.trace() as t:
+    with tracer.trace(passes="all") as t:  # every pass recorded: none may keep a graph alive
         for step in range(30):
             loss = torch.nn.functional.cross_entropy(
                 model(torch.randn(4, 8)), torch.tensor([0, 1, 2, 0])

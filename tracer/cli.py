@@ -19,7 +19,7 @@ import gc
 import inspect
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -33,12 +33,13 @@ from tracer.errors import TracerError
 from tracer.model.collector import paused_gc
 from tracer.model.forward import Direction
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
+from tracer.model.selection import DEFAULT_PASSES, SMALL_RUN, PassSelection, parse_passes
 from tracer.output.page import page_capture
 from tracer.output.pictures import PICTURE_FORMATS
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.view.grades import format_grade_sheet
 from tracer.view.report import format_report
-from tracer.view.text import checks_brief, unrecorded_text
+from tracer.view.text import checks_brief, passes_text, unrecorded_text
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -293,6 +294,7 @@ class Pictures:
 
     out: Path | None
     fmt: str
+    passes: PassSelection
 
 
 def picture_options(
@@ -310,8 +312,24 @@ def picture_options(
         PictureFormat,
         typer.Option("--format", "-f", help="The pictures' format."),
     ] = PictureFormat.svg,  # type: ignore[attr-defined]
+    passes: Annotated[
+        str | None,
+        typer.Option(
+            "--passes",
+            metavar="SPEC",
+            show_default=False,
+            help="The backward passes to record and draw: `1,2,-1` (negative counts from "
+            "the end), `1-5`, `every 100`, `all`. Default: every pass when the run makes at "
+            f"most {SMALL_RUN}, else the first 3 and the last. A pass not recorded runs "
+            "with nothing of tracer's on its nodes.",
+        ),
+    ] = None,
 ) -> Pictures:
-    return Pictures(out, fmt.value)
+    try:
+        selection = DEFAULT_PASSES if passes is None else parse_passes(passes)
+    except TracerError as e:
+        raise fail(str(e)) from None
+    return Pictures(out, fmt.value, selection)
 
 
 def uses(**groups: Callable[..., Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -528,7 +546,7 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
     out = pictures.out or Path(f"{source.stem}-traces")
     try:
         folder = prepare_out_dir(out, pictures.fmt)
-        result = execute(page_capture(view.capture, pictures.fmt))
+        result = execute(page_capture(replace(view.capture, passes=pictures.passes), pictures.fmt))
         drawn = write_pictures(result.passes, folder, pictures.fmt, view.options)
         result.pictures, result.older_pictures = drawn.written, drawn.older
         for note in drawn.notes:
@@ -547,6 +565,9 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         console().print(summary_table(source, result))
         _print_grade_sheets(result.passes)
         typer.echo(f"wrote {len(result.pictures)} picture(s) to {out}")
+    selected = passes_text([p.number for p in result.passes], result.passes_run)
+    if selected is not None:
+        typer.echo(f"note: {selected}")
     if result.stray_checks:
         typer.echo(
             f"warning: {result.stray_checks} comparison(s) came before any backward pass "
@@ -565,6 +586,8 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
         raise fail(result.error, result.exit_code or 2)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
+    if not result.passes and result.passes_run:
+        raise fail(f"no backward pass was recorded: nothing to draw ({selected})")
     if not result.passes and result.unrecorded:
         raise fail(
             f"no backward pass was recorded: nothing to draw ({source} ran only the ones above)"
@@ -585,8 +608,9 @@ _RUN_HELP = (
     "Run your script as `python SCRIPT ARGS` would; draw each backward call and its checks."
     "\n\nThe script is executed, unchanged, in this process, in the current directory. "
     "Its own arguments go after `--`:  trace run train.py --out pics -- --lr 0.1 --epochs 3"
-    "\n\nOne picture per backward call (01-line12.svg, ...) goes to --out, with the checks "
-    "made after it: tracer.check(...), and torch.allclose(...) on a gradient."
+    "\n\nOne picture per backward call recorded (01-line12.svg, ...) goes to --out, with the "
+    "checks made after it: tracer.check(...), and torch.allclose(...) on a gradient. "
+    "--passes picks the calls recorded (a long training loop: the first 3 and the last)."
     "\n\n" + _EXIT_STATUS
 )
 _NOTEBOOK_HELP = (

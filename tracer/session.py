@@ -48,12 +48,20 @@ from tracer.model.forward import Direction
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.location import is_user_file
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
+from tracer.model.selection import PassSelection, selection_of
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
-from tracer.record.names import Names, is_user_name, namespaces, user_frame, variable_naming
+from tracer.record.names import (
+    Names,
+    caller_and_library,
+    is_user_name,
+    namespaces,
+    user_frame,
+    variable_naming,
+)
 from tracer.record.summary import QuickSummary
 from tracer.view.report import no_gradient_line
 from tracer.view.text import format_check, node_title
@@ -112,9 +120,14 @@ class Trace:
         values: bool = True,
         saved: bool = False,
         jacobians: bool = False,
+        passes: str | PassSelection | None = None,
     ) -> None:
         self.options = CaptureOptions(
-            max_values=max_values, values=values, saved=saved, jacobians=jacobians
+            max_values=max_values,
+            values=values,
+            saved=saved,
+            jacobians=jacobians,
+            passes=selection_of(passes),
         )
         self.recording = Recording(title=title)
         self.module_calls = ModuleTracker()  # module calls and qualified parameter names
@@ -147,6 +160,7 @@ class Trace:
             values=options.values,
             saved=options.saved,
             jacobians=options.jacobians,
+            passes=options.passes,
         )
 
     # -- the block ---------------------------------------------------------------------
@@ -166,6 +180,8 @@ class Trace:
                 on_none_grad=self._note_none_grad,
             )
             self.forward_recorder.__enter__()
+            first = self.recording.passes_run + 1
+            self.forward_recorder.pause(not self.options.passes.wants(first, first))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,6 +189,8 @@ class Trace:
         if self._depth > 0:
             return
         self._recognise("close")
+        with self._recording:
+            self._drop_unselected(self.recording.passes_run, ended=True)
         try:
             if self.forward_recorder is not None:
                 recorder, self.forward_recorder = self.forward_recorder, None
@@ -273,17 +291,26 @@ class Trace:
     ) -> Any:
         """Run autograd's engine with this pass captured: tracer.record.interception hands
         every backward call made inside the trace here."""
-        names = ("grad_tensors", "keep_graph", "create_graph", "inputs", "allow_unreachable")
-        params = dict(zip(names, args, strict=False)) | kwargs
         roots = _tensors(t_outputs)
         if not roots or any(isinstance(r, torch.Tensor) and not r.requires_grad for r in roots):
             return engine(t_outputs, *args, **kwargs)  # torch raises its own, clear error
-        if _inside_torch_func(roots):
-            user = user_frame(sys._getframe(1))
+        user, library = caller_and_library(sys._getframe(1))
+        if library is not None or _inside_torch_func(roots):  # passes of a library's own
             source = None if user is None else (user.f_code.co_filename, user.f_lineno)
             with self._recording:
-                self.recording.note_unrecorded("torch.func", source)
+                if library is None:
+                    self.recording.note_unrecorded("torch.func", source)
+                else:
+                    self.recording.note_unrecorded("library", source, library)
             return engine(t_outputs, *args, **kwargs)
+        number = self.recording.passes_run + 1  # as the engine ends in this thread
+        if not self.options.passes.wants(number, number):
+            # Not selected: the engine as untraced, with nothing installed on any node.
+            result = engine(t_outputs, *args, **kwargs)
+            self._pass_ran(None, None)
+            return result
+        names = ("grad_tensors", "keep_graph", "create_graph", "inputs", "allow_unreachable")
+        params = dict(zip(names, args, strict=False)) | kwargs
         busy.active = True
         try:
             # One pause for the whole pass: capture makes many small objects, and the end of
@@ -294,7 +321,9 @@ class Trace:
                     capture, source = self._prepare(roots, params)
                 except Exception as e:
                     self.warn(f"this backward pass is not traced ({type(e).__name__}: {e})")
-                    return engine(t_outputs, *args, **kwargs)
+                    result = engine(t_outputs, *args, **kwargs)
+                    self._pass_ran(None, None)
+                    return result
                 first = _next_sequence_nr()
                 try:
                     result = engine(t_outputs, *args, **kwargs)
@@ -304,10 +333,13 @@ class Trace:
                 finally:
                     capture.unhook()  # whatever raised: nothing of ours stays in the graph
                 made = (first, _next_sequence_nr(), _all_on_cpu(roots) and capture.on_cpu())
+                counted = self.recording.passes_run
                 try:
                     self._finish(capture, source, params, result, made)
                 except Exception as e:
                     self.warn(f"a backward pass is not recorded ({type(e).__name__}: {e})")
+                    if self.recording.passes_run == counted:  # it ran all the same
+                        self._pass_ran(None, None)
                 # What the capture keeps besides the recording (its edges, the summaries by
                 # key) goes now, before the pause ends: else the collection that ends it
                 # walks all of it once more.
@@ -374,19 +406,63 @@ class Trace:
             graph = capture.finish(seeds, returned)
         graph.source = source
         graph.create_graph = bool(params.get("create_graph"))
+        if self._origins.any:  # else no node was made by a pass (see BackwardOrigins)
+            graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
+        self._pass_ran(graph, capture.nodes, made)
+
+    def _pass_ran(
+        self,
+        graph: Graph | None,
+        nodes: NodeFinder | None,
+        made: tuple[int, int, bool] | None = None,
+    ) -> None:
+        """Every backward pass counted ends here, recorded (`graph`, and the capture's
+        `nodes`) or not (None): it gets its number, the passes no longer selected are
+        dropped, and the forward recorder is told whether the next pass is wanted."""
+        selection = self.options.passes
         # Passes may end in several threads at once: each gets its own number, in the
-        # order they are recorded.
+        # order they end.
         with self._recording:
-            number = graph.number = len(self.recording.backward_graphs()) + 1
-            if self._origins.any:  # else no node was made by a pass (see BackwardOrigins)
-                graph.through = max((n.made_by for n in graph.nodes if n.made_by), default=None)
-            if graph.create_graph:
-                first, end, in_this_thread = made
-                self._origins.add(number, first, end, in_this_thread=in_this_thread)
-            self._recognise("before")
-            self.recording.graphs.append(graph)
-            self._latest_nodes = capture.nodes
-            self._recognise("after", number)
+            number = self.recording.passes_run + 1
+            if graph is not None and not selection.wants(number, number):
+                graph = nodes = None  # another thread's pass took the number it expected
+            recognising = graph is not None or bool(self._recogniser.candidates)
+            if recognising:
+                self._recognise("before")
+            if graph is not None:
+                graph.number = number
+                if graph.create_graph and made is not None:
+                    first, end, in_this_thread = made
+                    self._origins.add(number, first, end, in_this_thread=in_this_thread)
+                self.recording.graphs.append(graph)
+            self._latest_nodes = nodes
+            self.recording.passes_run = number
+            if recognising:
+                self._recognise("after", number)
+            self._made_checks.clear()  # keyed by pass: none of them can be made again
+            # A pass is dropped only when a later one is recorded (it was recorded while
+            # it might be the last, or one of the first ten): its checks go with it.
+            if graph is not None or self.recording.checks:
+                self._drop_unselected(number)
+            if self.forward_recorder is not None:
+                self.forward_recorder.pause(not selection.wants(number + 1, number + 1))
+
+    def _drop_unselected(self, passes_run: int, *, ended: bool = False) -> None:
+        """Forget the recorded passes that can no longer be selected after `passes_run`
+        passes (one that might have been the last, when another came; when the trace has
+        `ended`, any not selected), and the checks made after a pass not recorded: what
+        the trace holds is bounded by the selection."""
+        selection = self.options.passes
+        if selection.records_every_pass:
+            return
+        recording = self.recording
+        held = [g.number for g in recording.graphs if g.kind == "backward"]
+        dropped = {n for n in held if not selection.wants(n, passes_run, ended=ended)}
+        recording.drop_passes(dropped)
+        if recording.checks:
+            kept = set(held) - dropped
+            if any(c.after and c.after not in kept for c in recording.checks):
+                recording.checks = [c for c in recording.checks if not c.after or c.after in kept]
 
     # -- errors explained ---------------------------------------------------------------
 
@@ -495,7 +571,7 @@ class Trace:
         when known: the check is placed on its node. The same gradient compared with the
         same manual result again in the same pass (`cmp` helpers compare exactly, then
         closely) adds its way to the check made first instead of a second check."""
-        after = len(self.recording.backward_graphs())
+        after = self.recording.passes_run
         key = (name, id(manual), after)
         made = self._made_checks.get(key)
         node = None
@@ -544,12 +620,15 @@ class Trace:
 
     def _why_no_gradient(self, t: torch.Tensor, name: str, node: int | None) -> NoGradient:
         """Why `t.grad` is None now; `node`: its node in the latest pass, when in it."""
-        passes = self.recording.backward_graphs()
+        # The latest pass's nodes are known only when it was recorded (else None).
         in_latest = None if self._latest_nodes is None else node is not None
-        had_grad = node is not None and passes[-1].node(node).leaf_grad is not None
+        had_grad = False
+        if node is not None:
+            had_grad = self.recording.backward_graphs()[-1].node(node).leaf_grad is not None
         recorder = self.forward_recorder
         cut = None if recorder is None else recorder.cuts.of(t)
-        return why_no_gradient(t, name, len(passes), in_latest, had_grad=had_grad, cut=cut)
+        ran = self.recording.passes_run  # recorded or not: what pass numbers count
+        return why_no_gradient(t, name, ran, in_latest, had_grad=had_grad, cut=cut)
 
     def _note_none_grad(self, t: torch.Tensor, frame: FrameType) -> None:
         """The user's code read `t.grad` and got None (the forward recorder saw it)."""
@@ -592,7 +671,7 @@ class Trace:
         (the rule is tracer.checks.manual's). Never raises into the user's code."""
         try:
             with torch._C.DisableTorchFunction():
-                self._recogniser.offer(tensor, source, len(self.recording.backward_graphs()))
+                self._recogniser.offer(tensor, source, self.recording.passes_run)
         except Exception as e:
             self.warn(f"a shown result was not considered ({type(e).__name__}: {e})")
 
@@ -632,11 +711,21 @@ class Trace:
         for None; a TracerError saying which passes exist for any other number."""
         if pass_ is None:
             return self.recording
-        parts = self.recording.per_pass()
-        if not 1 <= pass_ <= len(parts):
-            have = f"passes 1 to {len(parts)}" if parts else "no backward pass"
-            raise TracerError(f"there is no backward pass {pass_}: this trace has {have}")
-        return parts[pass_ - 1]
+        parts = {part.graphs[0].number: part for part in self.recording.per_pass()}
+        if pass_ not in parts:
+            numbers = list(parts)
+            have = (
+                "no backward pass"
+                if not numbers
+                else f"passes 1 to {len(numbers)}"
+                if numbers == list(range(1, len(numbers) + 1))
+                else "passes " + ", ".join(map(str, numbers))
+            )
+            unrecorded = "" if pass_ > self.recording.passes_run else " recorded (see passes=)"
+            raise TracerError(
+                f"there is no backward pass {pass_}{unrecorded}: this trace has {have}"
+            )
+        return parts[pass_]
 
     def _repr_svg_(self) -> str | None:
         """Jupyter's picture of the trace; None (Jupyter then shows the text) with no graph."""
@@ -696,20 +785,31 @@ def trace(
     values: bool = True,
     saved: bool = False,
     jacobians: bool = False,
+    passes: str | PassSelection | None = None,
 ) -> Trace:
-    """Trace every backward pass run inside the `with` block.
+    """Trace the backward passes run inside the `with` block.
 
     `values=False` records structure and gradients only (no forward values, constants or
     allclose checks): the cheapest way to watch a large model. `saved=True` also records
     what autograd saved for backward on each node. `jacobians=True` also records each small
-    op's local Jacobian, for the step-through page (`t.render("graph.html")`).
+    op's local Jacobian, for the step-through page (`t.render("graph.html")`). `passes`
+    selects the passes recorded (see tracer.model.selection): "1,2,-1", "1-5", "every 100",
+    "all"; by default every pass when the block makes at most 10, else the first 3 and the
+    last. A pass not selected runs with nothing of tracer's on its nodes.
 
     >>> with tracer.trace() as t:
     ...     f = torch.log(1 + torch.dot(x, x))
     ...     f.backward()
     >>> t.render("graph.svg")
     """
-    return Trace(title, max_values=max_values, values=values, saved=saved, jacobians=jacobians)
+    return Trace(
+        title,
+        max_values=max_values,
+        values=values,
+        saved=saved,
+        jacobians=jacobians,
+        passes=passes,
+    )
 
 
 def forward_mode(

@@ -76,7 +76,7 @@ def judge(
     `node`, the node of the latest pass whose gradient `grad` is."""
     passes = recording.backward_graphs()
     of = None
-    if passes:
+    if passes and passes[-1].number == recording.passes_run:  # the latest pass, recorded
         last = passes[-1]
         of = last.node(last.roots[0]).name
     result = compare(
@@ -90,7 +90,7 @@ def judge(
         no_gradient=no_gradient,
     )
     passed = result.passed if verdict is None else verdict
-    return replace(result, after=len(passes), how=how, passed=passed, node=node)
+    return replace(result, after=recording.passes_run, how=how, passed=passed, node=node)
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class Recogniser:
         record the verdicts; candidates still waiting for a gradient stay."""
         ready = [c for c in self.candidates if c.after is not None]
         self.candidates = [c for c in self.candidates if c.after is None]
-        passes = len(deciding.recording.backward_graphs())
+        passes = deciding.recording.passes_run
         by_leaf: dict[tuple[int, int], list[tuple[Candidate, int]]] = {}
         leaves: dict[tuple[int, int], torch.Tensor] = {}
         for c in ready:
@@ -222,7 +222,7 @@ class Recogniser:
         self, leaf: torch.Tensor, entries: list[tuple[Candidate, int]], deciding: Deciding
     ) -> None:
         name = deciding.name_of(leaf) or "input"
-        after = len(deciding.recording.backward_graphs())
+        after = deciding.recording.passes_run
         checked = {c.name for c in deciding.recording.checks if c.after == after}
         if name in checked:
             return  # the user compared it themselves: theirs is the check

@@ -176,18 +176,23 @@ class Graph:
 
 # Why a backward pass run inside a trace was not recorded. "torch.func": it ran inside a
 # torch.func transform (grad, vjp, jacrev, hessian, ...), on functorch's wrapped tensors,
-# whose graph is the transform's own, not the one the program's tensors have.
-UnrecordedKind = Literal["torch.func"]
+# whose graph is the transform's own, not the one the program's tensors have. "library":
+# a library function the user's code called ran it, as one of its own many passes
+# (gradcheck, gradgradcheck, torch.autograd.functional's jacobian, hessian, ...).
+UnrecordedKind = Literal["torch.func", "library"]
+UNRECORDED_KINDS: tuple[UnrecordedKind, ...] = ("torch.func", "library")
 
 
 @dataclass
 class UnrecordedPasses:
     """Backward passes the trace saw but did not record, counted per place in the user's
-    code (`source`: file name as in the code object, line; None when unknown)."""
+    code (`source`: file name as in the code object, line; None when unknown) and, for a
+    library's passes, per function the user's code called there (`function`: "gradcheck")."""
 
     kind: UnrecordedKind
     source: tuple[str, int] | None
     passes: int = 1
+    function: str = ""
 
 
 @dataclass
@@ -202,14 +207,30 @@ class Recording:
     unrecorded: list[UnrecordedPasses] = field(default_factory=list)
     forward: ForwardMode | None = None  # a forward-mode pass beside the reverse one
     no_gradients: list[NoGradient] = field(default_factory=list)
+    # How many backward passes the trace counted, recorded or not (the selection's, see
+    # tracer.model.selection; not those in `unrecorded`): a pass's number counts them.
+    passes_run: int = 0
 
-    def note_unrecorded(self, kind: UnrecordedKind, source: tuple[str, int] | None) -> None:
-        """Count one more pass of `kind` not recorded at `source`."""
+    def note_unrecorded(
+        self, kind: UnrecordedKind, source: tuple[str, int] | None, function: str = ""
+    ) -> None:
+        """Count one more pass of `kind` (run by `function`) not recorded at `source`."""
         for entry in self.unrecorded:
-            if entry.kind == kind and entry.source == source:
+            if entry.kind == kind and entry.source == source and entry.function == function:
                 entry.passes += 1
                 return
-        self.unrecorded.append(UnrecordedPasses(kind, source))
+        self.unrecorded.append(UnrecordedPasses(kind, source, function=function))
+
+    def recorded_passes(self) -> list[int]:
+        """The numbers of the backward passes recorded, in order."""
+        return sorted(g.number for g in self.graphs if g.kind == "backward")
+
+    def drop_passes(self, numbers: set[int]) -> None:
+        """Forget the passes numbered so, with the manual graphs captured and the checks
+        made after them (a pass no longer selected, see tracer.model.selection)."""
+        if numbers:
+            self.graphs = [g for g in self.graphs if g.number not in numbers]
+            self.checks = [c for c in self.checks if c.after not in numbers]
 
     @property
     def passed(self) -> bool | None:
@@ -231,19 +252,20 @@ class Recording:
 
         Manual graphs, checks and reads from before the first pass are in none.
         """
-        parts: list[Recording] = []
+        # A manual graph and a check carry the number of the pass they came after.
+        parts: dict[int, Recording] = {}
         for graph in self.graphs:
             if graph.kind == "backward":
-                parts.append(Recording(title=self.title, graphs=[graph]))
-            elif parts:
-                parts[-1].graphs.append(graph)
+                parts[graph.number] = Recording(title=self.title, graphs=[graph])
+            elif graph.number in parts:
+                parts[graph.number].graphs.append(graph)
         for check in self.checks:
-            if 0 < check.after <= len(parts):
-                parts[check.after - 1].checks.append(check)
+            if check.after in parts:
+                parts[check.after].checks.append(check)
         for read in self.no_gradients:
-            if 0 < read.after <= len(parts):
-                parts[read.after - 1].no_gradients.append(read)
-        return parts
+            if read.after in parts:
+                parts[read.after].no_gradients.append(read)
+        return list(parts.values())
 
     def to_json(self) -> str:
         """Standard JSON (no NaN/Infinity tokens: such floats are written as the strings
@@ -281,6 +303,8 @@ class Recording:
                 forward=_forward_from(raw.get("forward")),
                 no_gradients=[_no_gradient_from(n) for n in raw.get("no_gradients", ())],
             )
+            backward = recording.recorded_passes()
+            recording.passes_run = int(raw.get("passes_run", max(backward, default=0)))
         except RecursionError:
             raise TracerError("not a tracer recording: the JSON is nested too deep") from None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
@@ -452,13 +476,15 @@ def _graph_from(raw: dict[str, Any]) -> Graph:
 
 
 def _unrecorded_from(raw: dict[str, Any]) -> UnrecordedPasses:
-    if raw["kind"] != "torch.func":
+    kind = next((k for k in UNRECORDED_KINDS if k == raw["kind"]), None)
+    if kind is None:
         raise ValueError(f"unknown kind of unrecorded pass {raw['kind']!r}")
     source = raw["source"]
     return UnrecordedPasses(
-        kind="torch.func",
+        kind=kind,
         source=None if source is None else (str(source[0]), int(source[1])),
         passes=int(raw["passes"]),
+        function=str(raw.get("function", "")),
     )
 
 

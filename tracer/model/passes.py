@@ -41,8 +41,8 @@ def passes(recording: Recording, locate: Locator | None = None) -> list[Pass]:
     """One Pass per backward call (see `Recording.per_pass`), titled with where it was made."""
     locate = locate or Locator()
     out: list[Pass] = []
-    for number, part in enumerate(recording.per_pass(), start=1):
-        source = part.graphs[0].source
+    for part in recording.per_pass():
+        number, source = part.graphs[0].number, part.graphs[0].source
         where = None if source is None else locate(*source)
         title = f"backward pass {number}" + (f" at {where}" if where else "")
         part.title = f"{part.title}: {title}" if part.title else title

@@ -75,7 +75,7 @@ def write_pictures(
         return WrittenPictures([], [], [], [])
     made = [f for f in (out, *out.parents) if not f.exists()]  # deepest first
     make_folder(out)
-    width = max(2, len(str(len(passes))))
+    width = max(2, len(str(max((p.number for p in passes), default=0))))
     written: list[Path] = []
     notes: list[str] = []
     failed: list[tuple[Pass, str]] = []

@@ -170,9 +170,11 @@ def records_nothing(module: torch.nn.Module, args: tuple) -> bool:
 
 class _Aside(threading.local):
     """How deep this thread is inside module calls the recorder stepped aside for (0: not
-    aside). Modes are per thread, and so is this."""
+    aside), and whether it is off this thread's stack while paused (`off`: the mode it was
+    above, and the stack's length then). Modes are per thread, and so is this."""
 
     depth = 0
+    off: tuple[Any, int] | None = None
 
 
 def _warns_on_read(args: tuple) -> bool:
@@ -247,10 +249,44 @@ class ForwardRecorder(TorchFunctionMode):
         self._aside = _Aside()
         self.closed = False  # closed from another thread: inert where it is left
         self.inplace: deque[InPlace] = deque(maxlen=INPLACE_KEPT)  # the latest, in order
+        # Set while the next backward pass will not be recorded (tracer.model.selection):
+        # no op's value is kept, only the user's comparisons are seen (they may check the
+        # pass before, which was recorded). See `pause`.
+        self.paused = False
 
     # -- stepping aside for module calls that record nothing (see the module docstring) --
 
+    def pause(self, paused: bool) -> None:
+        """Keep no values (`paused`) or keep them again, from the next op on.
+
+        Paused, the recorder also leaves this thread's mode stack, so that an op costs
+        nothing of its dispatch, at the first point where that is safe: not inside a
+        dispatch of the recorder, which would push it back on its return (a backward
+        call is one), but here, when it is the innermost mode, or at the next module
+        call. It comes back as soon as it is unpaused, where the stack is as it left it
+        (else at the next module call)."""
+        if paused == self.paused and (not paused or self._aside.off is not None):
+            return  # as it is, off the stack where paused (every pass of a long run)
+        self.paused = paused
+        self._settle()
+
+    def _settle(self) -> None:
+        """Off this thread's stack while paused, back on when not (see `pause`)."""
+        aside = self._aside
+        if self.paused:
+            if aside.off is None and not aside.depth and _get_current_function_mode() is self:
+                _pop_mode()
+                aside.off = (_get_current_function_mode(), len(_get_current_function_mode_stack()))
+        elif aside.off is not None and not self.closed:
+            below, depth = aside.off
+            stack = _get_current_function_mode_stack()
+            if len(stack) == depth and _get_current_function_mode() is below:
+                _push_mode(self)
+                aside.off = None
+
     def module_entered(self, module: torch.nn.Module, args: tuple) -> None:
+        if self.paused or self._aside.off is not None:
+            self._settle()
         aside = self._aside
         if aside.depth:
             aside.depth += 1
@@ -289,8 +325,8 @@ class ForwardRecorder(TorchFunctionMode):
         already. Called in another thread than the one it was entered in, which holds its
         own stack, it cannot leave that stack: it turns inert there (records nothing)."""
         self.closed = True
-        if self._aside.depth:
-            self._aside.depth = 0
+        if self._aside.depth or self._aside.off is not None:  # off the stack already
+            self._aside.depth, self._aside.off = 0, None
             return
         stack = _get_current_function_mode_stack()
         if not any(mode is self for mode in stack):
@@ -302,6 +338,10 @@ class ForwardRecorder(TorchFunctionMode):
             _push_mode(mode)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
+        if self.paused and func not in COMPARISONS:
+            # First, the shortest way through: a paused recorder still on the stack (no
+            # module call came since it paused, see `pause`) does nothing else per op.
+            return func(*args, **(kwargs or {}))
         kwargs = kwargs or {}
         if self.closed or torch.compiler.is_compiling() or torch._C._is_tracing():
             # Inside torch.compile's or torch.jit.trace's tracing (under a mode of the
@@ -344,7 +384,11 @@ class ForwardRecorder(TorchFunctionMode):
                     self._note_cut("no_grad", getattr(func, "__name__", "op"), args, out)
                 if how is not None:
                     self.on_comparison(how, args, kwargs, out, sys._getframe(1))
-                if (how is None or how is How.DIFFERENCE) and func not in _BACKWARD_CALLS:
+                if (
+                    (how is None or how is How.DIFFERENCE)
+                    and func not in _BACKWARD_CALLS
+                    and not self.paused
+                ):
                     self.note_forward(out, args, kwargs)
         except Exception as e:  # tracer's problem, never the user's
             self.warn(f"a forward value was not recorded ({type(e).__name__}: {e})")

@@ -33,6 +33,23 @@ def user_frame(start: FrameType | None) -> FrameType | None:
     return outward(start, lambda f: not is_user_file(f.f_code.co_filename))
 
 
+# The library modules whose functions run many backward passes of their own for one call
+# of the user's: gradcheck and gradgradcheck, jacobian, hessian, vjp, jvp, hvp, vhp.
+LIBRARY_MODULES = ("torch.autograd.gradcheck", "torch.autograd.functional")
+
+
+def caller_and_library(start: FrameType | None) -> tuple[FrameType | None, str | None]:
+    """The innermost frame of the user's code at or above `start`, and the name of the
+    library function (of `LIBRARY_MODULES`) it called on the way to `start`, if it did:
+    a backward pass that function runs is one of its own, not one the user's code asked for."""
+    library, frame = None, start
+    while frame is not None and not is_user_file(frame.f_code.co_filename):
+        if frame.f_globals.get("__name__") in LIBRARY_MODULES:
+            library = frame.f_code.co_name  # the outermost one: the function the user called
+        frame = frame.f_back
+    return frame, (None if frame is None else library)
+
+
 def in_torch(frame: FrameType) -> bool:
     """Whether the frame runs torch's own code."""
     module = frame.f_globals.get("__name__", "")

@@ -28,11 +28,16 @@ from typing import TYPE_CHECKING, Any
 from tracer.errors import TracerError
 from tracer.model.location import Locator
 from tracer.model.passes import Pass, passes
+from tracer.model.selection import PassSelection, parse_passes
+from tracer.view.text import passes_text
 
 if TYPE_CHECKING:
     pass
 
-_USAGE = "usage: %%trace [NAME]  (NAME: a variable to keep the Trace in)"
+_USAGE = (
+    "usage: %%trace [NAME] [--passes SPEC]  (NAME: a variable to keep the Trace in; SPEC: "
+    "the backward passes to record, `1,2,-1`, `1-5`, `every 100` or `all`)"
+)
 
 
 def show_passes(found: list[Pass]) -> None:
@@ -90,9 +95,10 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
 
     from tracer.session import Trace
 
-    name = line.strip()
-    if name and not name.isidentifier():
-        raise UsageError(_USAGE)
+    try:
+        name, selection = parse_line(line)
+    except TracerError as e:
+        raise UsageError(f"{e}\n{_USAGE}") from None
     filename, run = compile_body(shell, cell)
     from tracer.record.interception import current_trace  # torch: only when a cell is traced
 
@@ -101,7 +107,7 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
         if name:
             shell.user_ns[name] = outer
         return run()
-    t = Trace()
+    t = Trace(passes=selection)
     try:
         with t:
             return _run_offering(shell, run, cell)
@@ -110,6 +116,28 @@ def trace_cell(shell: Any, line: str, cell: str) -> Any:
             shell.user_ns[name] = t
         locate = Locator(filename, shown=f"In [{_cell_number(shell)}]")
         show_passes(passes(t.recording, locate))  # also when the cell raised: those so far
+        selected = passes_text(t.recording.recorded_passes(), t.recording.passes_run)
+        if selected is not None:
+            print(f"note: {selected}")
+
+
+def parse_line(line: str) -> tuple[str, PassSelection | None]:
+    """`%%trace`'s line: the variable to keep the Trace in ("" for none), and the passes
+    `--passes SPEC` selects (None: the default); a TracerError for anything else."""
+    name, rest = "", line.strip()
+    if rest and not rest.startswith("--"):
+        name, _, rest = rest.partition(" ")
+        rest = rest.strip()
+    if name and not name.isidentifier():
+        raise TracerError(f"'{name}' is not a variable name")
+    if not rest:
+        return name, None
+    flag, _, spec = rest.partition(" ")
+    if flag.startswith("--passes="):
+        flag, spec = "--passes", rest.removeprefix("--passes=")
+    if flag != "--passes":
+        raise TracerError(f"unknown option '{flag}'")
+    return name, parse_passes(spec.strip().strip("'\""))
 
 
 def _run_offering(shell: Any, run: Callable[[], Any], cell: str) -> Any:

@@ -45,6 +45,7 @@ class RunResult:
     # What the trace explains, one line each: a .grad read as None and why, where a
     # gradient first became NaN or Inf (tracer.view.report.explanations).
     explained: list[str] = field(default_factory=list)
+    passes_run: int = 0  # the backward passes counted, recorded or not (see model.selection)
 
     @property
     def passed(self) -> bool | None:
@@ -178,4 +179,5 @@ def run_traced(
         (entry, None if entry.source is None else locate(*entry.source))
         for entry in t.recording.unrecorded
     ]
+    result.passes_run = t.recording.passes_run
     return result

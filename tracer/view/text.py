@@ -301,15 +301,31 @@ def graph_name(graph: Graph) -> str:
 
 
 def unrecorded_text(entry: UnrecordedPasses, where: str | None) -> str:
-    """ "2 backward passes inside torch.func at lecture.py:8 are not recorded: ..." """
+    """ "2 backward passes inside torch.func at lecture.py:8 are not recorded: ...",
+    "gradcheck at lecture.py:3: 87 backward passes of its own, not recorded" """
     count = "1 backward pass" if entry.passes == 1 else f"{entry.passes} backward passes"
     at = f" at {where}" if where else ""
+    if entry.kind == "library":
+        return (
+            f"{entry.function}{at}: {count} of its own, not recorded (a library function "
+            "the code called; each of its passes would be a picture)"
+        )
     verb = "is" if entry.passes == 1 else "are"
-    # entry.kind == "torch.func", the only kind there is
     return (
         f"{count} inside torch.func{at} {verb} not recorded: a transform (grad, vjp, "
         "jacrev, hessian, ...) differentiates wrapped tensors of its own, not the program's graph"
     )
+
+
+def passes_text(recorded: list[int], passes_run: int, choose: str = "--passes") -> str | None:
+    """ "recorded passes 1, 2, 3, 2000 of 2000; 1996 ran unrecorded (choose with --passes)";
+    None when every pass was recorded. `choose`: how the user picks others."""
+    unrecorded = passes_run - len(recorded)
+    if unrecorded <= 0:
+        return None
+    numbers = ", ".join(map(str, recorded))
+    which = {0: "no pass", 1: f"pass {numbers}"}.get(len(recorded), f"passes {numbers}")
+    return f"recorded {which} of {passes_run}; {unrecorded} ran unrecorded (choose with {choose})"
 
 
 # Backward ops that sum a gradient over the dimensions their forward broadcast (or
