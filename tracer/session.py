@@ -42,11 +42,13 @@ from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
 from tracer.model.explain import InPlaceError
+from tracer.model.flow import GradientFlow
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
+from tracer.record.gradflow import FlowRecorder
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import Names, is_user_name, namespaces, user_frame
@@ -128,6 +130,8 @@ class Trace:
         self._depth = 0  # how many `with` blocks of this trace are open
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
+        # The gradient flow over every pass: a few norms per parameter (see `flow`).
+        self.flow_recorder = FlowRecorder(self.module_calls, self.name_of, self.warn)
 
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
@@ -142,6 +146,7 @@ class Trace:
             return self
         drop_closed_recorders()  # left inert on this thread by a trace closed elsewhere
         self._token = open_trace(self)
+        self.flow_recorder.open()
         if self.options.values:
             self.forward_recorder = ForwardRecorder(
                 self._quick, self.module_calls, self._note_comparison, self.warn
@@ -159,6 +164,7 @@ class Trace:
                 recorder, self.forward_recorder = self.forward_recorder, None
                 recorder.close()
         finally:
+            self.flow_recorder.close()
             close_trace(self, self._token)
             self._token = None
             self._names.clear()
@@ -174,6 +180,13 @@ class Trace:
     @property
     def checks(self) -> list[Check]:
         return self.recording.checks
+
+    @property
+    def flow(self) -> GradientFlow:
+        """The gradient flow over every pass so far: per parameter, the norms of its
+        gradient and of itself after each pass, and of each optimizer step's change to it;
+        module outputs' statistics at the passes recorded in full (tracer.model.flow)."""
+        return self.flow_recorder.flow
 
     @property
     def steps(self) -> list[Node]:
@@ -365,6 +378,7 @@ class Trace:
                 self._origins.add(number, first, end, in_this_thread=in_this_thread)
             self._recognise("before")
             self.recording.graphs.append(graph)
+            self.flow_recorder.after_pass(number, recorded=True)
             self._latest_nodes = capture.nodes
             self._recognise("after", number)
 

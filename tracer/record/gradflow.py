@@ -1,0 +1,297 @@
+"""The gradient flow over a whole run: a few fused reductions per pass (tracer.model.flow).
+
+`FlowRecorder` belongs to one trace. The trace tells it when a backward pass ends
+(`after_pass`, for every pass, recorded in full or not) and hands it the outputs of module
+calls (`module_output`); while the trace is open it also hangs a pre- and a post-hook on
+every optimizer's step (torch.optim's global step hooks), removed when the trace closes,
+whatever raised.
+
+- After each pass: the norms of the parameters' `.grad` and of the parameters themselves,
+  two `torch._foreach_norm` calls and one transfer (`stack(...).tolist()`). The
+  parameters are those of the modules called in the trace (tracer.record.modules) and
+  those of the optimizers stepped in it.
+- Around each optimizer step: a copy of the parameters it will change (those with a
+  `.grad`), made just before the step and freed just after, for ‖w_after − w_before‖
+  and ‖w_before‖: two foreach norms, a foreach subtraction, one transfer. The copy is the
+  only memory the flow holds beyond its numbers, and only during the step.
+- At the passes recorded in full (`selects`), each call of a module without submodules
+  gives its output's mean, std and, for Tanh and Sigmoid, the saturated fraction: three
+  numbers kept on the device until the pass ends, then moved in one transfer.
+
+Everything runs with torch's modes, grad mode and the user's modes out of the way
+(`quiet_torch`): nothing the program computes, and no state of it, changes. Anything
+that goes wrong is a warning, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.optim.optimizer import (
+    register_optimizer_step_post_hook,
+    register_optimizer_step_pre_hook,
+)
+
+from tracer.model.flow import ActivationStats, GradientFlow, ParameterFlow
+from tracer.record.modules import ModuleTracker
+from tracer.record.quiet import quiet_torch
+
+# The flat tails of a saturating activation, where its derivative is below about 0.02.
+_SATURATED = 0.99
+# The most module outputs kept for one pass: forward passes that no backward follows must
+# not grow the flow.
+_MOST_PENDING = 4096
+
+
+def _numbers(norms: Sequence[torch.Tensor]) -> list[float]:
+    """The scalar tensors as floats: one transfer when they share a dtype and device."""
+    if not norms:
+        return []
+    first = norms[0]
+    if all(n.dtype == first.dtype and n.device == first.device for n in norms):
+        return torch.stack(list(norms)).tolist()
+    return [float(n) for n in norms]
+
+
+def _norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+    """Each tensor's 2-norm (a scalar tensor, not yet transferred): one fused call, or one
+    at a time where the fused one refuses (a sparse gradient); None for one that cannot be
+    read at all."""
+    try:
+        return list(torch._foreach_norm(list(tensors)))
+    except Exception:
+        pass
+    out: list[torch.Tensor | None] = []
+    for t in tensors:
+        try:
+            dense = t.to_dense() if t.layout != torch.strided else t
+            out.append(torch.linalg.vector_norm(dense))
+        except Exception:
+            out.append(None)
+    return out
+
+
+def _floats(norms: list[torch.Tensor | None]) -> list[float | None]:
+    present = _numbers([n for n in norms if n is not None])
+    it = iter(present)
+    return [None if n is None else next(it) for n in norms]
+
+
+class FlowRecorder:
+    """One trace's gradient flow (see the module docstring); `flow` is the plain data."""
+
+    def __init__(
+        self,
+        modules: ModuleTracker,
+        name_of: Callable[[torch.Tensor], str | None],
+        warn: Callable[[str], None],
+        selects: Callable[[int], bool] | None = None,
+    ) -> None:
+        self.flow = GradientFlow()
+        self._modules = modules
+        self._name_of = name_of
+        self._warn = warn
+        # Whether pass N will be recorded in full (its module outputs are then summarised
+        # during the forward pass before it); every pass when not told.
+        self._selects = selects
+        self._lock = threading.Lock()
+        # Each parameter seen, weakly (the flow keeps no tensor alive), with its series.
+        self._series: list[tuple[weakref.ref, ParameterFlow]] = []
+        self._ids: dict[int, int] = {}  # id(parameter) -> index in _series
+        self._named = -1  # the module tracker's count when its parameters were last read
+        # Module outputs' (mean, std, saturated) of the pass to come, on the device.
+        self._pending: list[tuple[str, str, torch.Tensor]] = []
+        # Per optimizer stepping: its parameters and their copies from before the step.
+        self._stepping: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._handles: list[Any] = []
+
+    # -- the trace's side --------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Hang the step hooks on every optimizer (removed by `close`)."""
+        self._handles = [
+            register_optimizer_step_pre_hook(self._before_step),
+            register_optimizer_step_post_hook(self._after_step),
+        ]
+
+    def close(self) -> None:
+        """Remove the hooks; drop what was kept for a step or a pass that never ended."""
+        while self._handles:
+            self._handles.pop().remove()
+        self._stepping.clear()
+        self._pending.clear()
+
+    def wants_outputs(self) -> bool:
+        """Whether the forward pass running now belongs to a pass recorded in full."""
+        return self._selects is None or self._selects(self.flow.passes + 1)
+
+    def after_pass(self, number: int, recorded: bool) -> None:
+        """Backward pass `number` (1 is the first) ended: read every parameter's `.grad`.
+        `recorded`: whether the pass is recorded in full (its module outputs are kept)."""
+        try:
+            with self._lock, quiet_torch():
+                self._read_pass(number, recorded)
+        except Exception as e:  # tracer's problem, never the user's
+            self._warn(f"the gradient flow misses a pass ({type(e).__name__}: {e})")
+
+    def module_output(self, module: torch.nn.Module, output: Any) -> None:
+        """A module call returned `output`: summarised when its pass is recorded in full
+        and the module has no submodules (a layer, an activation)."""
+        if (
+            module._modules
+            or not isinstance(output, torch.Tensor)
+            or not torch.is_grad_enabled()  # an evaluation's forward: no pass differentiates it
+            or len(self._pending) >= _MOST_PENDING
+            or not self.wants_outputs()
+        ):
+            return
+        try:
+            with quiet_torch():
+                stats = _output_stats(module, output)
+            if stats is not None:
+                name = self._modules.module_name(module)
+                self._pending.append((name or "", type(module).__name__, stats))
+        except Exception as e:
+            self._warn(f"a module output is not in the gradient flow ({type(e).__name__}: {e})")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _learn_modules(self) -> None:
+        """The parameters of modules called since the last read, each once."""
+        if self._modules.named == self._named:
+            return
+        self._named = self._modules.named
+        for t, name, module, cls in self._modules.parameters():
+            self._add(t, name, module, cls)
+
+    def _add(self, t: torch.Tensor, name: str, module: str, cls: str) -> ParameterFlow:
+        index = self._ids.get(id(t))
+        if index is not None and self._series[index][0]() is t:
+            return self._series[index][1]
+        series = ParameterFlow(name, module, cls, tuple(t.shape))
+        series.grad_norm = [None] * self.flow.passes
+        series.data_norm = [None] * self.flow.passes
+        series.update_norm = [None] * len(self.flow.steps)
+        series.update_base = [None] * len(self.flow.steps)
+        self._ids[id(t)] = len(self._series)
+        self._series.append((weakref.ref(t), series))
+        self.flow.parameters.append(series)
+        return series
+
+    def _live(self) -> tuple[list[torch.Tensor], list[ParameterFlow]]:
+        tensors, series = [], []
+        for ref, s in self._series:
+            t = ref()
+            if t is not None:
+                tensors.append(t)
+                series.append(s)
+        return tensors, series
+
+    def _read_pass(self, number: int, recorded: bool) -> None:
+        self._learn_modules()
+        flow = self.flow
+        while flow.passes < number - 1:  # passes it was not told of (none, so far)
+            flow.recorded.append(False)
+            for _, s in self._series:
+                s.grad_norm.append(None)
+                s.data_norm.append(None)
+        flow.recorded.append(recorded)
+        tensors, series = self._live()
+        for _, s in self._series:  # a parameter no longer alive has no norms from now on
+            s.grad_norm.append(None)
+            s.data_norm.append(None)
+        grads = [t.grad for t in tensors]
+        with_grad = [i for i, g in enumerate(grads) if g is not None]
+        numbers = _floats(_norms([grads[i] for i in with_grad] + tensors))  # type: ignore[misc]
+        for k, i in enumerate(with_grad):
+            series[i].grad_norm[-1] = numbers[k]
+        for i, value in enumerate(numbers[len(with_grad) :]):
+            series[i].data_norm[-1] = value
+        pending, self._pending = self._pending, []
+        if recorded and pending:
+            values = _numbers([stats for _, _, stats in pending])
+            for (module, cls, _), (mean, std, saturated) in zip(pending, values, strict=True):
+                flow.activations.append(
+                    ActivationStats(
+                        number,
+                        module,
+                        cls,
+                        mean,
+                        std,
+                        None if saturated != saturated else saturated,  # NaN: not saturating
+                    )
+                )
+
+    # -- optimizer steps ----------------------------------------------------------------------
+
+    def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        try:
+            with self._lock, quiet_torch():
+                params = []
+                for group in optimizer.param_groups:
+                    params += [p for p in group["params"] if p.grad is not None]
+                if not params:
+                    return
+                self._learn_modules()
+                fresh = [p for p in params if self._known(p) is None]
+                for p in fresh:  # an optimizer's tensor no module owns: named by the code
+                    name = self._name_of(p) or f"parameter {len(self._series)}"
+                    self._add(p, name, name, "")
+                if fresh and self.flow.passes:  # their gradient of the pass just ended
+                    numbers = _floats(_norms([p.grad for p in fresh] + fresh))  # type: ignore[misc]
+                    for k, p in enumerate(fresh):
+                        s = self._known(p)
+                        assert s is not None
+                        s.grad_norm[-1], s.data_norm[-1] = numbers[k], numbers[len(fresh) + k]
+                self._stepping[id(optimizer)] = (params, list(torch._foreach_mul(params, 1.0)))
+        except Exception as e:
+            self._warn(f"the gradient flow misses a step ({type(e).__name__}: {e})")
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        try:
+            with self._lock, quiet_torch():
+                taken = self._stepping.pop(id(optimizer), None)
+                if taken is None:
+                    return
+                params, before = taken
+                bases = _norms(before)
+                torch._foreach_sub_(before, params)
+                numbers = _floats(bases + _norms(before))
+                del before, taken
+                self.flow.steps.append(self.flow.passes)
+                for _, s in self._series:
+                    s.update_norm.append(None)
+                    s.update_base.append(None)
+                for k, p in enumerate(params):
+                    s = self._known(p)
+                    if s is not None:
+                        s.update_base[-1], s.update_norm[-1] = numbers[k], numbers[len(params) + k]
+        except Exception as e:
+            self._warn(f"the gradient flow misses a step ({type(e).__name__}: {e})")
+
+    def _known(self, t: torch.Tensor) -> ParameterFlow | None:
+        index = self._ids.get(id(t))
+        if index is None or self._series[index][0]() is not t:
+            return None
+        return self._series[index][1]
+
+
+def _output_stats(module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor | None:
+    """(mean, std, saturated fraction or NaN) of a floating-point output, on its device."""
+    if not output.is_floating_point() or output.numel() == 0 or output.layout != torch.strided:
+        return None
+    d = output.detach()
+    if d.dtype not in (torch.float32, torch.float64):
+        d = d.float()
+    std, mean = torch.std_mean(d, correction=0)
+    if isinstance(module, torch.nn.Tanh):
+        saturated = (d.abs() > _SATURATED).mean(dtype=d.dtype)
+    elif isinstance(module, torch.nn.Sigmoid):
+        saturated = ((d < 1 - _SATURATED) | (d > _SATURATED)).mean(dtype=d.dtype)
+    else:
+        saturated = torch.tensor(float("nan"), dtype=d.dtype, device=d.device)
+    return torch.stack([mean, std, saturated])
