@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracer.model.explain import InPlaceError
+from tracer.model.flow import GradientFlow
 from tracer.model.graph import UnrecordedPasses
 from tracer.model.location import Location, Locator, error_location, is_user_file
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
@@ -41,6 +42,8 @@ class RunResult:
     older_pictures: list[Path] = field(default_factory=list)
     # Passes seen but not recorded, with where the user's code made them.
     unrecorded: list[tuple[UnrecordedPasses, Location | None]] = field(default_factory=list)
+    # The gradient flow over every pass (tracer.model.flow).
+    flow: GradientFlow = field(default_factory=GradientFlow)
 
     @property
     def passed(self) -> bool | None:
@@ -161,7 +164,7 @@ def run_traced(
     if os.getpid() != process:
         end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)
-    result = RunResult(source, passes(t.recording, locate), error, exit_code, stray)
+    result = RunResult(source, passes(t.recording, locate), error, exit_code, stray, flow=t.flow)
     result.unrecorded = [
         (entry, None if entry.source is None else locate(*entry.source))
         for entry in t.recording.unrecorded
