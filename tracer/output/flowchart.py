@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from tracer.model.flow import EXPLODING, VANISHING, GradientFlow, gradient_kind
 
@@ -40,11 +41,20 @@ def _mark_at(value: float | None) -> float:
     return min(max(value, VANISHING / 10), EXPLODING * 10)
 
 
+def _has_positive(ax: Any) -> bool:
+    """Whether any line or mark on `ax` has a positive finite value (a log axis can
+    show it)."""
+    values = [y for line in ax.get_lines() for y in line.get_ydata()]
+    values += [y for marks in ax.collections for _, y in marks.get_offsets()]
+    return any(math.isfinite(v) and v > 0 for v in values)
+
+
 def flow_svg(flow: GradientFlow, title: str = "") -> str:
     """The chart as SVG text."""
     import matplotlib  # here: only a run that draws its flow pays for it
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     layers = flow.layers()
     passes = list(range(1, flow.passes + 1))
@@ -91,30 +101,27 @@ def flow_svg(flow: GradientFlow, title: str = "") -> str:
                     gid=f"{kind}-marks",
                     label=f"{kind} ({len(xs)})",
                 )
-        grad_ax.text(
-            1.0,
-            VANISHING,
-            " vanishing < 1e-7",
-            color="#1f6feb",
-            va="top",
-            fontsize=8,
-            transform=grad_ax.get_yaxis_transform(),
-        )
-        grad_ax.text(
-            1.0,
-            EXPLODING,
-            " exploding > 1e4",
-            color="#cf222e",
-            va="bottom",
-            fontsize=8,
-            transform=grad_ax.get_yaxis_transform(),
-        )
+        for y, text, colour, va in (
+            (VANISHING, "vanishing < 1e-7", "#1f6feb", "top"),
+            (EXPLODING, "exploding > 1e4", "#cf222e", "bottom"),
+        ):
+            grad_ax.text(
+                0.005,
+                y,
+                text,
+                color=colour,
+                va=va,
+                fontsize=8,
+                transform=grad_ax.get_yaxis_transform(),
+            )
         grad_ax.set_ylabel("gradient norm ‖g‖")
         ratio_ax.set_ylabel("grad:data ‖g‖/‖w‖")
         update_ax.set_ylabel("update:data ‖Δw‖/‖w‖")
         update_ax.set_xlabel("backward pass (an optimizer step is drawn after the pass before it)")
+        update_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in (grad_ax, ratio_ax, update_ax):
-            ax.set_yscale("log")
+            if _has_positive(ax):  # else a log axis has no range to show: left linear
+                ax.set_yscale("log")
             ax.grid(True, which="major", color="#d0d7de", lw=0.5)
         if not flow.steps:
             update_ax.text(

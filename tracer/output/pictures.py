@@ -101,7 +101,9 @@ def write_pictures(
                 written.append(write(p.recording, out / p.picture_name(fmt, width), options, found))
                 if pages:
                     page = out / p.picture_name("html", width)
-                    step_pages[p.number] = written[-1] if fmt == "html" else write(p.recording, page)
+                    step_pages[p.number] = (
+                        written[-1] if fmt == "html" else write(p.recording, page)
+                    )
             except TracerError as e:
                 failed.append((p, str(e)))
             notes += (f"{p.picture_name(fmt, width)}: {note}" for note in found)

@@ -72,7 +72,9 @@ def _pass_table(passes: Sequence[Pass], drawn: WrittenPictures) -> str:
             f"<td>{_link(picture, picture_text)}</td>"
             f"<td>{_link(page, page.name) if page is not None else '—'}</td></tr>"
         )
-    return f'<table id="passes"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    return (
+        f'<table id="passes"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    )
 
 
 def _activation_table(flow: GradientFlow) -> str:

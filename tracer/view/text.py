@@ -434,7 +434,13 @@ def pass_cells(p: Pass, picture: str | None) -> tuple[str, str, str, str, str]:
     """A pass's row in the table of `trace run` (and the run's page), under PASS_COLUMNS:
     `picture` is its file's name, None when it was not drawn."""
     where = str(p.location) if p.location else "?"
-    return (str(p.number), where, str(p.nodes), checks_brief(p.recording.checks), picture or "not drawn")
+    return (
+        str(p.number),
+        where,
+        str(p.nodes),
+        checks_brief(p.recording.checks),
+        picture or "not drawn",
+    )
 
 
 def flow_number(v: float | None) -> str:
