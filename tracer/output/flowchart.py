@@ -141,7 +141,7 @@ def flow_svg(flow: GradientFlow, title: str = "") -> str:
                 transform=grad_ax.transAxes,
                 color="#57606a",
             )
-        if len(layers) <= _LEGEND_LAYERS:
+        elif len(layers) <= _LEGEND_LAYERS:
             grad_ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8, frameon=False)
         else:
             from matplotlib.cm import ScalarMappable
