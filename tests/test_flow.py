@@ -20,7 +20,7 @@ from tracer.record.modules import ModuleTracker
 SVG = "{http://www.w3.org/2000/svg}"
 
 
-def mlp() -> nn.Module:
+def mlp() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3), nn.Sigmoid())
 
@@ -106,9 +106,10 @@ def test_module_outputs_at_recorded_passes_mean_std_and_saturation() -> None:
 
 
 def test_a_saturated_tanh_is_counted() -> None:
-    layer = nn.Sequential(nn.Linear(3, 50), nn.Tanh())
+    linear = nn.Linear(3, 50)
+    layer = nn.Sequential(linear, nn.Tanh())
     with torch.no_grad():
-        layer[0].weight.mul_(100.0)
+        linear.weight.mul_(100.0)
     with tracer.trace(values=False) as t:
         layer(torch.randn(8, 3)).sum().backward()
     (tanh,) = [a for a in t.flow.activations if a.module_class == "Tanh"]
@@ -185,6 +186,7 @@ def test_an_optimizers_own_tensors_are_named_by_the_code() -> None:
         for _ in range(3):
             opt.zero_grad()
             ((x @ w + b) ** 2).mean().backward()
+            assert w.grad is not None
             grad = w.grad.norm().item()
             opt.step()
     flow = t.flow

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import one_error_line
+from conftest import drawn, one_error_line
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from typer.testing import CliRunner
 
 from cli import app
-from conftest import drawn
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import drawn
 from playwright.sync_api import Browser
 from test_observer_programs import run_both, same_bits
 from test_script import cli
 from test_stepper import browser  # noqa: F401 (the fixture: one Chromium for this module)
 
-from conftest import drawn
 from tracer.model.flow import GradientFlow
 
 TRAINING = """
@@ -88,7 +88,8 @@ def test_the_page_in_chromium(tmp_path: Path, browser: Browser) -> None:  # noqa
     rows = page.locator("#passes tbody tr")
     assert rows.count() == 3
     first = [c.strip() for c in rows.nth(0).locator("td").all_inner_texts()]
-    assert first == ["1", f"{tmp_path / 'train.py'}:15", first[2], "—", "01-line15.svg", "01-line15.html"]
+    where = f"{tmp_path / 'train.py'}:15"
+    assert first == ["1", where, first[2], "—", "01-line15.svg", "01-line15.html"]
     assert int(first[2]) > 5  # the pass's node count, as the terminal prints it
     # The chart is inline: its layers' lines and both thresholds are in the page itself.
     chart = page.locator("#flow-chart svg")

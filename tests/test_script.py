@@ -10,10 +10,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import drawn
 from typer.testing import CliRunner
 
 from cli import app
-from conftest import drawn
 from tracer.model.graph import Recording
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,6 +26,7 @@ FLOW_CHART = "gradient-flow.svg"
 FLOW_DATA = "gradient-flow.json"
 # Beyond this many layers a legend would be longer than the chart: a colour bar instead.
 _LEGEND_LAYERS = 12
+_MARKED = {"vanishing": "#1f6feb", "exploding": "#cf222e"}  # blue, red: as the pictures'
 
 
 def _plotted(values: Sequence[float | None]) -> list[float]:
@@ -81,9 +82,11 @@ def flow_svg(flow: GradientFlow, title: str = "") -> str:
                 lw=1.2,
                 marker="." if len(flow.steps) < 50 else None,
             )
-        grad_ax.axhline(VANISHING, color="#1f6feb", ls="--", lw=1, gid="vanishing-threshold")
-        grad_ax.axhline(EXPLODING, color="#cf222e", ls="--", lw=1, gid="exploding-threshold")
-        for kind, colour, marker in (("vanishing", "#1f6feb", "v"), ("exploding", "#cf222e", "^")):
+        for kind, threshold, marker in (
+            ("vanishing", VANISHING, "v"),
+            ("exploding", EXPLODING, "^"),
+        ):
+            grad_ax.axhline(threshold, color=_MARKED[kind], ls="--", lw=1, gid=f"{kind}-threshold")
             xs, ys = [], []
             for layer in layers:
                 for n, g in enumerate(layer.grad_norm, start=1):
@@ -94,22 +97,22 @@ def flow_svg(flow: GradientFlow, title: str = "") -> str:
                 grad_ax.scatter(
                     xs,
                     ys,
-                    color=colour,
+                    color=_MARKED[kind],
                     marker=marker,
                     s=18,
                     zorder=3,
                     gid=f"{kind}-marks",
                     label=f"{kind} ({len(xs)})",
                 )
-        for y, text, colour, va in (
-            (VANISHING, "vanishing < 1e-7", "#1f6feb", "top"),
-            (EXPLODING, "exploding > 1e4", "#cf222e", "bottom"),
+        for y, text, kind, va in (
+            (VANISHING, "vanishing < 1e-7", "vanishing", "top"),
+            (EXPLODING, "exploding > 1e4", "exploding", "bottom"),
         ):
             grad_ax.text(
                 0.005,
                 y,
                 text,
-                color=colour,
+                color=_MARKED[kind],
                 va=va,
                 fontsize=8,
                 transform=grad_ax.get_yaxis_transform(),

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -45,6 +46,18 @@ _SATURATED = 0.99
 # The most module outputs kept for one pass: forward passes that no backward follows must
 # not grow the flow.
 _MOST_PENDING = 4096
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """`quiet_torch()`, entering only what is needed: the user's dispatch modes are put
+    aside only when there are some (the common case runs at every pass and step)."""
+    if torch._C._len_torch_dispatch_stack():
+        with quiet_torch():
+            yield
+    else:
+        with torch._C.DisableTorchFunction(), torch.no_grad():
+            yield
 
 
 def _numbers(norms: Sequence[torch.Tensor]) -> list[float]:
@@ -133,7 +146,7 @@ class FlowRecorder:
         """Backward pass `number` (1 is the first) ended: read every parameter's `.grad`.
         `recorded`: whether the pass is recorded in full (its module outputs are kept)."""
         try:
-            with self._lock, quiet_torch():
+            with self._lock, _quiet():
                 self._read_pass(number, recorded)
         except Exception as e:  # tracer's problem, never the user's
             self._warn(f"the gradient flow misses a pass ({type(e).__name__}: {e})")
@@ -150,7 +163,7 @@ class FlowRecorder:
         ):
             return
         try:
-            with quiet_torch():
+            with _quiet():
                 stats = _output_stats(module, output)
             if stats is not None:
                 name = self._modules.module_name(module)
@@ -204,16 +217,20 @@ class FlowRecorder:
         for _, s in self._series:  # a parameter no longer alive has no norms from now on
             s.grad_norm.append(None)
             s.data_norm.append(None)
-        grads = [t.grad for t in tensors]
-        with_grad = [i for i, g in enumerate(grads) if g is not None]
-        numbers = _floats(_norms([grads[i] for i in with_grad] + tensors))  # type: ignore[misc]
+        with_grad = [i for i, t in enumerate(tensors) if t.grad is not None]
+        grads: list[torch.Tensor] = [g for g in (t.grad for t in tensors) if g is not None]
+        numbers = _floats(_norms(grads + tensors))
         for k, i in enumerate(with_grad):
             series[i].grad_norm[-1] = numbers[k]
         for i, value in enumerate(numbers[len(with_grad) :]):
             series[i].data_norm[-1] = value
         pending, self._pending = self._pending, []
         if recorded and pending:
-            values = _numbers([stats for _, _, stats in pending])
+            kept = [st for _, _, st in pending]
+            same = all(st.dtype == kept[0].dtype and st.device == kept[0].device for st in kept)
+            values: list[list[float]] = (
+                torch.stack(kept).tolist() if same else [st.tolist() for st in kept]
+            )
             for (module, cls, _), (mean, std, saturated) in zip(pending, values, strict=True):
                 flow.activations.append(
                     ActivationStats(
@@ -230,7 +247,7 @@ class FlowRecorder:
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
-            with self._lock, quiet_torch():
+            with self._lock, _quiet():
                 params = []
                 for group in optimizer.param_groups:
                     params += [p for p in group["params"] if p.grad is not None]
@@ -242,7 +259,8 @@ class FlowRecorder:
                     name = self._name_of(p) or f"parameter {len(self._series)}"
                     self._add(p, name, name, "")
                 if fresh and self.flow.passes:  # their gradient of the pass just ended
-                    numbers = _floats(_norms([p.grad for p in fresh] + fresh))  # type: ignore[misc]
+                    fresh_grads = [p.grad for p in fresh if p.grad is not None]  # all of them
+                    numbers = _floats(_norms(fresh_grads + fresh))
                     for k, p in enumerate(fresh):
                         s = self._known(p)
                         assert s is not None
@@ -253,7 +271,7 @@ class FlowRecorder:
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
-            with self._lock, quiet_torch():
+            with self._lock, _quiet():
                 taken = self._stepping.pop(id(optimizer), None)
                 if taken is None:
                     return
@@ -263,9 +281,9 @@ class FlowRecorder:
                 numbers = _floats(bases + _norms(before))
                 del before, taken
                 self.flow.steps.append(self.flow.passes)
-                for _, s in self._series:
-                    s.update_norm.append(None)
-                    s.update_base.append(None)
+                for _, every in self._series:
+                    every.update_norm.append(None)
+                    every.update_base.append(None)
                 for k, p in enumerate(params):
                     s = self._known(p)
                     if s is not None:

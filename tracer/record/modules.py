@@ -260,7 +260,7 @@ class ModuleTracker:
         """Every live parameter (not buffer) of the modules called in this trace, in the
         order they were named: the tensor, its qualified name, and the qualified name and
         class of the module that owns it (tracer.record.gradflow reads their gradients)."""
-        found = []
+        found: list[tuple[torch.Tensor, str, str, str]] = []
         for ref, name, owner in list(self._tensor_names.values()):
             t = ref()
             known = self._modules.get(owner)
