@@ -237,3 +237,34 @@ def test_the_flow_changes_nothing_and_leaves_no_hook() -> None:
         opt.step()
         raise ZeroDivisionError
     assert not _global_optimizer_pre_hooks and not _global_optimizer_post_hooks
+
+
+def test_the_users_modes_see_the_same_calls_in_a_training_step() -> None:
+    """The flow's norms, copies and module statistics are hidden from the user's own
+    dispatch and function modes: they see a training step's calls as untraced."""
+    from test_observer import NamesSeen, assert_nothing_left, maybe_traced
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Calls(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def program(traced: bool) -> tuple[list[str], list[str], list[float]]:
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        x, y = data()
+        calls, names = Calls(), NamesSeen()
+        with maybe_traced(traced), names, calls:
+            for _ in range(2):
+                opt.zero_grad()
+                nn.functional.mse_loss(model(x), y).backward()
+                opt.step()
+        return calls.seen, names.seen, [p.sum().item() for p in model.parameters()]
+
+    assert program(True) == program(False)
+    assert_nothing_left()

@@ -72,6 +72,9 @@ def assert_nothing_left() -> None:
     assert torch.fx.traceback.format_stack is FORWARD_STACK
     assert torch.overrides._get_current_function_mode_stack() == []
     assert tracer.record.interception.current_trace() is None
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+    assert not _global_optimizer_pre_hooks and not _global_optimizer_post_hooks  # the flow's
 
 
 def grads(*tensors: torch.Tensor) -> list[Any]:

@@ -61,13 +61,14 @@ def _quiet() -> Iterator[None]:
 
 
 def _numbers(norms: Sequence[torch.Tensor]) -> list[float]:
-    """The scalar tensors as floats: one transfer when they share a dtype and device."""
+    """The scalar tensors as floats: one transfer when they share a dtype and device (the
+    common case, tried first), else one each."""
     if not norms:
         return []
-    first = norms[0]
-    if all(n.dtype == first.dtype and n.device == first.device for n in norms):
+    try:
         return torch.stack(list(norms)).tolist()
-    return [float(n) for n in norms]
+    except RuntimeError:  # mixed dtypes or devices
+        return [float(n) for n in norms]
 
 
 def _norms(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
@@ -227,10 +228,10 @@ class FlowRecorder:
         pending, self._pending = self._pending, []
         if recorded and pending:
             kept = [st for _, _, st in pending]
-            same = all(st.dtype == kept[0].dtype and st.device == kept[0].device for st in kept)
-            values: list[list[float]] = (
-                torch.stack(kept).tolist() if same else [st.tolist() for st in kept]
-            )
+            try:
+                values: list[list[float]] = torch.stack(kept).tolist()  # one transfer
+            except RuntimeError:  # outputs on several devices
+                values = [st.tolist() for st in kept]
             for (module, cls, _), (mean, std, saturated) in zip(pending, values, strict=True):
                 flow.activations.append(
                     ActivationStats(
