@@ -268,3 +268,24 @@ def test_the_users_modes_see_the_same_calls_in_a_training_step() -> None:
 
     assert program(True) == program(False)
     assert_nothing_left()
+
+
+def test_a_change_between_the_pass_and_the_step_is_seen() -> None:
+    """Norms are read again when a parameter's version moved (here: scaled in place after
+    backward, before the step), so ‖w_before‖ is the parameter the step started from."""
+    model = nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with tracer.trace(values=False) as t:
+        for _ in range(2):
+            opt.zero_grad()
+            model(torch.ones(4, 3)).sum().backward()
+            at_pass = torch.linalg.vector_norm(model.weight).item()
+            with torch.no_grad():
+                model.weight.mul_(2.0)
+            before = model.weight.detach().clone()
+            opt.step()
+            change = torch.linalg.vector_norm(model.weight - before).item()
+    weight = t.flow.parameters[0]
+    assert weight.data_norm[-1] == pytest.approx(at_pass, rel=1e-6)
+    assert weight.update_base[-1] == pytest.approx(2 * at_pass, rel=1e-6)
+    assert weight.update_norm[-1] == pytest.approx(change, rel=1e-6)

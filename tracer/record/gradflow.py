@@ -7,13 +7,17 @@ every optimizer's step (torch.optim's global step hooks), removed when the trace
 whatever raised.
 
 - After each pass: the norms of the parameters' `.grad` and of the parameters themselves,
-  two `torch._foreach_norm` calls and one transfer (`stack(...).tolist()`). The
+  one `torch._foreach_norm` call and one transfer (`stack(...).tolist()`). The
   parameters are those of the modules called in the trace (tracer.record.modules) and
-  those of the optimizers stepped in it.
+  those of the optimizers stepped in it. A parameter's norm is read again only when its
+  version (torch's count of in-place changes) has moved: after a step, its norm is taken
+  with the step's, and the next pass reuses it.
 - Around each optimizer step: a copy of the parameters it will change (those with a
   `.grad`), made just before the step and freed just after, for ‖w_after − w_before‖
-  and ‖w_before‖: two foreach norms, a foreach subtraction, one transfer. The copy is the
-  only memory the flow holds beyond its numbers, and only during the step.
+  (a foreach subtraction, one foreach norm with ‖w_after‖, one transfer); ‖w_before‖ is
+  the norm read at the pass. The copy is the only memory the flow holds beyond its
+  numbers, and only during the step. A change torch does not count (made through
+  `.data`) between a pass and a step is not seen.
 - At the passes recorded in full (`selects`), each call of a module without submodules
   gives its output's mean, std and, for Tanh and Sigmoid, the saturated fraction: three
   numbers kept on the device until the pass ends, then moved in one transfer.
@@ -120,7 +124,12 @@ class FlowRecorder:
         # Module outputs' (mean, std, saturated) of the pass to come, on the device.
         self._pending: list[tuple[str, str, torch.Tensor]] = []
         # Per optimizer stepping: its parameters and their copies from before the step.
-        self._stepping: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        self._stepping: dict[
+            int, tuple[list[torch.Tensor], list[float | None], list[torch.Tensor]]
+        ] = {}
+        # Each parameter's norm as last read, with its version then (by id): while the
+        # version has not moved, the parameter has not changed and is not read again.
+        self._norm_at: dict[int, tuple[weakref.ref, int, float | None]] = {}
         self._handles: list[Any] = []
 
     # -- the trace's side --------------------------------------------------------------------
@@ -138,6 +147,7 @@ class FlowRecorder:
             self._handles.pop().remove()
         self._stepping.clear()
         self._pending.clear()
+        self._norm_at.clear()
 
     def wants_outputs(self) -> bool:
         """Whether the forward pass running now belongs to a pass recorded in full."""
@@ -220,10 +230,10 @@ class FlowRecorder:
             s.data_norm.append(None)
         with_grad = [i for i, t in enumerate(tensors) if t.grad is not None]
         grads: list[torch.Tensor] = [g for g in (t.grad for t in tensors) if g is not None]
-        numbers = _floats(_norms(grads + tensors))
+        grad_norms, data_norms = self._read(grads, tensors)
         for k, i in enumerate(with_grad):
-            series[i].grad_norm[-1] = numbers[k]
-        for i, value in enumerate(numbers[len(with_grad) :]):
+            series[i].grad_norm[-1] = grad_norms[k]
+        for i, value in enumerate(data_norms):
             series[i].data_norm[-1] = value
         pending, self._pending = self._pending, []
         if recorded and pending:
@@ -261,12 +271,14 @@ class FlowRecorder:
                     self._add(p, name, name, "")
                 if fresh and self.flow.passes:  # their gradient of the pass just ended
                     fresh_grads = [p.grad for p in fresh if p.grad is not None]  # all of them
-                    numbers = _floats(_norms(fresh_grads + fresh))
+                    grad_norms, data_norms = self._read(fresh_grads, fresh)
                     for k, p in enumerate(fresh):
                         s = self._known(p)
                         assert s is not None
-                        s.grad_norm[-1], s.data_norm[-1] = numbers[k], numbers[len(fresh) + k]
-                self._stepping[id(optimizer)] = (params, list(torch._foreach_mul(params, 1.0)))
+                        s.grad_norm[-1], s.data_norm[-1] = grad_norms[k], data_norms[k]
+                _, bases = self._read([], params)  # as read at the pass, unless changed since
+                copies = list(torch._foreach_mul(params, 1.0))
+                self._stepping[id(optimizer)] = (params, bases, copies)
         except Exception as e:
             self._warn(f"the gradient flow misses a step ({type(e).__name__}: {e})")
 
@@ -276,10 +288,10 @@ class FlowRecorder:
                 taken = self._stepping.pop(id(optimizer), None)
                 if taken is None:
                     return
-                params, before = taken
-                bases = _norms(before)
+                params, bases, before = taken
                 torch._foreach_sub_(before, params)
-                numbers = _floats(bases + _norms(before))
+                # ‖Δw‖, and ‖w‖ after the step (the next pass's, unless changed by then).
+                deltas, _ = self._read(before, params)
                 del before, taken
                 self.flow.steps.append(self.flow.passes)
                 for _, every in self._series:
@@ -288,9 +300,30 @@ class FlowRecorder:
                 for k, p in enumerate(params):
                     s = self._known(p)
                     if s is not None:
-                        s.update_base[-1], s.update_norm[-1] = numbers[k], numbers[len(params) + k]
+                        s.update_base[-1], s.update_norm[-1] = bases[k], deltas[k]
         except Exception as e:
             self._warn(f"the gradient flow misses a step ({type(e).__name__}: {e})")
+
+    def _read(
+        self, others: list[torch.Tensor], params: list[torch.Tensor]
+    ) -> tuple[list[float | None], list[float | None]]:
+        """The norms of `others` and of `params`, in one fused call and one transfer; a
+        parameter whose version has not moved since its norm was last read is not read
+        again (an optimizer's step and any in-place change move it)."""
+        cached: list[float | None] = []
+        stale: list[int] = []
+        for i, p in enumerate(params):
+            at = self._norm_at.get(id(p))
+            if at is not None and at[0]() is p and at[1] == p._version:
+                cached.append(at[2])
+            else:
+                cached.append(None)
+                stale.append(i)
+        numbers = _floats(_norms(others + [params[i] for i in stale]))
+        for k, i in enumerate(stale):
+            cached[i] = numbers[len(others) + k]
+            self._norm_at[id(params[i])] = (weakref.ref(params[i]), params[i]._version, cached[i])
+        return numbers[: len(others)], cached
 
     def _known(self, t: torch.Tensor) -> ParameterFlow | None:
         index = self._ids.get(id(t))
