@@ -242,17 +242,7 @@ def test_the_flow_changes_nothing_and_leaves_no_hook() -> None:
 def test_the_users_modes_see_the_same_calls_in_a_training_step() -> None:
     """The flow's norms, copies and module statistics are hidden from the user's own
     dispatch and function modes: they see a training step's calls as untraced."""
-    from test_observer import NamesSeen, assert_nothing_left, maybe_traced
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Calls(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seen: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(str(func))
-            return func(*args, **(kwargs or {}))
+    from test_observer import Calls, NamesSeen, assert_nothing_left, maybe_traced
 
     def program(traced: bool) -> tuple[list[str], list[str], list[float]]:
         model = mlp()
