@@ -319,7 +319,8 @@ class FlowRecorder:
             else:
                 cached.append(None)
                 stale.append(i)
-        numbers = _floats(_norms(others + [params[i] for i in stale]))
+        read = others + [params[i] for i in stale]
+        numbers = _floats(_norms(read)) if read else []
         for k, i in enumerate(stale):
             cached[i] = numbers[len(others) + k]
             self._norm_at[id(params[i])] = (weakref.ref(params[i]), params[i]._version, cached[i])
