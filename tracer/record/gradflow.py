@@ -228,8 +228,11 @@ class FlowRecorder:
         for _, s in self._series:  # a parameter no longer alive has no norms from now on
             s.grad_norm.append(None)
             s.data_norm.append(None)
-        with_grad = [i for i, t in enumerate(tensors) if t.grad is not None]
-        grads: list[torch.Tensor] = [g for g in (t.grad for t in tensors) if g is not None]
+        # A parameter made a non-leaf (a view of another's) has no .grad to read, and
+        # reading it would warn: only leaves are read.
+        every = [t.grad if t.is_leaf else None for t in tensors]
+        with_grad = [i for i, g in enumerate(every) if g is not None]
+        grads: list[torch.Tensor] = [g for g in every if g is not None]
         grad_norms, data_norms = self._read(grads, tensors)
         for k, i in enumerate(with_grad):
             series[i].grad_norm[-1] = grad_norms[k]
