@@ -18,6 +18,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).parent / "golden"
+# What `trace run` and `trace notebook` write beside the pictures (tests/test_runpage.py).
+RUN_FILES = {"index.html", "gradient-flow.svg", "gradient-flow.json"}
 REGENERATE = os.environ.get("TRACER_REGEN_GOLDEN") == "1"
 
 
@@ -71,3 +73,15 @@ def assert_text_file(path: Path, text: str) -> None:
 def assert_golden(name: str, text: str) -> None:
     """`text` equals tests/golden/`name` (see assert_text_file)."""
     assert_text_file(GOLDEN / name, text)
+
+
+def drawn(folder: Path) -> list[str]:
+    """The pictures in `folder`: not the run's page, its gradient flow, nor the
+    step-through page written beside each picture (see tests/test_runpage.py)."""
+    names = {p.name for p in folder.iterdir()}
+    return sorted(
+        n
+        for n in names
+        if n not in RUN_FILES
+        and not (n.endswith(".html") and any(o.startswith(n[:-4]) and o != n for o in names))
+    )

@@ -11,6 +11,7 @@ import nbformat
 import numpy as np
 import pytest
 import torch
+from conftest import drawn
 from nbformat.v4 import new_code_cell, new_notebook
 from typer.testing import CliRunner
 
@@ -33,7 +34,7 @@ def traced(command: str, source: Path, out: Path) -> tuple[int, list[Recording],
     """Run `trace run|notebook` with JSON pictures: exit code, one Recording per pass."""
     result = cli(command, source, "--out", out, "--format", "json")
     assert "Traceback" not in result.output, result.output
-    found = sorted(out.glob("*.json")) if out.is_dir() else []
+    found = [out / name for name in drawn(out)] if out.is_dir() else []
     return result.exit_code, [Recording.from_json(p.read_text()) for p in found], result.output
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import one_error_line
+from conftest import drawn, one_error_line
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from typer.testing import CliRunner
 
@@ -35,7 +35,7 @@ def notebook(folder: Path, *cells: str, name: str = "nb.ipynb", version: int = 4
 
 
 def pictures(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return drawn(folder)
 
 
 def test_lecture_notebook(tmp_path: Path) -> None:
@@ -45,7 +45,7 @@ def test_lecture_notebook(tmp_path: Path) -> None:
     cells = nbformat.read(EXAMPLES / "lecture.ipynb", as_version=4).cells
     code = [c.source for c in cells if c.cell_type == "code"]
     a, b = [i + 1 for i, source in enumerate(code) if ".backward(" in source]
-    found = sorted((tmp_path / "pics").iterdir())
+    found = [tmp_path / "pics" / name for name in drawn(tmp_path / "pics")]
     assert [p.name.split("-line")[0] for p in found] == [f"01-cell{a}", f"02-cell{b}"]
     one, two = (ET.fromstring(p.read_text()) and p.read_text() for p in found)
     assert "LogBackward0" in one and "agree" in one

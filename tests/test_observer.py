@@ -27,6 +27,7 @@ import pytest
 import torch
 import torch.fx.traceback
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import tracer
 import tracer.record.interception
@@ -72,6 +73,9 @@ def assert_nothing_left() -> None:
     assert torch.fx.traceback.format_stack is FORWARD_STACK
     assert torch.overrides._get_current_function_mode_stack() == []
     assert tracer.record.interception.current_trace() is None
+    from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
+
+    assert not _global_optimizer_pre_hooks and not _global_optimizer_post_hooks  # the flow's
 
 
 def grads(*tensors: torch.Tensor) -> list[Any]:
@@ -711,18 +715,19 @@ def test_a_trace_closed_in_another_thread_leaves_its_recorder_inert_then_gone() 
     assert_nothing_left()
 
 
+class Calls(TorchDispatchMode):
+    """A user's own dispatch mode: notes every op it sees."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
 def test_the_users_dispatch_mode_sees_no_call_of_tracers() -> None:
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Calls(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.seen: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.seen.append(str(func))
-            return func(*args, **(kwargs or {}))
-
     def program(traced: bool) -> list[str]:
         x = torch.tensor([1.0, 2.0], requires_grad=True)
         calls = Calls()

@@ -10,6 +10,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import drawn
 from typer.testing import CliRunner
 
 from cli import app
@@ -65,7 +66,7 @@ def test_lecture_script(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     a, b = backward_lines(EXAMPLES / "lecture.py")
     first, second = tmp_path / "pics" / f"01-line{a}.svg", tmp_path / "pics" / f"02-line{b}.svg"
-    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == [first.name, second.name]
+    assert drawn(tmp_path / "pics") == [first.name, second.name]
     one, two = svg_text(first), svg_text(second)
     for op in ("LogBackward0", "DotBackward0", "AccumulateGrad", "agree"):
         assert op in one
@@ -113,7 +114,7 @@ def test_script_runs_as_python_would(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert seen["argv"] == [str(path), "--lr", "0.1", "pos"]
     assert seen["path0"] == str(tmp_path / "sub")
     assert seen["file"] == str(path)
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["01-helper_one-line2.svg"]
+    assert drawn(tmp_path / "out") == ["01-helper_one-line2.svg"]
     assert "helper_one.py:2" in result.stdout
 
 
@@ -139,7 +140,7 @@ def test_names_passes_and_checks_per_backward_call(tmp_path: Path) -> None:
     )
     result = cli("run", path, "--out", tmp_path / "out", "--format", "json")
     assert result.exit_code == 0, result.output
-    one, two = sorted((tmp_path / "out").iterdir())
+    one, two = (tmp_path / "out" / name for name in drawn(tmp_path / "out"))
     assert (one.name, two.name) == ("01-line7.json", "02-line12.json")
     first, second = (Recording.from_json(p.read_text()) for p in (one, two))
     assert "script.py:7" in first.title
@@ -177,8 +178,9 @@ def test_detail_and_older_pictures(tmp_path: Path) -> None:
     path.write_text("\n" + SIMPLE)  # the backward call moves to line 5
     result = cli("run", path, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["01-line4.svg", "01-line5.svg"]
-    assert "also holds 1 older picture" in result.stdout
+    assert drawn(tmp_path / "o") == ["01-line4.svg", "01-line5.svg"]
+    # 01-line4.svg and the step-through page written beside it, 01-line4.html
+    assert "also holds 2 older picture(s)" in result.stdout
 
 
 def test_exit_zero_ends_the_script_normally(tmp_path: Path) -> None:
@@ -266,7 +268,7 @@ def test_a_script_that_closes_or_replaces_stdout(
     )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
-    assert [p.name for p in (tmp_path / "pics").iterdir()] == ["01-line5.svg"]
+    assert drawn(tmp_path / "pics") == ["01-line5.svg"]
     if summary:  # replaced: tracer's summary still reaches the terminal
         assert "Backward passes in" in done.stdout and "wrote 1 picture(s)" in done.stdout
     else:  # closed: said on stderr instead
@@ -285,7 +287,7 @@ def test_the_scripts_own_arguments_go_after_a_double_dash(tmp_path: Path) -> Non
     result = cli("run", path, "--out", tmp_path / "o", "--", seen, "--out", "-f")
     assert result.exit_code == 0, result.output
     assert seen.read_text() == repr([str(path), str(seen), "--out", "-f"])
-    assert [p.name for p in (tmp_path / "o").iterdir()] == ["01-line4.svg"]
+    assert drawn(tmp_path / "o") == ["01-line4.svg"]
 
 
 def test_a_script_that_changes_directory_still_draws_into_out(
@@ -296,7 +298,7 @@ def test_a_script_that_changes_directory_still_draws_into_out(
     path = script(tmp_path, "import os\nos.chdir('elsewhere')\n" + SIMPLE)
     result = cli("run", path, "--out", "pics")
     assert result.exit_code == 0, result.output
-    assert [p.name for p in (tmp_path / "pics").iterdir()] == ["01-line6.svg"]
+    assert drawn(tmp_path / "pics") == ["01-line6.svg"]
     assert not (tmp_path / "elsewhere" / "pics").exists()
     assert Path.cwd() == tmp_path  # and the working directory is back
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import one_error_line
+from conftest import drawn, one_error_line
 from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -246,11 +246,11 @@ def test_trace_run_draws_1_2_3_12_of_twelve_and_says_so(tmp_path: Path) -> None:
     script.write_text(TWELVE)
     r = cli("run", script, "--out", tmp_path / "pics")
     assert r.exit_code == 0, r.output
-    names = sorted(p.name for p in (tmp_path / "pics").iterdir())
+    names = drawn(tmp_path / "pics")
     assert names == ["01-line6.svg", "02-line6.svg", "03-line6.svg", "12-line6.svg"]
     assert "recorded passes 1, 2, 3, 12 of 12; 8 ran unrecorded (choose with --passes)" in r.stdout
     r = cli("run", script, "--out", tmp_path / "all", "--passes", "all")
-    assert r.exit_code == 0 and len(list((tmp_path / "all").iterdir())) == 12
+    assert r.exit_code == 0 and len(drawn(tmp_path / "all")) == 12
     assert "unrecorded" not in r.stdout
     r = cli("run", script, "--out", tmp_path / "none", "--passes", "20")
     line = one_error_line(r)
@@ -266,7 +266,7 @@ def test_trace_notebook_takes_passes(tmp_path: Path) -> None:
     path.write_text(nbformat.writes(nb))
     r = cli("notebook", path, "--out", tmp_path / "pics", "--passes", "2,-1")
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "pics").iterdir()) == [
+    assert drawn(tmp_path / "pics") == [
         "02-cell1-line5.svg",
         "12-cell1-line5.svg",
     ]
@@ -285,7 +285,7 @@ def test_trace_run_notes_gradcheck_once(tmp_path: Path) -> None:
     )
     r = cli("run", script, "--out", tmp_path / "pics")
     assert r.exit_code == 0, r.output
-    assert len(list((tmp_path / "pics").iterdir())) == 1
+    assert len(drawn(tmp_path / "pics")) == 1
     [note] = [line for line in r.stdout.splitlines() if line.startswith("note: gradcheck")]
     assert note.startswith(f"note: gradcheck at {script}:4: ") and "backward passes" in note
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import drawn
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 from pypdf import PdfReader
 from typer.testing import CliRunner
@@ -424,7 +425,8 @@ def test_trace_run_writes_pages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["run", str(script), "--out", "pics", "--format", "html"])
     assert result.exit_code == 0, result.output
-    (page,) = (tmp_path / "pics").glob("*.html")
+    (name,) = drawn(tmp_path / "pics")
+    page = tmp_path / "pics" / name
     assert "tracer-data" in page.read_text(encoding="utf-8")
 
 

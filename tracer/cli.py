@@ -35,11 +35,17 @@ from tracer.model.forward import Direction
 from tracer.model.options import DEFAULT_MAX_VALUES, CaptureOptions
 from tracer.model.selection import DEFAULT_PASSES, SMALL_RUN, PassSelection, parse_passes
 from tracer.output.page import page_capture
-from tracer.output.pictures import PICTURE_FORMATS
+from tracer.output.pictures import PICTURE_FORMATS, drawn_pictures
 from tracer.output.render import DETAILS, EVERY_DEPTH, FORMATS, RenderOptions, check_writable, write
 from tracer.view.grades import format_grade_sheet
 from tracer.view.report import format_report
-from tracer.view.text import checks_brief, passes_text, unrecorded_text
+from tracer.view.text import (
+    PASS_COLUMNS,
+    flow_summary,
+    pass_cells,
+    passes_text,
+    unrecorded_text,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -508,16 +514,13 @@ def summary_table(source: Path, result: Any) -> Table:
     from rich.text import Text
 
     table = Table(title=Text(f"Backward passes in {source}"))
-    for column in ("#", "called at", "nodes", "comparisons", "picture"):
+    for column in PASS_COLUMNS:
         table.add_column(column, justify="right" if column in ("#", "nodes") else "left")
-    # Pictures are named by pass number ("03-line12.svg"); a pass not drawn has none.
-    drawn = {int(path.name.split("-", 1)[0]): path.name for path in result.pictures}
+    drawn = drawn_pictures(result.pictures)
     for p in result.passes:
-        verdicts = checks_brief(p.recording.checks)
         style = {True: "green", False: "red", None: ""}[p.passed]
-        picture = drawn.get(p.number, "not drawn")
-        where = str(p.location) if p.location else "?"
-        cells = (str(p.number), where, str(p.nodes), verdicts, picture)
+        picture = drawn.get(p.number)
+        cells = pass_cells(p, None if picture is None else picture.name)
         table.add_row(*(Text(c) for c in cells), style=style)  # Text: no markup in names
     return table
 
@@ -542,13 +545,16 @@ def _print_grade_sheets(passes: list[Any]) -> None:
 def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any) -> None:
     """Run the user's code (`execute`), write its pictures, print the summary, exit."""
     from tracer.output.pictures import prepare_out_dir, write_pictures
+    from tracer.output.runpage import RUN_PAGE, write_run
 
     out = pictures.out or Path(f"{source.stem}-traces")
     try:
         folder = prepare_out_dir(out, pictures.fmt)
         result = execute(page_capture(replace(view.capture, passes=pictures.passes), pictures.fmt))
-        drawn = write_pictures(result.passes, folder, pictures.fmt, view.options)
+        drawn = write_pictures(result.passes, folder, pictures.fmt, view.options, pages=True)
         result.pictures, result.older_pictures = drawn.written, drawn.older
+        if result.passes:  # the run's page and its gradient flow, beside the pictures
+            write_run(folder, f"Training run of {source}", result.passes, drawn, result.flow)
         for note in drawn.notes:
             typer.echo(f"note: {note}")
         if pictures.fmt not in ("json", "html"):
@@ -564,7 +570,9 @@ def _trace_user_code(source: Path, pictures: Pictures, view: View, execute: Any)
     elif result.passes:
         console().print(summary_table(source, result))
         _print_grade_sheets(result.passes)
+        typer.echo(flow_summary(result.flow))
         typer.echo(f"wrote {len(result.pictures)} picture(s) to {out}")
+        typer.echo(f"the run's page: {out / RUN_PAGE}")
     selected = passes_text([p.number for p in result.passes], result.passes_run)
     if selected is not None:
         typer.echo(f"note: {selected}")

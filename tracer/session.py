@@ -44,6 +44,7 @@ from tracer.errors import TracerError, warn
 from tracer.model.check import Check, How
 from tracer.model.collector import paused_gc
 from tracer.model.explain import InPlaceError, NoGradient
+from tracer.model.flow import GradientFlow
 from tracer.model.forward import Direction
 from tracer.model.graph import Graph, Node, Recording
 from tracer.model.location import is_user_file
@@ -52,6 +53,7 @@ from tracer.model.selection import PassSelection, selection_of
 from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
+from tracer.record.gradflow import FlowRecorder
 from tracer.record.interception import busy, close_trace, current_trace, open_trace
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import (
@@ -150,6 +152,14 @@ class Trace:
         self._recogniser = Recogniser()  # manual results shown by the user's code
         self._quick = QuickSummary(max_values)  # large forward values, summarised as made
         self._none_reads = NoneReads()  # the .grads the user's code read as None
+        # The gradient flow over every pass: a few norms per parameter (see `flow`); module
+        # outputs only at the passes that may be recorded in full.
+        self.flow_recorder = FlowRecorder(
+            self.module_calls,
+            self.name_of,
+            self.warn,
+            selects=lambda number: self.options.passes.wants(number, number),
+        )
 
     @classmethod
     def with_options(cls, options: CaptureOptions, title: str = "") -> Trace:
@@ -171,6 +181,7 @@ class Trace:
             return self
         drop_closed_recorders()  # left inert on this thread by a trace closed elsewhere
         self._token = open_trace(self)
+        self.flow_recorder.open()
         if self.options.values:
             self.forward_recorder = ForwardRecorder(
                 self._quick,
@@ -196,6 +207,7 @@ class Trace:
                 recorder, self.forward_recorder = self.forward_recorder, None
                 recorder.close()
         finally:
+            self.flow_recorder.close()
             close_trace(self, self._token)
             self._token = None
             self._names.clear()
@@ -212,6 +224,13 @@ class Trace:
     @property
     def checks(self) -> list[Check]:
         return self.recording.checks
+
+    @property
+    def flow(self) -> GradientFlow:
+        """The gradient flow over every pass so far: per parameter, the norms of its
+        gradient and of itself after each pass, and of each optimizer step's change to it;
+        module outputs' statistics at the passes recorded in full (tracer.model.flow)."""
+        return self.flow_recorder.flow
 
     @property
     def steps(self) -> list[Node]:
@@ -437,6 +456,7 @@ class Trace:
                 self.recording.graphs.append(graph)
             self._latest_nodes = nodes
             self.recording.passes_run = number
+            self.flow_recorder.after_pass(number, recorded=graph is not None)
             if recognising:
                 self._recognise("after", number)
             self._made_checks.clear()  # keyed by pass: none of them can be made again

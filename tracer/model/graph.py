@@ -369,7 +369,9 @@ def _all_finite(recording: Recording) -> bool:
     return True
 
 
-def _float_text(v: float) -> float | str:
+def json_float(v: float) -> float | str:
+    """A float as standard JSON holds it: itself when finite, else "NaN", "Infinity" or
+    "-Infinity" (see Recording.to_json; tracer.model.flow writes the same way)."""
     if math.isfinite(v):
         return v
     return "NaN" if math.isnan(v) else ("Infinity" if v > 0 else "-Infinity")
@@ -382,21 +384,22 @@ def _json_default(value: Any) -> Any:
         plain = dict(vars(value))
         if not (value.nan == 0 and value.inf == 0 and value.note is None):
             if value.values is not None:
-                plain["values"] = [_float_text(v) for v in value.values]
+                plain["values"] = [json_float(v) for v in value.values]
         for key in ("norm", "min", "max"):
-            plain[key] = _float_text(plain[key])
+            plain[key] = json_float(plain[key])
         return plain
     if isinstance(value, Check):
         plain = dict(vars(value))
         for key in ("max_abs", "max_rel"):
-            plain[key] = _float_text(plain[key])
+            plain[key] = json_float(plain[key])
         return plain
     if is_dataclass(value):
         return vars(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _number(v: float | str | None) -> float:
+def float_from_json(v: float | str | None) -> float:
+    """The float `json_float` wrote (None, which no writer gives, reads as NaN)."""
     if isinstance(v, str):
         return _NON_FINITE[v]
     return math.nan if v is None else float(v)
@@ -409,10 +412,10 @@ def _tensor_from(raw: dict[str, Any] | None) -> TensorData | None:
     return TensorData(
         shape=tuple(raw["shape"]),
         dtype=raw["dtype"],
-        values=None if values is None else tuple(_number(v) for v in values),
-        norm=_number(raw["norm"]),
-        min=_number(raw["min"]),
-        max=_number(raw["max"]),
+        values=None if values is None else tuple(float_from_json(v) for v in values),
+        norm=float_from_json(raw["norm"]),
+        min=float_from_json(raw["min"]),
+        max=float_from_json(raw["max"]),
         nan=raw["nan"],
         inf=raw["inf"],
         note=raw.get("note"),
@@ -516,8 +519,8 @@ def _check_from(raw: dict[str, Any]) -> Check:
         name=raw["name"],
         autograd=_tensor_from(raw["autograd"]),
         manual=_tensor_from(raw["manual"]),  # type: ignore[arg-type]
-        max_abs=_number(raw["max_abs"]),
-        max_rel=_number(raw["max_rel"]),
+        max_abs=float_from_json(raw["max_abs"]),
+        max_rel=float_from_json(raw["max_rel"]),
         where=None if where is None else tuple(where),
         rtol=raw["rtol"],
         atol=raw["atol"],
@@ -536,7 +539,7 @@ def _forward_from(raw: dict[str, Any] | None) -> ForwardMode | None:
         return None
     check = raw["check"]
     return ForwardMode(
-        direction=tuple(_number(v) for v in raw["direction"]),
+        direction=tuple(float_from_json(v) for v in raw["direction"]),
         given=str(raw["given"]),
         inputs=[ForwardInput(i["name"], _tensor_from(i["tangent"])) for i in raw["inputs"]],  # type: ignore[arg-type]
         steps=[

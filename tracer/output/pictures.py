@@ -55,22 +55,36 @@ def _writable_folder(out: Path, fmt: str) -> Path:
     return out
 
 
+def drawn_pictures(written: list[Path]) -> dict[int, Path]:
+    """The pictures `write_pictures` wrote, by pass number (they are named by it)."""
+    return {int(path.name.split("-", 1)[0]): path for path in written}
+
+
 class WrittenPictures(NamedTuple):
     """What `write_pictures` did: the pictures written, in order; the older pictures in
     the folder this run did not rewrite; notes (a picture drawn in a lighter view than
-    asked); and the passes that could not be drawn at all, with why."""
+    asked); the passes that could not be drawn at all, with why; and the step-through
+    pages written beside the pictures (by pass number; the pictures themselves for html)."""
 
     written: list[Path]
     older: list[Path]
     notes: list[str]
     failed: list[tuple[Pass, str]]
+    pages: dict[int, Path] = {}  # noqa: RUF012 (a NamedTuple's default is never changed)
 
 
 def write_pictures(
-    passes: list[Pass], out: Path, fmt: str = "svg", options: RenderOptions | None = None
+    passes: list[Pass],
+    out: Path,
+    fmt: str = "svg",
+    options: RenderOptions | None = None,
+    *,
+    pages: bool = False,
 ) -> WrittenPictures:
-    """Write one picture per pass into `out`. A pass that cannot be drawn (too large for
-    Graphviz even in its lightest view) is noted and the others are still written."""
+    """Write one picture per pass into `out`, and with `pages` its step-through page
+    beside it (`01-line12.html`, linked from the run's page). A pass that cannot be drawn
+    (too large for Graphviz even in its lightest view) is noted and the others are still
+    written."""
     if not passes:
         return WrittenPictures([], [], [], [])
     made = [f for f in (out, *out.parents) if not f.exists()]  # deepest first
@@ -79,11 +93,17 @@ def write_pictures(
     written: list[Path] = []
     notes: list[str] = []
     failed: list[tuple[Pass, str]] = []
+    step_pages: dict[int, Path] = {}
     try:
         for p in passes:
             found: list[str] = []
             try:
                 written.append(write(p.recording, out / p.picture_name(fmt, width), options, found))
+                if pages:
+                    page = out / p.picture_name("html", width)
+                    step_pages[p.number] = (
+                        written[-1] if fmt == "html" else write(p.recording, page)
+                    )
             except TracerError as e:
                 failed.append((p, str(e)))
             notes += (f"{p.picture_name(fmt, width)}: {note}" for note in found)
@@ -97,7 +117,7 @@ def write_pictures(
                     folder.rmdir()
                 except OSError:
                     break
-    names = {p.name for p in written}
+    names = {p.name for p in (*written, *step_pages.values())}
     kept = out.iterdir() if out.exists() else ()
     older = sorted(p for p in kept if _PICTURE_NAME.match(p.name) and p.name not in names)
-    return WrittenPictures(written, older, notes, failed)
+    return WrittenPictures(written, older, notes, failed, step_pages)

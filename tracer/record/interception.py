@@ -39,6 +39,7 @@ import torch.autograd
 import torch.fx.traceback
 
 from tracer.record.forward import ForwardRecorder
+from tracer.record.gradflow import FlowRecorder
 from tracer.record.modules import ModuleTracker
 from tracer.record.stacks import as_untraced
 
@@ -48,6 +49,7 @@ class Observer(Protocol):
 
     module_calls: ModuleTracker  # told of every nn.Module call
     forward_recorder: ForwardRecorder | None  # told too: it steps aside for some calls
+    flow_recorder: FlowRecorder  # told of module outputs (tracer.record.gradflow)
 
     def observe_backward(
         self, engine: Callable[..., Any], t_outputs: Any, args: tuple, kwargs: dict
@@ -233,6 +235,7 @@ def _module_hook(module: torch.nn.Module, args: tuple, output: Any) -> None:
     try:
         if not torch._C._is_tracing():  # as in _module_pre_hook
             trace.module_calls.exit(module)  # reads no tensor: the output is left alone
+            trace.flow_recorder.module_output(module, output)  # reads it, at recorded passes
         if trace.forward_recorder is not None:
             trace.forward_recorder.module_exited()
     except Exception as e:

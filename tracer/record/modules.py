@@ -250,6 +250,30 @@ class ModuleTracker:
         entry = self._tensor_names.get(id(t))
         return entry[1] if entry is not None and entry[0]() is t else None
 
+    def module_name(self, module: torch.nn.Module) -> str | None:
+        """The qualified name of a module called in this trace ("layers.3"; "" the
+        outermost model), or None for one it has not seen."""
+        known = self._known(module)
+        return None if known is None else known.name
+
+    def parameters(self) -> list[tuple[torch.Tensor, str, str, str]]:
+        """Every live parameter (not buffer) of the modules called in this trace, in the
+        order they were named: the tensor, its qualified name, and the qualified name and
+        class of the module that owns it (tracer.record.gradflow reads their gradients)."""
+        found: list[tuple[torch.Tensor, str, str, str]] = []
+        for ref, name, owner in list(self._tensor_names.values()):
+            t = ref()
+            known = self._modules.get(owner)
+            module = None if known is None else known.ref()
+            if isinstance(t, torch.nn.Parameter) and module is not None:
+                found.append((t, name, known.name if known else "", type(module).__name__))
+        return found
+
+    @property
+    def named(self) -> int:
+        """How many tensors this trace has named: grows when `parameters` may have more."""
+        return len(self._tensor_names)
+
     def _owner(self, t: torch.Tensor) -> int | None:
         entry = self._tensor_names.get(id(t))
         return entry[2] if entry is not None and entry[0]() is t else None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from tracer.model.explain import InPlaceError, NoGradient
+from tracer.model.flow import GradientFlow
 from tracer.model.graph import UnrecordedPasses
 from tracer.model.location import Location, Locator, error_location, is_user_file
 from tracer.model.options import DEFAULT_CAPTURE, CaptureOptions
@@ -46,6 +47,8 @@ class RunResult:
     # gradient first became NaN or Inf (tracer.view.report.explanations).
     explained: list[str] = field(default_factory=list)
     passes_run: int = 0  # the backward passes counted, recorded or not (see model.selection)
+    # The gradient flow over every pass (tracer.model.flow).
+    flow: GradientFlow = field(default_factory=GradientFlow)
 
     @property
     def passed(self) -> bool | None:
@@ -173,7 +176,7 @@ def run_traced(
     if os.getpid() != process:
         end_forked_child(raised)
     stray = sum(c.after == 0 for c in t.recording.checks)
-    result = RunResult(source, passes(t.recording, locate), error, exit_code, stray)
+    result = RunResult(source, passes(t.recording, locate), error, exit_code, stray, flow=t.flow)
     result.explained = explanations(t.recording, locate)
     result.unrecorded = [
         (entry, None if entry.source is None else locate(*entry.source))

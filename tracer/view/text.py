@@ -15,8 +15,10 @@ from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
 from tracer.model.explain import Cut, Element, InPlaceError, NoGradient, Start
+from tracer.model.flow import ActivationStats, GradientFlow
 from tracer.model.forward import ForwardMode
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
+from tracer.model.passes import Pass
 from tracer.model.tensor import TensorData
 from tracer.view.jacobian import JacobianStep
 
@@ -616,3 +618,64 @@ def format_forward(forward: ForwardMode) -> str:
 
 
 register_formatters(text=lambda check: check_line(check, "exact"), html=check_html)
+
+
+# -- a run: its passes and its gradient flow (the terminal and the run's page) ----------------
+
+PASS_COLUMNS = ("#", "called at", "nodes", "comparisons", "picture")
+
+
+def pass_cells(p: Pass, picture: str | None) -> tuple[str, str, str, str, str]:
+    """A pass's row in the table of `trace run` (and the run's page), under PASS_COLUMNS:
+    `picture` is its file's name, None when it was not drawn."""
+    where = str(p.location) if p.location else "?"
+    return (
+        str(p.number),
+        where,
+        str(p.nodes),
+        checks_brief(p.recording.checks),
+        picture or "not drawn",
+    )
+
+
+def flow_number(v: float | None) -> str:
+    """A norm or ratio of the gradient flow: three significant digits, "—" when missing."""
+    return "—" if v is None else f"{v:.3g}"
+
+
+def flow_marks(flow: GradientFlow) -> list[str]:
+    """Per layer whose gradient vanished or exploded: "fc3 · Linear: vanishing at 120
+    passes (first at pass 4, ‖g‖ 3.2e-09)"."""
+    found: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
+    norms = {layer.label: layer.grad_norm for layer in flow.layers()}
+    for label, number, kind in flow.marks():
+        found.setdefault((label, kind), []).append((number, norms[label][number - 1]))
+    return [
+        f"{label}: {kind} at {len(at)} pass(es) (first at pass {at[0][0]}, "
+        f"‖g‖ {flow_number(at[0][1])})"
+        for (label, kind), at in found.items()
+    ]
+
+
+def flow_summary(flow: GradientFlow) -> str:
+    """One line for the terminal: what the flow holds, and whether any layer's gradient
+    vanished or exploded."""
+    layers = len(flow.layers())
+    head = (
+        f"gradient flow: {layers} layer(s) over {flow.passes} backward pass(es), "
+        f"{len(flow.steps)} optimizer step(s)"
+    )
+    marks = flow_marks(flow)
+    if not marks:
+        return f"{head}; no gradient vanished (< 1e-7) or exploded (> 1e4)"
+    return f"{head}; " + "; ".join(marks)
+
+
+ACTIVATION_COLUMNS = ("pass", "module", "mean", "std", "saturated")
+
+
+def activation_cells(a: ActivationStats) -> tuple[str, str, str, str, str]:
+    """A module output's row on the run's page, under ACTIVATION_COLUMNS."""
+    module = f"{a.module} · {a.module_class}" if a.module else a.module_class
+    saturated = "—" if a.saturated is None else f"{a.saturated:.1%}"
+    return (str(a.pass_number), module, flow_number(a.mean), flow_number(a.std), saturated)
