@@ -767,3 +767,21 @@ def test_a_zero_gradient_stays_a_zero_tensor_with_torchs_error() -> None:
     how, (zero, error) = same_for_the_user(program)
     assert how == "returned" and zero and error is not None
     assert "ZeroTensors are immutable" in error
+
+
+def test_a_large_forward_value_with_inf_is_summarised_without_a_warning() -> None:
+    # A causal mask's -inf in a value that needs grad, larger than max_values: its
+    # statistics over the finite values must come without torch's "requires_grad ... to a
+    # scalar" warning (it reached the user's terminal, and an error filter made it raise).
+    x = torch.randn(300, requires_grad=True)
+    mask = torch.arange(300) % 3 == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with tracer.trace() as t:
+            masked = x.masked_fill(mask, float("-inf"))
+            masked.exp().sum().backward()
+    [node] = [n for n in t.graphs[0].nodes if n.op.startswith("MaskedFill")]
+    [value] = node.forward
+    assert value.inf == 100 and value.nan == 0
+    finite = x.detach()[~mask]
+    assert value.min == float(finite.min()) and value.max == float(finite.max())

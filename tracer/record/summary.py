@@ -116,8 +116,10 @@ def _from_values(t: torch.Tensor, values: tuple[float, ...]) -> TensorData:
 
 
 def _slow_statistics(t: torch.Tensor, d: torch.Tensor) -> TensorData:
-    """Statistics over the finite values only, counting NaN and Inf: a copy and masks."""
-    x = d.to("cpu", torch.float64)
+    """Statistics over the finite values only, counting NaN and Inf: a copy and masks.
+    (Detached: this runs outside no_grad too, where `float()` of a tensor needing grad
+    warns in the user's terminal.)"""
+    x = d.detach().to("cpu", torch.float64)
     finite_mask = torch.isfinite(x)
     nan = int(torch.isnan(x).sum())
     inf = x.numel() - int(finite_mask.sum()) - nan
