@@ -271,6 +271,25 @@ def test_an_intended_minus_infinity_is_not_a_first_nan() -> None:
     assert "first" not in format_report(t.recording)
 
 
+def test_an_overflow_to_infinity_is_a_first_value_but_a_mask_written_before_is_not() -> None:
+    scores = torch.tensor([1.0, 2.0, 1000.0], dtype=f64, requires_grad=True)
+    mask = torch.tensor([False, True, False])
+    with tracer.trace() as t:
+        masked = scores.masked_fill(mask, float("-inf"))  # meant: not the first
+        weights = torch.softmax(masked, dim=0)
+        big = torch.exp(scores)  # exp(1000) overflows: this is where the Inf starts
+        (weights.sum() + big.sum()).backward()
+    (graph,) = t.graphs
+    start = first_nan_value(graph)
+    assert start is not None and start.inf == 1 and start.nan == 0
+    assert graph.nodes[start.node].op == "ExpBackward0"
+    assert start.elements == (Element("self", 1000.0, (2,)),)
+    assert any(
+        line.startswith("⚠ first Inf value: ExpBackward0 (big)") and "self = 1000 at [2]" in line
+        for line in format_report(t.recording).splitlines()
+    )
+
+
 def test_the_first_non_finite_gradient_of_a_model_names_the_module_line_it_can() -> None:
     """Code nobody here wrote: a small nn.Module whose forward takes a square root."""
 

@@ -782,6 +782,7 @@ def test_a_large_forward_value_with_inf_is_summarised_without_a_warning() -> Non
             masked.exp().sum().backward()
     [node] = [n for n in t.graphs[0].nodes if n.op.startswith("MaskedFill")]
     [value] = node.forward
+    assert value is not None
     assert value.inf == 100 and value.nan == 0
     finite = x.detach()[~mask]
     assert value.min == float(finite.min()) and value.max == float(finite.max())

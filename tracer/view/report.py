@@ -187,11 +187,26 @@ def first_non_finite(graph: Graph) -> Start | None:
     return Start("gradient", sender.id, edge.dst, grad.nan, grad.inf, formula, elements)
 
 
+# Ops that write a value the code gave them (`masked_fill(mask, -inf)`, `where`, an index
+# put): an infinity they make is meant, as a causal mask's -inf is. Any other op that turns
+# finite inputs into an infinity overflowed (exp of a large number, a division by zero).
+_WRITES_A_GIVEN_VALUE = ("MaskedFill", "Fill", "IndexFill", "IndexPut", "Where", "Scatter")
+
+
+def _made_non_finite(node: Node) -> bool:
+    """Whether `node`'s forward output holds a NaN, or an infinity it did not write as told."""
+    if any(map(bad_value, node.forward)):
+        return True
+    return any(t is not None and t.inf for t in node.forward) and not node.op.startswith(
+        _WRITES_A_GIVEN_VALUE
+    )
+
+
 def first_nan_value(graph: Graph) -> Start | None:
-    """The first NaN of the forward pass: among the ops whose output holds a NaN while
-    none of their inputs did, the one the engine ran last (the first to run forward),
-    with its inputs at the first NaN (self = -1 at [0]). An infinity is not one (a causal
-    mask's -inf is meant: see bad_value)."""
+    """The first NaN (or overflow to Inf) of the forward pass: among the ops whose output
+    holds one while none of their inputs did, the one the engine ran last (the first to
+    run forward), with its inputs at the first such element (self = -1 at [0]). An
+    infinity written as told (a causal mask's -inf, see _WRITES_A_GIVEN_VALUE) is not one."""
     if graph.kind != "backward":
         return None
     nodes = graph.nodes
@@ -200,18 +215,20 @@ def first_nan_value(graph: Graph) -> Start | None:
         node
         for node in nodes
         if node.kind == "op"
-        and any(map(bad_value, node.forward))
+        and _made_non_finite(node)
         and not any(
-            bad_value(t) for e in index.by_source.get(node.id, ()) for t in nodes[e.dst].forward
+            t is not None and not t.finite
+            for e in index.by_source.get(node.id, ())
+            for t in nodes[e.dst].forward
         )
     ]
     if not made:
         return None
     node = max(made, key=lambda n: (n.step or 0, -n.id))
-    value = next(t for t in node.forward if bad_value(t))
-    assert value is not None
+    value = next(t for t in node.forward if t is not None and not t.finite)
     elements: tuple[Element, ...] = ()
-    at = None if value.values is None else _first_index(value.values, math.isnan)
+    odd = math.isnan if value.nan else _not_finite
+    at = None if value.values is None else _first_index(value.values, odd)
     if at is not None:
         inputs = _inputs(node, graph, index)
         inputs.pop("result", None)

@@ -455,7 +455,8 @@ def start_text(start: Start, graph: Graph, at: str | None) -> str:
     """Where a problem starts (see tracer.model.explain.Start), `at` the node's line spoken:
     "first non-finite gradient: SqrtBackward0 (y) at nan.py:4 (step 5) sent 1 Inf to x;
     torch used ∂/∂self: grad / (2 · result)   (self = x, result = y); result = 0 at [0]",
-    "first NaN value: LogBackward0 (l) at nan.py:5 made 1 NaN; self = -1 at [0]",
+    "first NaN value: LogBackward0 (l) at nan.py:5 made 1 NaN; self = -1 at [0]" (or "first
+    Inf value: ExpBackward0 (e) … made 1 Inf; self = 1000 at [2]"),
     "zero gradient from ReluBackward0 (h) at mlp.py:7 (step 3) down: every input ≤ 0"."""
     node = graph.nodes[start.node]
     place = node_title(node) + (f" at {at}" if at else "")
@@ -463,7 +464,8 @@ def start_text(start: Start, graph: Graph, at: str | None) -> str:
         place += f" (step {node.step})"
     elements = "; " + ", ".join(map(element_text, start.elements)) if start.elements else ""
     if start.kind == "value":
-        return f"first NaN value: {place} made {counts_text(start.nan, start.inf)}{elements}"
+        kind = "NaN" if start.nan else "Inf"
+        return f"first {kind} value: {place} made {counts_text(start.nan, start.inf)}{elements}"
     used = f"; torch used {start.formula}" if start.formula else ""
     if start.kind == "zero":
         why = ": every input ≤ 0" if start.cause == "inputs ≤ 0" else f"{used}{elements}"
