@@ -158,7 +158,7 @@ class Trace:
             self.module_calls,
             self.name_of,
             self.warn,
-            selects=lambda number: self.options.passes.wants(number, number),
+            selects=lambda number: self.options.passes.may_record(number),
         )
 
     @classmethod
@@ -192,7 +192,7 @@ class Trace:
             )
             self.forward_recorder.__enter__()
             first = self.recording.passes_run + 1
-            self.forward_recorder.pause(not self.options.passes.wants(first, first))
+            self.forward_recorder.pause(not self.options.passes.may_record(first))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -323,7 +323,7 @@ class Trace:
                     self.recording.note_unrecorded("library", source, library)
             return engine(t_outputs, *args, **kwargs)
         number = self.recording.passes_run + 1  # as the engine ends in this thread
-        if not self.options.passes.wants(number, number):
+        if not self.options.passes.may_record(number):
             # Not selected: the engine as untraced, with nothing installed on any node.
             result = engine(t_outputs, *args, **kwargs)
             self._pass_ran(None, None)
@@ -443,7 +443,7 @@ class Trace:
         # order they end.
         with self._recording:
             number = self.recording.passes_run + 1
-            if graph is not None and not selection.wants(number, number):
+            if graph is not None and not selection.may_record(number):
                 graph = nodes = None  # another thread's pass took the number it expected
             recognising = graph is not None or bool(self._recogniser.candidates)
             if recognising:
@@ -465,7 +465,7 @@ class Trace:
             if graph is not None or self.recording.checks:
                 self._drop_unselected(number)
             if self.forward_recorder is not None:
-                self.forward_recorder.pause(not selection.wants(number + 1, number + 1))
+                self.forward_recorder.pause(not selection.may_record(number + 1))
 
     def _drop_unselected(self, passes_run: int, *, ended: bool = False) -> None:
         """Forget the recorded passes that can no longer be selected after `passes_run`

@@ -57,6 +57,11 @@ class PassSelection:
                 return True
         return False
 
+    def may_record(self, number: int) -> bool:
+        """Whether pass `number`, as it runs (the latest so far), is to be recorded: it is
+        selected, or may still turn out to be (the last)."""
+        return self.wants(number, number)
+
     @property
     def records_every_pass(self) -> bool:
         return self.every == 1
