@@ -170,6 +170,42 @@ def test_an_unselected_pass_installs_nothing_and_keeps_no_forward_value(
     assert sin.forward and sin.forward[0] is not None  # kept: pass 2 was wanted
 
 
+def test_a_training_step_not_selected_runs_with_no_module_hook_and_no_mode() -> None:
+    """Between the optimizer steps of passes that are not selected, torch has no global
+    module hook (it takes its fast path) and no torch-function mode of tracer's; both are
+    back for the forward pass of a selected pass, whose nodes are placed in modules."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    module = torch.nn.modules.module
+    seen = []  # per step, as its forward starts: (global module hooks, function modes)
+
+    def look(m: torch.nn.Module, args: tuple) -> None:
+        if m is model:
+            modes = torch._C._len_torch_function_stack()
+            seen.append((len(module._global_forward_pre_hooks), modes))
+
+    handle = model.register_forward_pre_hook(look)
+    try:
+        with tracer.trace(passes="1,5") as t:
+            for _ in range(6):
+                optimizer.zero_grad()
+                model(torch.randn(2, 3)).sum().backward()
+                optimizer.step()
+    finally:
+        handle.remove()
+    assert not module._global_forward_pre_hooks and not module._global_forward_hooks
+    # Steps 1 and 5 are selected: hooks and the recorder's mode on; 2-4 and 6 off.
+    on = [hooks > 0 and modes > 0 for hooks, modes in seen]
+    assert on == [True, False, False, False, True, False]
+    assert [g.number for g in t.recording.backward_graphs()] == [1, 5]
+    fifth = t.recording.backward_graphs()[1]
+    placed = {fifth.modules[n.module].name for n in fifth.nodes if n.module is not None}
+    assert {"0", "2"} <= placed  # the Linear layers, by their names
+    assert {p.name for p in t.flow.parameters} == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert len(t.flow.parameters[0].grad_norm) == 6 and None not in t.flow.parameters[0].grad_norm
+
+
 def test_checks_after_an_unrecorded_pass_are_not_held() -> None:
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     with tracer.trace(passes="1") as t:

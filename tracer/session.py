@@ -28,6 +28,8 @@ from typing import Any, Literal, cast
 import torch
 import torch.autograd
 from torch.autograd.graph import GradientEdge
+from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.utils.hooks import RemovableHandle
 
 from tracer.checks.compare import compare
 from tracer.checks.comparisons import (
@@ -54,7 +56,13 @@ from tracer.output.render import RenderOptions, render_svg, write
 from tracer.record.capture import BackwardOrigins, GraphCapture, NodeFinder, root_node
 from tracer.record.forward import ForwardRecorder, drop_closed_recorders
 from tracer.record.gradflow import FlowRecorder
-from tracer.record.interception import busy, close_trace, current_trace, open_trace
+from tracer.record.interception import (
+    busy,
+    close_trace,
+    current_trace,
+    open_trace,
+    watch_modules,
+)
 from tracer.record.modules import ModuleTracker
 from tracer.record.names import (
     Names,
@@ -135,6 +143,7 @@ class Trace:
         self.module_calls = ModuleTracker()  # module calls and qualified parameter names
         self.forward_recorder: ForwardRecorder | None = None  # while open, with values
         self._token: contextvars.Token | None = None
+        self._step_hook: RemovableHandle | None = None  # see _between_passes
         self._names = Names()  # the variable names the user's code gave
         self._origins = BackwardOrigins()  # which create_graph=True pass made a node
         self._latest_nodes: NodeFinder | None = None  # the nodes of the latest pass
@@ -182,6 +191,7 @@ class Trace:
         drop_closed_recorders()  # left inert on this thread by a trace closed elsewhere
         self._token = open_trace(self)
         self.flow_recorder.open()
+        self._step_hook = register_optimizer_step_pre_hook(self._before_optimizer_step)
         if self.options.values:
             self.forward_recorder = ForwardRecorder(
                 self._quick,
@@ -207,6 +217,9 @@ class Trace:
                 recorder, self.forward_recorder = self.forward_recorder, None
                 recorder.close()
         finally:
+            if self._step_hook is not None:
+                self._step_hook.remove()
+                self._step_hook = None
             self.flow_recorder.close()
             close_trace(self, self._token)
             self._token = None
@@ -464,8 +477,34 @@ class Trace:
             # it might be the last, or one of the first ten): its checks go with it.
             if graph is not None or self.recording.checks:
                 self._drop_unselected(number)
-            if self.forward_recorder is not None:
-                self.forward_recorder.pause(not selection.may_record(number + 1))
+            self._between_passes()
+
+    def _between_passes(self) -> None:
+        """Get ready for the next pass: where it is not recorded in full, the forward
+        recorder leaves the mode stack and the global module hooks come off (ops and module
+        calls then cost what they cost untraced), as soon as both are safe; where it is,
+        both are back. Called as a pass ends and before each optimizer step (the first safe
+        point in a training loop: a pass ends inside the recorder's dispatch of
+        `backward`, which would put it back on the stack as it returns).
+
+        Module calls matter to a pass recorded in full (clusters, module outputs) and to
+        the names, learnt at a model's first call, before the first pass ends. The hooks
+        come off only where no module call is open in this thread, so that no call's end
+        goes unseen."""
+        wanted = self.options.passes.may_record(self.recording.passes_run + 1)
+        recorder = self.forward_recorder
+        if recorder is not None:
+            recorder.pause(not wanted)
+        if wanted:
+            watch_modules(self, True)
+        elif not self.module_calls.in_call() and (recorder is None or recorder.off_stack):
+            watch_modules(self, False)
+
+    def _before_optimizer_step(self, *_: object) -> None:
+        try:
+            self._between_passes()
+        except Exception as e:  # tracer's problem, never the user's
+            self.warn(f"a pass not recorded is traced more than it needs ({e})")
 
     def _drop_unselected(self, passes_run: int, *, ended: bool = False) -> None:
         """Forget the recorded passes that can no longer be selected after `passes_run`

@@ -85,6 +85,16 @@ class LayerFlow:
         return f"{self.module} · {self.module_class}" if self.module else self.module_class
 
 
+@dataclass(frozen=True)
+class FlowMark:
+    """A layer's gradient norm beyond a threshold at one pass (see GradientFlow.marks)."""
+
+    label: str  # the layer's (LayerFlow.label)
+    pass_number: int
+    kind: str  # "vanishing" | "exploding"
+    norm: float
+
+
 @dataclass
 class GradientFlow:
     """The flow of one run: every pass, drawn or not (see the module docstring)."""
@@ -105,15 +115,20 @@ class GradientFlow:
             groups.setdefault(p.module, []).append(p)
         return [_layer(members) for members in groups.values()]
 
-    def marks(self) -> list[tuple[str, int, str]]:
-        """Every (layer label, pass number, "vanishing" | "exploding") whose gradient norm
-        is below VANISHING or above EXPLODING (or not finite)."""
+    def layer_count(self) -> int:
+        """How many layers `layers` would give, without computing their series."""
+        return len({p.module for p in self.parameters})
+
+    def marks(self, layers: Sequence[LayerFlow] | None = None) -> list[FlowMark]:
+        """Every layer's pass whose gradient norm is below VANISHING or above EXPLODING
+        (or not finite), in layer order; `layers`: this flow's, when already computed."""
         found = []
-        for layer in self.layers():
+        for layer in self.layers() if layers is None else layers:
             for n, g in enumerate(layer.grad_norm, start=1):
-                kind = gradient_kind(g)
-                if kind is not None:
-                    found.append((layer.label, n, kind))
+                if g is not None and not VANISHING <= g <= EXPLODING:  # NaN too
+                    kind = gradient_kind(g)
+                    assert kind is not None
+                    found.append(FlowMark(layer.label, n, kind, g))
         return found
 
     # -- JSON ------------------------------------------------------------------------------
@@ -221,23 +236,27 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-def _combined(norms: Sequence[float | None]) -> float | None:
-    """√Σnᵢ² of the norms present; None when none is."""
-    present = [n for n in norms if n is not None]
-    return math.sqrt(math.fsum(n * n for n in present)) if present else None
-
-
-def _column(series: Sequence[list[float | None]], i: int) -> list[float | None]:
-    return [s[i] for s in series]
+def _combined(series: Sequence[list[float | None]]) -> list[float | None]:
+    """Element by element, √Σnᵢ² of the norms present (math.hypot: in C, and without the
+    overflow of squaring); None where none is. Runs of thousands of passes go through here
+    for every layer, so the common case of no gap takes one call per pass."""
+    if len(series) == 1:
+        return list(series[0])
+    combined: list[float | None] = []
+    for norms in zip(*series, strict=True):
+        if None in norms:
+            present = [n for n in norms if n is not None]
+            combined.append(math.hypot(*present) if present else None)
+        else:
+            combined.append(math.hypot(*norms))
+    return combined
 
 
 def _layer(members: list[ParameterFlow]) -> LayerFlow:
-    passes = len(members[0].grad_norm)
-    steps = len(members[0].update_norm)
-    grads = [_combined(_column([m.grad_norm for m in members], n)) for n in range(passes)]
-    data = [_combined(_column([m.data_norm for m in members], n)) for n in range(passes)]
-    updates = [_combined(_column([m.update_norm for m in members], k)) for k in range(steps)]
-    bases = [_combined(_column([m.update_base for m in members], k)) for k in range(steps)]
+    grads = _combined([m.grad_norm for m in members])
+    data = _combined([m.data_norm for m in members])
+    updates = _combined([m.update_norm for m in members])
+    bases = _combined([m.update_base for m in members])
     return LayerFlow(
         module=members[0].module,
         module_class=members[0].module_class,

@@ -19,7 +19,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tracer.files import write_atomic
-from tracer.model.flow import GradientFlow
+from tracer.model.flow import FlowMark, GradientFlow
 from tracer.model.passes import Pass
 from tracer.output.flowchart import FLOW_CHART, FLOW_DATA, flow_svg
 from tracer.output.pictures import WrittenPictures, drawn_pictures
@@ -113,16 +113,23 @@ def _checks(passes: Sequence[Pass]) -> str:
 
 
 def render_run_page(
-    title: str, passes: Sequence[Pass], drawn: WrittenPictures, flow: GradientFlow, chart: str
+    title: str,
+    passes: Sequence[Pass],
+    drawn: WrittenPictures,
+    flow: GradientFlow,
+    chart: str,
+    marks: Sequence[FlowMark] | None = None,
 ) -> str:
-    """The page as one HTML document; `chart` is the flow's SVG (flowchart.flow_svg)."""
+    """The page as one HTML document; `chart` is the flow's SVG (flowchart.flow_svg);
+    `marks`: flow.marks(), when already computed."""
     css = (resources.files("tracer") / "assets" / "run.css").read_text(encoding="utf-8")
     if "</style" in css.lower():
         raise AssertionError("the stylesheet would close its own <style> element")
-    marks = flow_marks(flow)
+    marks = flow.marks() if marks is None else marks
+    described = flow_marks(marks)
     marks_html = (
-        '<ul class="marks">' + "".join(f"<li>{_text(m)}</li>" for m in marks) + "</ul>"
-        if marks
+        '<ul class="marks">' + "".join(f"<li>{_text(m)}</li>" for m in described) + "</ul>"
+        if described
         else ""
     )
     return f"""<!DOCTYPE html>
@@ -133,7 +140,7 @@ def render_run_page(
 <h1>{_text(title)}</h1>
 <section><h2>Backward passes</h2>{_pass_table(passes, drawn)}</section>
 <section class="chart"><h2>Gradient flow</h2>
-<p>{_text(flow_summary(flow))}</p>{marks_html}
+<p>{_text(flow_summary(flow, marks))}</p>{marks_html}
 <figure id="flow-chart">{_inline_svg(chart)}</figure>
 <p class="note">Also as {_link(Path(FLOW_CHART), FLOW_CHART)} and, every number,
 {_link(Path(FLOW_DATA), FLOW_DATA)}.</p></section>
@@ -147,12 +154,14 @@ def write_run(
     folder: Path, title: str, passes: Sequence[Pass], drawn: WrittenPictures, flow: GradientFlow
 ) -> list[Path]:
     """Write the flow's chart and data and the run's page into `folder`; their paths."""
-    chart = flow_svg(flow, title)
+    layers = flow.layers()
+    marks = flow.marks(layers)
+    chart = flow_svg(flow, title, layers, marks)
     written = []
     for name, text in (
         (FLOW_CHART, chart),
         (FLOW_DATA, flow.to_json()),
-        (RUN_PAGE, render_run_page(title, passes, drawn, flow, chart)),
+        (RUN_PAGE, render_run_page(title, passes, drawn, flow, chart, marks)),
     ):
         write_atomic(folder / name, text.encode("utf-8"))
         written.append(folder / name)

@@ -270,6 +270,11 @@ class ForwardRecorder(TorchFunctionMode):
         self.paused = paused
         self._settle()
 
+    @property
+    def off_stack(self) -> bool:
+        """Whether the recorder, paused, has left this thread's mode stack (see `pause`)."""
+        return self._aside.off is not None
+
     def _settle(self) -> None:
         """Off this thread's stack while paused, back on when not (see `pause`)."""
         aside = self._aside

@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -52,16 +51,28 @@ _SATURATED = 0.99
 _MOST_PENDING = 4096
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """`quiet_torch()`, entering only what is needed: the user's dispatch modes are put
-    aside only when there are some (the common case runs at every pass and step)."""
-    if torch._C._len_torch_dispatch_stack():
-        with quiet_torch():
-            yield
-    else:
-        with torch._C.DisableTorchFunction(), torch.no_grad():
-            yield
+class _Quiet:
+    """`quiet_torch()`, entering only what is needed, at the cost of about a microsecond:
+    it runs at every pass and step. The user's dispatch modes are put aside only when there
+    are some; else torch functions are off (first: `_set_grad_enabled` is one) and grad
+    mode too."""
+
+    def __enter__(self) -> None:
+        self._full = quiet_torch() if torch._C._len_torch_dispatch_stack() else None
+        if self._full is not None:
+            self._full.__enter__()
+            return
+        self._off = torch._C.DisableTorchFunction()
+        self._off.__enter__()
+        self._grad = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._full is not None:
+            self._full.__exit__(*exc)
+            return
+        torch._C._set_grad_enabled(self._grad)
+        self._off.__exit__(*exc)
 
 
 def _numbers(norms: Sequence[torch.Tensor]) -> list[float]:
@@ -157,7 +168,7 @@ class FlowRecorder:
         """Backward pass `number` (1 is the first) ended: read every parameter's `.grad`.
         `recorded`: whether the pass is recorded in full (its module outputs are kept)."""
         try:
-            with self._lock, _quiet():
+            with self._lock, _Quiet():
                 self._read_pass(number, recorded)
         except Exception as e:  # tracer's problem, never the user's
             self._warn(f"the gradient flow misses a pass ({type(e).__name__}: {e})")
@@ -174,7 +185,7 @@ class FlowRecorder:
         ):
             return
         try:
-            with _quiet():
+            with _Quiet():
                 stats = _output_stats(module, output)
             if stats is not None:
                 name = self._modules.module_name(module)
@@ -261,7 +272,7 @@ class FlowRecorder:
 
     def _before_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
-            with self._lock, _quiet():
+            with self._lock, _Quiet():
                 params = []
                 for group in optimizer.param_groups:
                     params += [p for p in group["params"] if p.grad is not None]
@@ -280,14 +291,15 @@ class FlowRecorder:
                         assert s is not None
                         s.grad_norm[-1], s.data_norm[-1] = grad_norms[k], data_norms[k]
                 _, bases = self._read([], params)  # as read at the pass, unless changed since
-                copies = list(torch._foreach_mul(params, 1.0))
+                copies = [torch.empty_like(p) for p in params]
+                torch._foreach_copy_(copies, params)
                 self._stepping[id(optimizer)] = (params, bases, copies)
         except Exception as e:
             self._warn(f"the gradient flow misses a step ({type(e).__name__}: {e})")
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         try:
-            with self._lock, _quiet():
+            with self._lock, _Quiet():
                 taken = self._stepping.pop(id(optimizer), None)
                 if taken is None:
                     return

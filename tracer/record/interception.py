@@ -285,6 +285,31 @@ def _remove_module_hooks() -> None:
         _original_any_global_hook = None
 
 
+# The open traces that need no module call now: their next backward pass is not recorded
+# in full (see watch_modules).
+_NOT_WATCHING: list[Observer] = []
+
+
+def watch_modules(trace: Observer, watching: bool) -> None:
+    """Whether `trace` needs to see module calls from now on. While no open trace does, the
+    global module hooks are off: torch then takes its fast path, and a module call costs
+    what it costs untraced (a training step's pass that is not selected). The caller turns
+    watching off only where no module call of its thread is open, so that no call's end
+    goes unseen; they are on again, for every trace, as soon as one watches."""
+    with _LOCK:
+        if trace not in _OPEN:
+            return
+        if watching:
+            if trace in _NOT_WATCHING:
+                _NOT_WATCHING.remove(trace)
+            _install_module_hooks()
+        else:
+            if trace not in _NOT_WATCHING:
+                _NOT_WATCHING.append(trace)
+            if all(t in _NOT_WATCHING for t in _OPEN):
+                _remove_module_hooks()
+
+
 def open_trace(trace: Observer) -> contextvars.Token:
     """Register `trace` (its thread's context reports to it) and install the hooks."""
     with _LOCK:
@@ -306,6 +331,8 @@ def close_trace(trace: Observer, token: contextvars.Token | None) -> None:
     with _LOCK:
         if trace in _OPEN:
             _OPEN.remove(trace)
+        if trace in _NOT_WATCHING:
+            _NOT_WATCHING.remove(trace)
         if not _OPEN:
             _remove_engine_hook()
             _remove_module_hooks()

@@ -157,6 +157,10 @@ class ModuleTracker:
         self._calls.append(call)
         stack.append(call)
 
+    def in_call(self) -> bool:
+        """Whether a module call is open in this thread (entered, not yet ended)."""
+        return bool(self._local.stack)
+
     def exit(self, module: torch.nn.Module) -> None:
         """A module's forward ended (returned or raised)."""
         stack = self._local.stack

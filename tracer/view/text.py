@@ -15,7 +15,7 @@ from typing import Literal
 
 from tracer.model.check import Check, How, register_formatters
 from tracer.model.explain import Cut, Element, InPlaceError, NoGradient, Start
-from tracer.model.flow import ActivationStats, GradientFlow
+from tracer.model.flow import ActivationStats, FlowMark, GradientFlow
 from tracer.model.forward import ForwardMode
 from tracer.model.graph import Edge, Graph, ModuleCall, Node, UnrecordedPasses
 from tracer.model.passes import Pass
@@ -645,32 +645,30 @@ def flow_number(v: float | None) -> str:
     return "—" if v is None else f"{v:.3g}"
 
 
-def flow_marks(flow: GradientFlow) -> list[str]:
+def flow_marks(marks: Sequence[FlowMark]) -> list[str]:
     """Per layer whose gradient vanished or exploded: "fc3 · Linear: vanishing at 120
-    passes (first at pass 4, ‖g‖ 3.2e-09)"."""
-    found: dict[tuple[str, str], list[tuple[int, float | None]]] = {}
-    norms = {layer.label: layer.grad_norm for layer in flow.layers()}
-    for label, number, kind in flow.marks():
-        found.setdefault((label, kind), []).append((number, norms[label][number - 1]))
+    passes (first at pass 4, ‖g‖ 3.2e-09)". `marks`: GradientFlow.marks()."""
+    found: dict[tuple[str, str], list[FlowMark]] = {}
+    for mark in marks:
+        found.setdefault((mark.label, mark.kind), []).append(mark)
     return [
-        f"{label}: {kind} at {len(at)} pass(es) (first at pass {at[0][0]}, "
-        f"‖g‖ {flow_number(at[0][1])})"
+        f"{label}: {kind} at {len(at)} pass(es) (first at pass {at[0].pass_number}, "
+        f"‖g‖ {flow_number(at[0].norm)})"
         for (label, kind), at in found.items()
     ]
 
 
-def flow_summary(flow: GradientFlow) -> str:
+def flow_summary(flow: GradientFlow, marks: Sequence[FlowMark] | None = None) -> str:
     """One line for the terminal: what the flow holds, and whether any layer's gradient
-    vanished or exploded."""
-    layers = len(flow.layers())
+    vanished or exploded. `marks`: flow.marks(), when already computed."""
     head = (
-        f"gradient flow: {layers} layer(s) over {flow.passes} backward pass(es), "
+        f"gradient flow: {flow.layer_count()} layer(s) over {flow.passes} backward pass(es), "
         f"{len(flow.steps)} optimizer step(s)"
     )
-    marks = flow_marks(flow)
-    if not marks:
+    described = flow_marks(flow.marks() if marks is None else marks)
+    if not described:
         return f"{head}; no gradient vanished (< 1e-7) or exploded (> 1e4)"
-    return f"{head}; " + "; ".join(marks)
+    return f"{head}; " + "; ".join(described)
 
 
 ACTIVATION_COLUMNS = ("pass", "module", "mean", "std", "saturated")
