@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -94,19 +95,38 @@ def write_pictures(
     notes: list[str] = []
     failed: list[tuple[Pass, str]] = []
     step_pages: dict[int, Path] = {}
+
+    def draw(p: Pass) -> tuple[Path | None, Path | None, str | None, list[str]]:
+        """One pass's picture and page: (picture, page, why it failed, notes)."""
+        found: list[str] = []
+        try:
+            picture = write(p.recording, out / p.picture_name(fmt, width), options, found)
+            page = None
+            if pages:
+                page = (
+                    picture
+                    if fmt == "html"
+                    else write(p.recording, out / p.picture_name("html", width))
+                )
+            return picture, page, None, found
+        except TracerError as e:
+            return None, None, str(e), found
+
     try:
-        for p in passes:
-            found: list[str] = []
-            try:
-                written.append(write(p.recording, out / p.picture_name(fmt, width), options, found))
-                if pages:
-                    page = out / p.picture_name("html", width)
-                    step_pages[p.number] = (
-                        written[-1] if fmt == "html" else write(p.recording, page)
-                    )
-            except TracerError as e:
-                failed.append((p, str(e)))
-            notes += (f"{p.picture_name(fmt, width)}: {note}" for note in found)
+        # The passes are drawn two at a time: Graphviz runs as a process of its own, so
+        # one pass is laid out while the next one's DOT text is made (a run of a few
+        # pictures waits for them at its end). The results keep the passes' order.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for p, (picture, page, error, found) in zip(
+                passes, pool.map(draw, passes), strict=True
+            ):
+                if picture is not None:
+                    written.append(picture)
+                if page is not None:
+                    step_pages[p.number] = page
+                if error is not None:
+                    failed.append((p, error))
+                notes += (f"{p.picture_name(fmt, width)}: {note}" for note in found)
     except BaseException:
         written = []
         raise
