@@ -206,6 +206,20 @@ def test_a_training_step_not_selected_runs_with_no_module_hook_and_no_mode() -> 
     assert len(t.flow.parameters[0].grad_norm) == 6 and None not in t.flow.parameters[0].grad_norm
 
 
+def test_the_flow_keeps_module_outputs_of_the_passes_kept_alone() -> None:
+    """Under the default, each pass after the 10th is recorded while it might be the last:
+    when the next comes, its module outputs leave the flow with it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    with tracer.trace() as t:
+        for _ in range(30):
+            model(torch.randn(2, 3)).sum().backward()
+    flow = t.flow
+    assert [n for n, kept in enumerate(flow.recorded, start=1) if kept] == [1, 2, 3, 30]
+    assert sorted({a.pass_number for a in flow.activations}) == [1, 2, 3, 30]
+    assert len(flow.activations) == 4 * 3  # three leaf modules at each kept pass
+
+
 def test_checks_after_an_unrecorded_pass_are_not_held() -> None:
     w = torch.tensor([1.0, 2.0], requires_grad=True)
     with tracer.trace(passes="1") as t:

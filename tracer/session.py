@@ -518,6 +518,7 @@ class Trace:
         held = [g.number for g in recording.graphs if g.kind == "backward"]
         dropped = {n for n in held if not selection.wants(n, passes_run, ended=ended)}
         recording.drop_passes(dropped)
+        self.flow_recorder.drop_passes(dropped)
         if recording.checks:
             kept = set(held) - dropped
             if any(c.after and c.after not in kept for c in recording.checks):

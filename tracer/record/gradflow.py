@@ -173,6 +173,20 @@ class FlowRecorder:
         except Exception as e:  # tracer's problem, never the user's
             self._warn(f"the gradient flow misses a pass ({type(e).__name__}: {e})")
 
+    def drop_passes(self, numbers: set[int]) -> None:
+        """Passes recorded in full and then dropped (one that might have been the last,
+        when another came): no longer recorded, and their module outputs go with them, so
+        that what the flow holds beyond its norms is bounded by the selection."""
+        if not numbers:
+            return
+        with self._lock:
+            flow = self.flow
+            for n in numbers:
+                if 0 < n <= flow.passes:
+                    flow.recorded[n - 1] = False
+            if any(a.pass_number in numbers for a in flow.activations):
+                flow.activations = [a for a in flow.activations if a.pass_number not in numbers]
+
     def module_output(self, module: torch.nn.Module, output: Any) -> None:
         """A module call returned `output`: summarised when its pass is recorded in full
         and the module has no submodules (a layer, an activation)."""
