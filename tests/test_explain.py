@@ -115,6 +115,20 @@ def test_a_grad_set_to_none_after_backward_says_so_and_each_tensor_is_told_once(
     )
 
 
+def test_setting_a_grad_to_none_is_not_a_read() -> None:
+    """PyTorch's tutorial clears gradients by hand (`a.grad = None`): an assignment, which
+    reaches the recorder as the property's `__set__`, is no read of a None `.grad`."""
+    a = torch.tensor(1.0, requires_grad=True)
+    with tracer.trace() as t:
+        for _ in range(3):
+            (a * 3).backward()
+            with torch.no_grad():
+                a -= 0.1 * a.grad  # a read, not None
+                a.grad = None
+    assert t.recording.no_gradients == []
+    assert "grad is None" not in format_report(t.recording)
+
+
 def test_a_loop_reading_a_new_tensors_grad_on_every_step_says_it_once() -> None:
     w = torch.ones(2, dtype=f64, requires_grad=True)
     with tracer.trace() as t:

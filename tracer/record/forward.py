@@ -81,7 +81,8 @@ OnComparison = Callable[[How, tuple, dict, Any, FrameType], None]
 OnNoneGrad = Callable[[torch.Tensor, FrameType], None]
 
 # A property read (`t.grad`, `t.data`) reaches a mode as its descriptor's bound `__get__`,
-# a method-wrapper, made anew for each read: known by the descriptor it is bound to.
+# a method-wrapper, made anew for each read: known by the descriptor it is bound to. An
+# assignment (`t.grad = None`) reaches it as the bound `__set__`, of the same type.
 _GRAD: Any = vars(torch._C.TensorBase)["grad"]  # the descriptors (typed as tensors)
 _DATA: Any = vars(torch._C.TensorBase)["data"]
 _GETTER = type(_GRAD.__get__)
@@ -381,7 +382,7 @@ class ForwardRecorder(TorchFunctionMode):
             return out  # a number, a size, a bool: nothing to record (about half the calls)
         try:
             with torch._C.DisableTorchFunction():  # the user's own modes see only their calls
-                if type(func) is _GETTER:
+                if type(func) is _GETTER and func.__name__ == "__get__":  # not `t.grad = …`
                     self._note_read(func.__self__, args, out)
                 elif func is _DETACH or func is _TORCH_DETACH:
                     self._note_cut("detach", "detach", args, out)
