@@ -123,7 +123,9 @@ def test_setting_a_grad_to_none_is_not_a_read() -> None:
         for _ in range(3):
             (a * 3).backward()
             with torch.no_grad():
-                a -= 0.1 * a.grad  # a read, not None
+                gradient = a.grad  # a read, not None
+                assert gradient is not None
+                a -= 0.1 * gradient
                 a.grad = None
     assert t.recording.no_gradients == []
     assert "grad is None" not in format_report(t.recording)

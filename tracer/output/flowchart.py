@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
+from typing import TypeGuard
 
 from tracer.model.flow import EXPLODING, VANISHING, FlowMark, GradientFlow, LayerFlow
 
@@ -56,7 +57,7 @@ def _layer_colour(i: int, layers: int) -> str:
     return _colour(i / max(layers - 1, 1) * 0.9)
 
 
-def _drawable(v: float | None) -> bool:
+def _drawable(v: float | None) -> TypeGuard[float]:
     """Whether a log axis can show `v` (not missing, zero, negative or non-finite)."""
     return v is not None and math.isfinite(v) and v > 0
 
@@ -90,7 +91,7 @@ class _Panel:
         return self.top + (1 - fraction) * _PANEL_HEIGHT
 
 
-def _panel(top: float, xs: Sequence[float], values: Sequence[float]) -> _Panel:
+def _panel(top: float, xs: Sequence[float], values: Sequence[float | None]) -> _Panel:
     """A panel whose y range takes the positive finite `values` in whole decades."""
     x_low, x_high = (min(xs), max(xs)) if xs else (1.0, 1.0)
     shown = [v for v in values if _drawable(v)]
@@ -106,7 +107,7 @@ def _runs(panel: _Panel, xs: Sequence[float], values: Sequence[float | None]) ->
     longer than the panel is wide keeps each pixel column's lowest and highest point."""
     runs: list[list[tuple[float, float]]] = [[]]
     for x, v in zip(xs, values, strict=True):
-        if v is None or not _drawable(v):
+        if not _drawable(v):
             if runs[-1]:
                 runs.append([])
             continue
@@ -249,11 +250,9 @@ def flow_svg(
     x_axis = passes or [1]
     tops = [_TOP + k * (_PANEL_HEIGHT + _GAP) for k in range(3)]
     thresholds = [VANISHING, EXPLODING] if marks or layers else []
-    grad = _panel(
-        tops[0], x_axis, [v for layer in layers for v in layer.grad_norm if v] + thresholds
-    )
-    ratio = _panel(tops[1], x_axis, [v for layer in layers for v in layer.grad_to_data if v])
-    update = _panel(tops[2], x_axis, [v for layer in layers for v in layer.update_to_data if v])
+    grad = _panel(tops[0], x_axis, [*(v for layer in layers for v in layer.grad_norm), *thresholds])
+    ratio = _panel(tops[1], x_axis, [v for layer in layers for v in layer.grad_to_data])
+    update = _panel(tops[2], x_axis, [v for layer in layers for v in layer.update_to_data])
     x_ticks = _x_ticks(grad.x_low, grad.x_high)
     height = tops[2] + _PANEL_HEIGHT + 52
     heading = f"Gradient flow over {flow.passes} backward pass(es), per layer"
@@ -312,7 +311,7 @@ def flow_svg(
                 lines += [
                     f'<circle cx="{panel.x(x):.1f}" cy="{panel.y(v):.1f}" r="2" fill="{colour}"/>'
                     for x, v in zip(xs, series, strict=True)
-                    if v is not None and _drawable(v)
+                    if _drawable(v)
                 ]
             parts.append(
                 f'<g{gid} fill="none" stroke="{colour}" stroke-width="1.2" '
